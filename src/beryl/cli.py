@@ -1,0 +1,473 @@
+"""The ``beryl`` command line: one group, each command a few lines over the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from beryl import config as config_module
+from beryl.config import Settings
+from beryl.errors import EXIT_PARTIAL, BerylError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings(ctx: click.Context, path: str | None) -> Settings:
+    chosen = path or (ctx.find_root().params.get("config") if ctx.find_root() else None)
+    return config_module.load(config_module.resolve_path(chosen))
+
+
+def with_settings(func: F) -> F:
+    """Add ``--config`` to a command and pass the loaded ``Settings`` as its first argument."""
+
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=True, path_type=str),
+        default=None,
+        help="Workspace config file (default: $BERYL_CONFIG, else ./config.json).",
+    )
+    @click.pass_context  # type: ignore[arg-type]
+    @functools.wraps(func)
+    def wrapper(ctx: click.Context, config_path: str | None, **kwargs: Any) -> Any:
+        return ctx.invoke(func, _settings(ctx, config_path), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def recorded(settings: Settings, command: str) -> Iterator[Any]:
+    """Record the command as a run with one timed step in the history database."""
+    from beryl.history import History
+
+    with History(settings.history_db).run(command) as run, run.step(command) as detail:
+        yield run, detail
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=True, path_type=str),
+    default=None,
+    help="Workspace config file (default: $BERYL_CONFIG, else ./config.json).",
+)
+@click.version_option(package_name="beryl")
+def cli(config: str | None) -> None:
+    """Beryl: train, serve and monitor a customer-attrition model from a folder of CSV files."""
+
+
+# -- workspace ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--rows", default=2000, show_default=True, help="Customers in the source files.")
+@click.option("--files", default=3, show_default=True, help="Number of source CSV files.")
+@click.option("--seed", default=0, show_default=True, help="Random seed of the generator.")
+@click.option("--force", is_flag=True, help="Write into a folder that already has a config.json.")
+def init(directory: Path, rows: int, files: int, seed: int, force: bool) -> None:
+    """Create a ready workspace in DIRECTORY: config.json, source, practice and test data."""
+    from beryl.demo import init_workspace
+
+    workspace = init_workspace(directory, rows=rows, files=files, seed=seed, force=force)
+    console.print(f"[green]Workspace ready[/] in {workspace.root}")
+    console.print(f"  config        {workspace.config}")
+    console.print(
+        f"  source files  {len(workspace.source_files)} in {workspace.source_files[0].parent}"
+    )
+    console.print(
+        f"  practice      {len(workspace.practice_files)} in {workspace.practice_files[0].parent}"
+    )
+    console.print(f"  test data     {workspace.test_file}")
+    console.print(f"Next: beryl --config {workspace.config} ingest")
+
+
+@cli.command("add-batch")
+@with_settings
+@click.option("--name", default=None, help="File name (default: batch-<seed>.csv).")
+@click.option("--rows", default=500, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--shift", default=0.0, show_default=True, help="Raise activity by this fraction.")
+@click.option("--label-noise", default=0.0, show_default=True, help="Share of flipped labels.")
+def add_batch(
+    settings: Settings, name: str | None, rows: int, seed: int, shift: float, label_noise: float
+) -> None:
+    """Write one more generated CSV file into the input folder (a new batch arriving)."""
+    from beryl.demo import add_batch as write_batch
+
+    path = write_batch(
+        settings.input_folder,
+        name or f"batch-{seed}.csv",
+        rows=rows,
+        seed=seed,
+        shift=shift,
+        label_noise=label_noise,
+    )
+    console.print(f"wrote {rows} rows to {path}")
+
+
+# -- stages ---------------------------------------------------------------------------------------
+@cli.command()
+@with_settings
+@click.option("--json", "as_json", is_flag=True, help="Print the ingestion record as JSON.")
+def ingest(settings: Settings, as_json: bool) -> None:
+    """Ingest new CSV files from the input folder into the consolidated dataset."""
+    from beryl.ingestion import ingest as run_ingest
+
+    with recorded(settings, "ingest") as (run, detail), _progress(not as_json) as progress:
+        result = run_ingest(settings, progress=progress)
+        detail.update(files=len(result.records), rows_added=result.rows_added)
+        if result.partial:
+            run.status, run.exit_code = "partial", EXIT_PARTIAL
+    if as_json:
+        _print_json(
+            {
+                "records": [r.to_dict() for r in result.records],
+                "batch": result.batch.to_dict() if result.batch else None,
+                "deferred": result.deferred,
+                "dataset_rows": result.dataset_rows,
+            }
+        )
+    else:
+        _print_ingestion(result)
+    if result.partial:
+        sys.exit(EXIT_PARTIAL)
+
+
+def _print_ingestion(result: Any) -> None:
+    if not result.records and not result.deferred:
+        console.print("No new files in the input folder.")
+        return
+    table = Table(title="Ingestion")
+    for column in ("file", "status", "rows read", "rows kept", "reason"):
+        table.add_column(column)
+    for record in result.records:
+        style = {"ingested": "green", "quarantined": "red"}.get(record.status, "yellow")
+        table.add_row(
+            record.name,
+            f"[{style}]{record.status}[/]",
+            str(record.rows_read),
+            str(record.rows_kept),
+            record.reason or "",
+        )
+    console.print(table)
+    for name in result.deferred:
+        console.print(f"[yellow]{name}[/] is still being written; it will be read next time")
+    console.print(f"{result.rows_added} new rows; the dataset now has {result.dataset_rows} rows.")
+    if result.partial:
+        console.print(
+            "[red]Some files were quarantined[/]: fix them and save them again to retry. "
+            "Nothing was deleted."
+        )
+
+
+@contextmanager
+def _progress(show: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    if not show or not console.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as bar:
+        task = bar.add_task("reading files", total=None)
+
+        def update(name: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"reading {name}".strip())
+
+        yield update
+
+
+@cli.command()
+@with_settings
+@click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
+def train(settings: Settings, as_json: bool) -> None:
+    """Train a candidate model on the whole consolidated dataset."""
+    from beryl.training import train as run_train
+
+    with recorded(settings, "train") as (_, detail):
+        with console.status("training"):
+            card = run_train(settings)
+        detail.update(version=card.id, rows=card.training["rows"])
+    if as_json:
+        _print_json(card.to_dict())
+        return
+    console.print(
+        f"Trained [bold]{card.id}[/] on {card.training['rows']} rows "
+        f"({len(card.training['batches'])} batches) → {settings.model_folder / 'trainedmodel.pkl'}"
+    )
+
+
+@cli.command()
+@with_settings
+@click.option("--version", "version", default=None, help="Model version (default: latest).")
+@click.option("--json", "as_json", is_flag=True)
+def score(settings: Settings, version: str | None, as_json: bool) -> None:
+    """Score a model version on the test data (F1 for the positive label, and more)."""
+    from beryl.scoring import score as run_score
+
+    with recorded(settings, "score") as (_, detail):
+        card = run_score(settings, version)
+        detail.update(version=card.id, f1=card.metrics["f1"])
+    if as_json:
+        _print_json({"version": card.id, **card.metrics})
+        return
+    _print_metrics(card.id, card.metrics)
+    console.print(f"F1 written to {settings.model_folder / 'latestscore.txt'}")
+
+
+def _print_metrics(version: str, metrics: dict[str, Any]) -> None:
+    table = Table(title=f"Scores of {version} on {metrics.get('n', '?')} test rows")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in ("f1", "precision", "recall", "accuracy", "roc_auc"):
+        value = metrics.get(name)
+        table.add_row(name, "n/a" if value is None else f"{value:.4f}")
+    console.print(table)
+    matrix = metrics.get("confusion_matrix")
+    if matrix:
+        console.print(
+            f"confusion matrix (rows actual, columns predicted; {metrics['confusion_labels']}):"
+            f" {matrix}"
+        )
+
+
+@cli.command()
+@with_settings
+@click.option("--version", "version", default=None, help="Model version (default: latest).")
+def deploy(settings: Settings, version: str | None) -> None:
+    """Put a model version into production and materialise prod_deployment_path."""
+    from beryl.deployment import deploy as run_deploy
+
+    with recorded(settings, "deploy") as (run, detail):
+        deployment = run_deploy(settings, version)
+        detail.update(version=deployment.version)
+        if deployment.move:
+            from beryl.history import History
+
+            History(settings.history_db).record_promotion(
+                deployment.move.__dict__, run_id=run.run_id
+            )
+    console.print(
+        f"[green]{deployment.version} is in production[/]: {settings.prod_folder} "
+        f"(→ {deployment.folder.name})"
+    )
+
+
+# -- models ---------------------------------------------------------------------------------------
+@cli.group()
+def models() -> None:
+    """List, inspect, promote and roll back model versions."""
+
+
+@models.command("list")
+@with_settings
+@click.option("--json", "as_json", is_flag=True)
+def models_list(settings: Settings, as_json: bool) -> None:
+    """Every model version, with its F1 and whether it is in production."""
+    from beryl.registry import Registry
+
+    registry = Registry(settings.model_folder)
+    cards = registry.cards()
+    production = registry.production()
+    if as_json:
+        _print_json(
+            [
+                {"id": c.id, "created": c.created, "f1": c.f1, "production": c.id == production}
+                for c in cards
+            ]
+        )
+        return
+    if not cards:
+        console.print("No model versions yet: run `beryl train`.")
+        return
+    table = Table(title="Model versions")
+    for column in ("version", "created", "rows", "F1", ""):
+        table.add_column(column)
+    for card in cards:
+        table.add_row(
+            card.id,
+            card.created,
+            str(card.training.get("rows")),
+            "—" if card.f1 is None else f"{card.f1:.4f}",
+            "[green]production[/]" if card.id == production else "",
+        )
+    console.print(table)
+
+
+@models.command("show")
+@with_settings
+@click.argument("version")
+def models_show(settings: Settings, version: str) -> None:
+    """Print a version's model card as JSON."""
+    from beryl.registry import Registry
+
+    _print_json(Registry(settings.model_folder).card(version).to_dict())
+
+
+@models.command("promote")
+@with_settings
+@click.argument("version")
+def models_promote(settings: Settings, version: str) -> None:
+    """Put VERSION into production (same as `beryl deploy --version VERSION`)."""
+    from beryl.deployment import deploy as run_deploy
+
+    with recorded(settings, "promote") as (run, _):
+        deployment = run_deploy(settings, version, reason="promoted by hand")
+        if deployment.move:
+            from beryl.history import History
+
+            History(settings.history_db).record_promotion(deployment.move.__dict__, run.run_id)
+    console.print(f"[green]{deployment.version} is in production[/]")
+
+
+@models.command("rollback")
+@with_settings
+def models_rollback(settings: Settings) -> None:
+    """Put the version that production replaced back into production."""
+    from beryl.deployment import rollback
+
+    with recorded(settings, "rollback") as (run, _):
+        deployment = rollback(settings)
+        if deployment.move:
+            from beryl.history import History
+
+            History(settings.history_db).record_promotion(deployment.move.__dict__, run.run_id)
+    console.print(f"[green]rolled back: {deployment.version} is in production[/]")
+
+
+# -- diagnostics and reports ----------------------------------------------------------------------
+@cli.command()
+@with_settings
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@click.option("--measure", is_flag=True, help="Re-time ingestion and training on a scratch copy.")
+@click.option("--no-outdated", is_flag=True, help="Skip the package-index lookup.")
+def diagnose(settings: Settings, as_json: bool, measure: bool, no_outdated: bool) -> None:
+    """Predictions, summary statistics, missing values, timings and outdated packages."""
+    from beryl.diagnostics import diagnose as run_diagnose
+
+    with recorded(settings, "diagnose"):
+        result = run_diagnose(settings, measure=measure, check_outdated=not no_outdated)
+    if as_json:
+        _print_json(result)
+        return
+    _print_diagnostics(result)
+
+
+def _print_diagnostics(result: dict[str, Any]) -> None:
+    console.print(
+        f"Production model: [bold]{result['production_version'] or 'none'}[/]; "
+        f"dataset: {result['dataset_rows']} rows"
+    )
+    stats = Table(title="Summary statistics")
+    for column in ("column", "mean", "median", "std", "count", "min", "max", "missing %"):
+        stats.add_column(column, justify="right" if column != "column" else "left")
+    for name, values in result["summary_stats"].items():
+        stats.add_row(
+            name,
+            *(_fmt(values[k]) for k in ("mean", "median", "std", "count", "min", "max")),
+            f"{result['missing_percent'].get(name, 0.0):.2f}",
+        )
+    console.print(stats)
+    others = {
+        k: v for k, v in result["missing_percent"].items() if k not in result["summary_stats"]
+    }
+    console.print("Missing values (%): " + ", ".join(f"{k} {v:.2f}" for k, v in others.items()))
+    timings = result["timings"]
+    console.print(
+        "Timings of the last real runs: "
+        + ", ".join(f"{k.removesuffix('_s')} {_fmt(v)} s" for k, v in timings.items())
+    )
+    if "measured_timings" in result:
+        measured = result["measured_timings"]
+        console.print(
+            "Measured now on a scratch copy: "
+            + ", ".join(f"{k.removesuffix('_s')} {v:.3f} s" for k, v in measured.items())
+        )
+    if "predictions" in result:
+        preds = result["predictions"]["predictions"]
+        more = "…" if len(preds) > 20 else ""
+        console.print(f"Predictions on the test data ({len(preds)} rows): {preds[:20]}{more}")
+    if "outdated_packages" in result:
+        table = Table(title="Dependencies")
+        for column in ("module", "installed", "latest", "outdated"):
+            table.add_column(column)
+        for row in result["outdated_packages"]:
+            flag = {True: "[yellow]yes[/]", False: "no", None: "unknown"}[row["outdated"]]
+            table.add_row(row["module"], row["installed"], row["latest"], flag)
+        console.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+@cli.command()
+@with_settings
+@click.option("--version", "version", default=None, help="Model version (default: production).")
+def report(settings: Settings, version: str | None) -> None:
+    """Write the confusion matrix, classification report and HTML report."""
+    from beryl.reporting import build_report
+
+    with recorded(settings, "report"):
+        written = build_report(settings, version)
+    for label, path in written.items():
+        console.print(f"  {label:<22} {path}")
+
+
+@cli.command()
+@with_settings
+@click.option("--limit", default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def history(settings: Settings, limit: int, as_json: bool) -> None:
+    """Recent runs with their steps, durations and outcomes."""
+    from beryl.history import History
+
+    runs = History(settings.history_db).runs(limit)
+    if as_json:
+        _print_json([r.__dict__ | {"steps": [s.__dict__ for s in r.steps]} for r in runs])
+        return
+    table = Table(title="Recent runs")
+    for column in ("id", "command", "started", "seconds", "status", "steps"):
+        table.add_column(column)
+    for run in runs:
+        steps = ", ".join(f"{s.name} {_fmt(s.duration_s)}s" for s in run.steps)
+        table.add_row(
+            str(run.id), run.command, run.started, _fmt(run.duration_s), run.status, steps
+        )
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI; a ``BerylError`` prints one line and exits with its code."""
+    try:
+        cli.main(args=argv, prog_name="beryl", standalone_mode=False)
+    except BerylError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

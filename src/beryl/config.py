@@ -1,0 +1,215 @@
+"""The workspace configuration: one ``config.json``, loaded once into a validated ``Settings``.
+
+Every path in the file is relative to the folder that holds the file, so a workspace behaves the
+same from any current directory (cron included)::
+
+    settings = load("workspace/config.json")
+    settings.input_folder       # absolute Path of input_folder_path
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from beryl.errors import ConfigError
+
+CONFIG_ENV = "BERYL_CONFIG"
+TOKEN_ENV = "BERYL_API_TOKEN"  # noqa: S105  (the variable name, not a token)
+DEFAULT_CONFIG_NAME = "config.json"
+HISTORY_DB_NAME = "beryl.sqlite"
+
+
+class ApiSettings(BaseModel):
+    """Where `beryl serve` listens and `beryl apicalls` calls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    token: str | None = None
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_records: int = Field(default=10_000, gt=0)
+
+
+class Settings(BaseModel):
+    """Validated workspace configuration (DESIGN section 2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_folder_path: str = "sourcedata"
+    output_folder_path: str = "ingesteddata"
+    test_data_path: str = "testdata"
+    output_model_path: str = "models"
+    prod_deployment_path: str = "production_deployment"
+    target: str = "exited"
+    positive_label: int | str = 1
+    id_columns: list[str] = Field(default_factory=lambda: ["corporation"])
+    numeric_features: list[str] | None = None
+    categorical_features: list[str] | None = None
+    model: dict[str, Any] = Field(default_factory=dict)
+    promotion_margin: float = Field(default=0.0, ge=0.0, le=1.0)
+    schedule: str = "*/10 * * * *"
+    write_csv_snapshot: bool = True
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    root: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("target")
+    @classmethod
+    def _target_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name the label column")
+        return value
+
+    @field_validator("id_columns", "numeric_features", "categorical_features")
+    @classmethod
+    def _unique_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("lists a column more than once")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model_parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from sklearn.linear_model import LogisticRegression
+
+        known = set(LogisticRegression().get_params())
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown LogisticRegression parameter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (e.g. '*/10 * * * *')")
+        return value
+
+    def _path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.root / path)
+
+    @property
+    def input_folder(self) -> Path:
+        return self._path(self.input_folder_path)
+
+    @property
+    def output_folder(self) -> Path:
+        return self._path(self.output_folder_path)
+
+    @property
+    def test_data(self) -> Path:
+        return self._path(self.test_data_path)
+
+    @property
+    def model_folder(self) -> Path:
+        return self._path(self.output_model_path)
+
+    @property
+    def prod_folder(self) -> Path:
+        return self._path(self.prod_deployment_path)
+
+    @property
+    def history_db(self) -> Path:
+        return self.root / HISTORY_DB_NAME
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".beryl.lock"
+
+    @property
+    def api_token(self) -> str | None:
+        """The API token from config, else from ``BERYL_API_TOKEN`` (read once, at load)."""
+        return self.api.token
+
+
+def _format_problem(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling; see the README's config reference)"
+    return f"{location}: {message}"
+
+
+def from_mapping(data: dict[str, Any], root: Path) -> Settings:
+    """Validate a config mapping; every problem is listed in one ``ConfigError``."""
+    try:
+        return Settings.model_validate({**data, "root": root.resolve()})
+    except ValidationError as exc:
+        problems = [_format_problem(dict(e)) for e in exc.errors()]
+        raise ConfigError("invalid configuration:", problems=problems) from exc
+
+
+def resolve_path(
+    path: str | os.PathLike[str] | None, environ: dict[str, str] | None = None
+) -> Path:
+    """The config file to use: the explicit path, else ``$BERYL_CONFIG``, else ./config.json."""
+    env = os.environ if environ is None else environ
+    if path is not None:
+        return Path(path)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def load(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate a ``config.json``; paths in it become relative to its folder."""
+    env = os.environ if environ is None else environ
+    config_path = Path(path).expanduser()
+    if config_path.is_dir():
+        config_path = config_path / DEFAULT_CONFIG_NAME
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"no config file at {config_path}",
+            hint="create a workspace with `beryl init DIR`, or pass --config / set BERYL_CONFIG",
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {config_path}: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{config_path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config_path} must hold a JSON object of settings")
+    try:
+        settings = from_mapping(data, config_path.parent)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"invalid configuration in {config_path}:", problems=exc.problems
+        ) from exc
+    if settings.api.token is None and env.get(TOKEN_ENV):
+        api = settings.api.model_copy(update={"token": env[TOKEN_ENV]})
+        settings = settings.model_copy(update={"api": api})
+    return settings
+
+
+def default_config() -> dict[str, Any]:
+    """The config a new workspace starts with: the original five keys plus Beryl's defaults."""
+    return {
+        "input_folder_path": "sourcedata",
+        "output_folder_path": "ingesteddata",
+        "test_data_path": "testdata",
+        "output_model_path": "models",
+        "prod_deployment_path": "production_deployment",
+        "target": "exited",
+        "positive_label": 1,
+        "id_columns": ["corporation"],
+        "model": {"max_iter": 1000},
+        "promotion_margin": 0.0,
+        "schedule": "*/10 * * * *",
+        "api": {"host": "127.0.0.1", "port": 8000},
+    }

@@ -1,0 +1,242 @@
+"""Diagnostics: predictions, summary statistics, missing values, timings, outdated packages.
+
+Statistics of the consolidated dataset are cached in ``output_folder_path/profile.json`` keyed by
+the dataset's batches, so asking again costs a file read until new data arrives.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+
+from beryl._io import atomic_write_json, read_json
+from beryl.config import Settings
+from beryl.dataset import Dataset, utc_now
+from beryl.errors import EmptyDatasetError
+from beryl.history import History
+from beryl.registry import Registry
+from beryl.schema import Schema
+
+PROFILE_FILE = "profile.json"
+OUTDATED_CACHE_FILE = ".outdated.json"
+PYPI_URL = "https://pypi.org/pypi/{name}/json"
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+# -- dataset profile ------------------------------------------------------------------------------
+def compute_profile(dataset: Dataset) -> dict[str, Any]:
+    """Summary statistics per numeric column and percent missing per column."""
+    schema = dataset.schema
+    if schema is None or not dataset.batches:
+        raise EmptyDatasetError(
+            f"no data has been ingested into {dataset.folder} yet", hint="run `beryl ingest` first"
+        )
+    table = dataset.read_table(columns=schema.columns)
+    rows = table.num_rows
+    stats: dict[str, dict[str, float | int | None]] = {}
+    for column in schema.numeric:
+        values = table.column(column).to_numpy(zero_copy_only=False).astype(float)
+        present = values[~np.isnan(values)]
+        if present.size:
+            stats[column] = {
+                "mean": float(present.mean()),
+                "median": float(np.median(present)),
+                "std": float(present.std(ddof=1)) if present.size > 1 else 0.0,
+                "count": int(present.size),
+                "min": float(present.min()),
+                "max": float(present.max()),
+            }
+        else:
+            stats[column] = dict.fromkeys(("mean", "median", "std", "min", "max")) | {"count": 0}
+    missing = {
+        column: (100.0 * table.column(column).null_count / rows if rows else 0.0)
+        for column in schema.columns
+    }
+    for column in schema.numeric:  # NaN stored as a float is missing too
+        nan_count = int(pc.sum(pc.is_nan(table.column(column))).as_py() or 0)
+        missing[column] += 100.0 * nan_count / rows if rows else 0.0
+    return {
+        "batches": [b.id for b in dataset.batches],
+        "rows": rows,
+        "computed_at": utc_now(),
+        "summary_stats": stats,
+        "missing_percent": missing,
+    }
+
+
+def profile(dataset: Dataset) -> dict[str, Any]:
+    """The dataset profile, from the cache when it matches the dataset's batches."""
+    path = dataset.folder / PROFILE_FILE
+    batches = [b.id for b in dataset.batches]
+    try:
+        cached = dict(read_json(path))
+        if cached.get("batches") == batches:
+            return cached
+    except (FileNotFoundError, ValueError):
+        pass
+    fresh = compute_profile(dataset)
+    atomic_write_json(path, fresh)
+    return fresh
+
+
+# -- predictions ----------------------------------------------------------------------------------
+def predict_test_data(settings: Settings, registry: Registry) -> dict[str, Any]:
+    """Predictions of the production model on the test data."""
+    from beryl.scoring import read_labelled
+
+    version = registry.require_production()
+    card = registry.card(version)
+    schema = Schema.from_dict(card.schema)
+    frame, _ = read_labelled(settings.test_data, schema)
+    model = registry.load(version)
+    predictions = model.predict(frame[schema.features])
+    return {"version": version, "predictions": [_plain(p) for p in predictions.tolist()]}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# -- timings --------------------------------------------------------------------------------------
+def recorded_timings(history: History) -> dict[str, float | None]:
+    """Seconds the latest real ingestion and training took, as the history recorded them."""
+    out: dict[str, float | None] = {}
+    for step in ("ingest", "train"):
+        record = history.last_step(step)
+        out[f"{step}_s"] = record.duration_s if record else None
+    return out
+
+
+def measure_timings(settings: Settings) -> dict[str, float]:
+    """Re-time ingestion and training on a scratch copy; the workspace is not touched."""
+    from beryl import config as config_module
+    from beryl.ingestion import ingest
+    from beryl.training import train
+
+    with tempfile.TemporaryDirectory(prefix="beryl-measure-") as scratch:
+        root = Path(scratch)
+        shutil.copytree(settings.input_folder, root / "input", symlinks=True)
+        data = settings.model_dump(mode="json", exclude={"root"})
+        data.update(
+            input_folder_path="input",
+            output_folder_path="ingested",
+            output_model_path="models",
+            prod_deployment_path="production",
+            test_data_path=str(settings.test_data),
+        )
+        scratch_settings = config_module.from_mapping(data, root)
+        started = time.perf_counter()
+        ingest(scratch_settings)
+        ingest_s = time.perf_counter() - started
+        started = time.perf_counter()
+        train(scratch_settings)
+        train_s = time.perf_counter() - started
+    return {"ingest_s": ingest_s, "train_s": train_s}
+
+
+# -- outdated packages ----------------------------------------------------------------------------
+def dependencies(distribution: str = "beryl") -> list[str]:
+    """Names of the runtime dependencies a distribution declares (extras excluded)."""
+    names = []
+    for requirement in metadata.requires(distribution) or []:
+        if "extra ==" in requirement:
+            continue
+        match = _REQUIREMENT_NAME.match(requirement)
+        if match:
+            names.append(match.group(1))
+    return names
+
+
+def _latest_version(name: str, timeout: float) -> str:
+    import httpx
+
+    try:
+        response = httpx.get(PYPI_URL.format(name=name), timeout=timeout, follow_redirects=True)
+        if response.status_code == 200:
+            return str(response.json()["info"]["version"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        pass
+    return "unknown"
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:4])
+
+
+def outdated_packages(
+    names: list[str] | None = None, *, timeout: float = 3.0
+) -> list[dict[str, Any]]:
+    """Per dependency: installed version, latest on the package index ('unknown' when offline)."""
+    wanted = names if names is not None else dependencies()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        latest = list(pool.map(lambda n: _latest_version(n, timeout), wanted))
+    table = []
+    for name, newest in zip(wanted, latest, strict=True):
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = "not installed"
+        outdated: bool | None = None
+        if newest != "unknown" and installed != "not installed":
+            outdated = _version_key(newest) > _version_key(installed)
+        table.append(
+            {"module": name, "installed": installed, "latest": newest, "outdated": outdated}
+        )
+    return table
+
+
+def cached_outdated(settings: Settings, *, max_age_s: float = 6 * 3600) -> dict[str, Any] | None:
+    """The last outdated-packages table saved in the workspace, if it is recent enough."""
+    path = settings.model_folder / OUTDATED_CACHE_FILE
+    try:
+        cached = dict(read_json(path))
+    except (FileNotFoundError, ValueError):
+        return None
+    if time.time() - float(cached.get("checked_epoch", 0)) > max_age_s:
+        return None
+    return cached
+
+
+def refresh_outdated(settings: Settings, *, timeout: float = 3.0) -> dict[str, Any]:
+    """Check the package index now and save the table for later readers."""
+    result = {
+        "checked_at": utc_now(),
+        "checked_epoch": time.time(),
+        "packages": outdated_packages(timeout=timeout),
+    }
+    atomic_write_json(settings.model_folder / OUTDATED_CACHE_FILE, result)
+    return result
+
+
+# -- everything -----------------------------------------------------------------------------------
+def diagnose(
+    settings: Settings, *, measure: bool = False, check_outdated: bool = True
+) -> dict[str, Any]:
+    """All diagnostics of a workspace in one JSON-able dict."""
+    registry = Registry(settings.model_folder)
+    dataset = Dataset(settings.output_folder)
+    history = History(settings.history_db)
+    data_profile = profile(dataset)
+    result: dict[str, Any] = {
+        "production_version": registry.production(),
+        "dataset_rows": data_profile["rows"],
+        "summary_stats": data_profile["summary_stats"],
+        "missing_percent": data_profile["missing_percent"],
+        "timings": recorded_timings(history),
+    }
+    if measure:
+        result["measured_timings"] = measure_timings(settings)
+    if registry.production() is not None:
+        result["predictions"] = predict_test_data(settings, registry)
+    if check_outdated:
+        result["outdated_packages"] = refresh_outdated(settings)["packages"]
+    return result

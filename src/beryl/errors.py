@@ -1,0 +1,95 @@
+"""Every error Beryl raises on purpose, each with the exit code the CLI uses for it.
+
+The tree::
+
+    BerylError (exit 1)
+    ├── ConfigError(ValueError)            exit 2   bad or missing config.json
+    ├── DataError(ValueError)              exit 3   input data Beryl cannot use
+    │   ├── SchemaError                             columns or values do not fit the schema
+    │   └── EmptyDatasetError(LookupError)          nothing ingested yet
+    ├── ModelError                         exit 4   models and the registry
+    │   ├── ModelNotFoundError(LookupError)         no such version / no production model
+    │   ├── IntegrityError                          a model file does not match its card
+    │   └── TrainingError                           the estimator refused the data or parameters
+    ├── PipelineBusyError(RuntimeError)    exit 5   another pass holds the lock
+    └── ServiceError(RuntimeError)         exit 6   the API server is unreachable or answered badly
+
+A partially successful ingestion (some files quarantined) is not an error: commands report it with
+exit code ``EXIT_PARTIAL`` (10).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PARTIAL = 10
+EXIT_NO_NEW_DATA = 0
+
+
+class BerylError(Exception):
+    """Root of every error Beryl raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(BerylError, ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, problems: list[str] | None = None, hint: str | None = None):
+        self.problems = problems or []
+        if self.problems:
+            message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message, hint=hint)
+
+
+class DataError(BerylError, ValueError):
+    """Input data that Beryl cannot use as it is."""
+
+    exit_code = 3
+
+
+class SchemaError(DataError):
+    """Columns or values that do not fit the workspace's schema."""
+
+
+class EmptyDatasetError(DataError, LookupError):
+    """The consolidated dataset has no rows yet."""
+
+
+class ModelError(BerylError):
+    """Problems with models and the model registry."""
+
+    exit_code = 4
+
+
+class ModelNotFoundError(ModelError, LookupError):
+    """A model version (or the production model) does not exist."""
+
+
+class IntegrityError(ModelError):
+    """A model file's sha256 does not match its model card: it is never loaded."""
+
+
+class TrainingError(ModelError, ValueError):
+    """The estimator refused the data or its parameters."""
+
+
+class PipelineBusyError(BerylError, RuntimeError):
+    """Another pass of the loop holds the workspace lock."""
+
+    exit_code = 5
+
+
+class ServiceError(BerylError, RuntimeError):
+    """The API server could not be reached or gave an unusable answer."""
+
+    exit_code = 6

@@ -1,0 +1,376 @@
+"""The history database: every run, its steps and timings, scores, drift results and promotions.
+
+SQLite in WAL mode, in the workspace (``beryl.sqlite``). This module owns it: nothing else writes
+SQL. Writers from several processes (a pass and the API) wait for each other instead of failing.
+
+    history = History(settings.history_db)
+    with history.run("ingest") as run:
+        with run.step("ingest"):
+            ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from beryl.dataset import utc_now
+from beryl.errors import BerylError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    command TEXT NOT NULL,
+    started TEXT NOT NULL,
+    ended TEXT,
+    duration_s REAL,
+    status TEXT NOT NULL DEFAULT 'running',
+    exit_code INTEGER,
+    summary TEXT,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    name TEXT NOT NULL,
+    started TEXT NOT NULL,
+    duration_s REAL,
+    status TEXT NOT NULL DEFAULT 'running',
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS steps_by_name ON steps(name, id);
+CREATE TABLE IF NOT EXISTS scores (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER,
+    time TEXT NOT NULL,
+    version TEXT NOT NULL,
+    role TEXT NOT NULL,
+    data TEXT NOT NULL,
+    f1 REAL,
+    metrics TEXT
+);
+CREATE TABLE IF NOT EXISTS promotions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER,
+    time TEXT NOT NULL,
+    action TEXT NOT NULL,
+    from_version TEXT,
+    to_version TEXT NOT NULL,
+    from_f1 REAL,
+    to_f1 REAL,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS drift (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER,
+    time TEXT NOT NULL,
+    reference TEXT,
+    current TEXT,
+    dataset_drift INTEGER,
+    drift_share REAL,
+    result TEXT NOT NULL
+);
+"""
+
+
+class HistoryError(BerylError):
+    """The history database cannot be opened or written."""
+
+
+@dataclass
+class StepRecord:
+    name: str
+    duration_s: float | None
+    status: str
+    started: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    id: int
+    command: str
+    started: str
+    ended: str | None
+    duration_s: float | None
+    status: str
+    exit_code: int | None
+    summary: str | None
+    detail: dict[str, Any]
+    steps: list[StepRecord] = field(default_factory=list)
+
+
+class History:
+    """Access to the workspace's history database."""
+
+    def __init__(self, path: Path, *, timeout: float = 60.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._ready = False
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise HistoryError(f"cannot open history database {self.path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            if not self._ready:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(_SCHEMA)
+                self._ready = True
+            conn.row_factory = sqlite3.Row
+            yield conn
+        except sqlite3.Error as exc:
+            raise HistoryError(f"history database {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        with self._connect() as conn:
+            cursor = conn.execute(sql, params)
+            return int(cursor.lastrowid or 0)
+
+    # -- runs and steps -------------------------------------------------------------------------
+    def start_run(self, command: str, detail: dict[str, Any] | None = None) -> int:
+        return self._execute(
+            "INSERT INTO runs (command, started, detail) VALUES (?, ?, ?)",
+            (command, utc_now(), json.dumps(detail or {}, default=str)),
+        )
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        exit_code: int,
+        duration_s: float,
+        summary: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self._execute(
+            "UPDATE runs SET ended = ?, duration_s = ?, status = ?, exit_code = ?, summary = ?,"
+            " detail = COALESCE(?, detail) WHERE id = ?",
+            (
+                utc_now(),
+                duration_s,
+                status,
+                exit_code,
+                summary,
+                json.dumps(detail, default=str) if detail is not None else None,
+                run_id,
+            ),
+        )
+
+    def record_step(
+        self,
+        run_id: int,
+        name: str,
+        *,
+        started: str,
+        duration_s: float,
+        status: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self._execute(
+            "INSERT INTO steps (run_id, name, started, duration_s, status, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, name, started, duration_s, status, json.dumps(detail or {}, default=str)),
+        )
+
+    @contextlib.contextmanager
+    def run(self, command: str, detail: dict[str, Any] | None = None) -> Iterator[RunContext]:
+        """Record a run; its outcome is 'ok' unless the body raises or sets another status."""
+        context = RunContext(self, self.start_run(command, detail))
+        started = time.perf_counter()
+        try:
+            yield context
+        except BaseException as exc:
+            code = getattr(exc, "exit_code", 1)
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self.finish_run(
+                context.run_id,
+                status=status,
+                exit_code=int(code) if isinstance(code, int) else 1,
+                duration_s=time.perf_counter() - started,
+                summary=str(exc)[:2000],
+                detail=context.detail,
+            )
+            raise
+        self.finish_run(
+            context.run_id,
+            status=context.status,
+            exit_code=context.exit_code,
+            duration_s=time.perf_counter() - started,
+            summary=context.summary,
+            detail=context.detail,
+        )
+
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        """The most recent runs, newest first, with their steps."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            records = []
+            for row in rows:
+                steps = conn.execute(
+                    "SELECT * FROM steps WHERE run_id = ? ORDER BY id", (row["id"],)
+                ).fetchall()
+                records.append(
+                    RunRecord(
+                        id=row["id"],
+                        command=row["command"],
+                        started=row["started"],
+                        ended=row["ended"],
+                        duration_s=row["duration_s"],
+                        status=row["status"],
+                        exit_code=row["exit_code"],
+                        summary=row["summary"],
+                        detail=json.loads(row["detail"] or "{}"),
+                        steps=[
+                            StepRecord(
+                                name=s["name"],
+                                duration_s=s["duration_s"],
+                                status=s["status"],
+                                started=s["started"],
+                                detail=json.loads(s["detail"] or "{}"),
+                            )
+                            for s in steps
+                        ],
+                    )
+                )
+            return records
+
+    def last_step(self, name: str) -> StepRecord | None:
+        """The latest successful step of that name (e.g. the last ingestion's timing)."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM steps WHERE name = ? AND status = 'ok' ORDER BY id DESC LIMIT 1",
+                (name,),
+            ).fetchone()
+        if row is None:
+            return None
+        return StepRecord(
+            name=row["name"],
+            duration_s=row["duration_s"],
+            status=row["status"],
+            started=row["started"],
+            detail=json.loads(row["detail"] or "{}"),
+        )
+
+    # -- scores, promotions, drift --------------------------------------------------------------
+    def record_score(
+        self, version: str, role: str, data: str, metrics: dict[str, Any], run_id: int | None = None
+    ) -> None:
+        """Record a model's metrics: role is e.g. 'candidate', 'production', 'drift-check'."""
+        self._execute(
+            "INSERT INTO scores (run_id, time, version, role, data, f1, metrics)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                utc_now(),
+                version,
+                role,
+                data,
+                metrics.get("f1"),
+                json.dumps(metrics, default=str),
+            ),
+        )
+
+    def scores(self, limit: int = 500) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT run_id, time, version, role, data, f1 FROM scores ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [dict(r) for r in reversed(rows)]
+
+    def record_promotion(self, move: dict[str, Any], run_id: int | None = None) -> None:
+        self._execute(
+            "INSERT INTO promotions (run_id, time, action, from_version, to_version, from_f1,"
+            " to_f1, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                move["time"],
+                move["action"],
+                move.get("from_version"),
+                move["to_version"],
+                move.get("from_f1"),
+                move.get("to_f1"),
+                move.get("reason"),
+            ),
+        )
+
+    def promotions(self, limit: int = 500) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT run_id, time, action, from_version, to_version, from_f1, to_f1, reason"
+                " FROM promotions ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [dict(r) for r in reversed(rows)]
+
+    def record_drift(self, result: dict[str, Any], run_id: int | None = None) -> None:
+        self._execute(
+            "INSERT INTO drift (run_id, time, reference, current, dataset_drift, drift_share,"
+            " result) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                utc_now(),
+                json.dumps(result.get("reference"), default=str),
+                json.dumps(result.get("current"), default=str),
+                int(bool(result.get("dataset_drift"))),
+                result.get("drift_share"),
+                json.dumps(result, default=str),
+            ),
+        )
+
+    def latest_drift(self) -> dict[str, Any] | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT result FROM drift ORDER BY id DESC LIMIT 1").fetchone()
+        return json.loads(row["result"]) if row else None
+
+
+class RunContext:
+    """A run in progress: time its steps and set its outcome."""
+
+    def __init__(self, history: History, run_id: int) -> None:
+        self.history = history
+        self.run_id = run_id
+        self.status = "ok"
+        self.exit_code = 0
+        self.summary = ""
+        self.detail: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[dict[str, Any]]:
+        """Time a step; the yielded dict becomes the step's recorded detail."""
+        detail: dict[str, Any] = {}
+        started_at = utc_now()
+        started = time.perf_counter()
+        status = "ok"
+        try:
+            yield detail
+        except BaseException as exc:
+            status = "failed"
+            detail.setdefault("error", str(exc)[:2000])
+            raise
+        finally:
+            duration = time.perf_counter() - started
+            self.timings[name] = duration
+            self.history.record_step(
+                self.run_id,
+                name,
+                started=started_at,
+                duration_s=duration,
+                status=status,
+                detail=detail,
+            )

@@ -1,0 +1,122 @@
+"""Column roles (target, identifiers, numeric and categorical features) and their inference.
+
+A workspace's schema is fixed by the first ingestion (or by the feature lists in config) and kept
+in the dataset manifest, so later files are checked against the same columns and types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from beryl.config import Settings
+from beryl.errors import SchemaError
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Which column plays which role, and the label's type."""
+
+    target: str
+    positive_label: int | str
+    id_columns: list[str] = field(default_factory=list)
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the dataset keeps, in dataset order."""
+        return [*self.id_columns, *self.features, self.target]
+
+    @property
+    def label_is_numeric(self) -> bool:
+        return isinstance(self.positive_label, int)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Schema:
+        return cls(
+            target=data["target"],
+            positive_label=data["positive_label"],
+            id_columns=list(data.get("id_columns", [])),
+            numeric=list(data.get("numeric", [])),
+            categorical=list(data.get("categorical", [])),
+        )
+
+    def check_settings(self, settings: Settings) -> None:
+        """Refuse a config whose roles contradict the schema the dataset was built with."""
+        problems = []
+        if settings.target != self.target:
+            problems.append(f"target is {settings.target!r} but the dataset uses {self.target!r}")
+        if settings.numeric_features is not None and settings.numeric_features != self.numeric:
+            problems.append(f"numeric_features differ from the dataset's {self.numeric}")
+        if (
+            settings.categorical_features is not None
+            and settings.categorical_features != self.categorical
+        ):
+            problems.append(f"categorical_features differ from the dataset's {self.categorical}")
+        if problems:
+            raise SchemaError(
+                "config does not match the ingested dataset: " + "; ".join(problems),
+                hint="restore the old setting, or start a new output_folder_path",
+            )
+
+
+def _looks_numeric(series: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(series):
+        return False
+    if pd.api.types.is_numeric_dtype(series):
+        return True
+    values = series.dropna().astype(str).str.strip()
+    values = values[values != ""]
+    if values.empty:
+        return True
+    return bool(pd.to_numeric(values, errors="coerce").notna().all())
+
+
+def infer_schema(settings: Settings, frame: pd.DataFrame, source: str) -> Schema:
+    """Schema from config, with feature lists inferred from ``frame``'s columns when absent."""
+    columns = list(frame.columns)
+    missing = [c for c in [settings.target, *settings.id_columns] if c not in columns]
+    if missing:
+        raise SchemaError(
+            f"{source}: missing column(s) {', '.join(missing)}; found {', '.join(columns)}",
+            hint="check target and id_columns in config.json",
+        )
+    reserved = {settings.target, *settings.id_columns}
+    numeric = settings.numeric_features
+    categorical = settings.categorical_features
+    if numeric is None or categorical is None:
+        listed = set(numeric or []) | set(categorical or [])
+        rest = [c for c in columns if c not in reserved and c not in listed]
+        inferred_numeric = [c for c in rest if _looks_numeric(frame[c])]
+        if numeric is None:
+            numeric = inferred_numeric
+        if categorical is None:
+            categorical = [c for c in rest if c not in inferred_numeric]
+    overlap = (set(numeric) & set(categorical)) | (reserved & (set(numeric) | set(categorical)))
+    if overlap:
+        raise SchemaError(
+            f"column(s) {', '.join(sorted(overlap))} have more than one role",
+            hint="a column is the target, an identifier, numeric or categorical: pick one",
+        )
+    if not numeric and not categorical:
+        raise SchemaError(
+            f"{source}: no feature columns besides the target and identifiers",
+            hint="add feature columns or list them in numeric_features / categorical_features",
+        )
+    return Schema(
+        target=settings.target,
+        positive_label=settings.positive_label,
+        id_columns=list(settings.id_columns),
+        numeric=list(numeric),
+        categorical=list(categorical),
+    )
