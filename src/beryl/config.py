@@ -55,6 +55,7 @@ class Settings(BaseModel):
     promotion_margin: float = Field(default=0.0, ge=0.0, le=1.0)
     schedule: str = "*/10 * * * *"
     write_csv_snapshot: bool = True
+    package_index_url: str = "https://pypi.org/pypi"
     api: ApiSettings = Field(default_factory=ApiSettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
 
@@ -84,6 +85,12 @@ class Settings(BaseModel):
                 f"unknown LogisticRegression parameter(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(known))}"
             )
+        validate = getattr(LogisticRegression(**value), "_validate_params", None)
+        if validate is not None:
+            try:
+                validate()
+            except (TypeError, ValueError) as exc:
+                raise ValueError(str(exc).replace("\n", " ")) from exc
         return value
 
     @field_validator("schedule")

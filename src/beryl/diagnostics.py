@@ -28,7 +28,6 @@ from beryl.schema import Schema
 
 PROFILE_FILE = "profile.json"
 OUTDATED_CACHE_FILE = ".outdated.json"
-PYPI_URL = "https://pypi.org/pypi/{name}/json"
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -156,11 +155,12 @@ def dependencies(distribution: str = "beryl") -> list[str]:
     return names
 
 
-def _latest_version(name: str, timeout: float) -> str:
+def _latest_version(name: str, index_url: str, timeout: float) -> str:
     import httpx
 
+    url = f"{index_url.rstrip('/')}/{name}/json"
     try:
-        response = httpx.get(PYPI_URL.format(name=name), timeout=timeout, follow_redirects=True)
+        response = httpx.get(url, timeout=timeout, follow_redirects=True)
         if response.status_code == 200:
             return str(response.json()["info"]["version"])
     except (httpx.HTTPError, ValueError, KeyError):
@@ -173,12 +173,18 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 def outdated_packages(
-    names: list[str] | None = None, *, timeout: float = 3.0
+    names: list[str] | None = None,
+    *,
+    index_url: str = "https://pypi.org/pypi",
+    timeout: float = 3.0,
 ) -> list[dict[str, Any]]:
-    """Per dependency: installed version, latest on the package index ('unknown' when offline)."""
+    """Per dependency: installed version, latest on the package index ('unknown' when offline).
+
+    ``index_url`` serves the PyPI JSON API (``{index_url}/{name}/json``).
+    """
     wanted = names if names is not None else dependencies()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        latest = list(pool.map(lambda n: _latest_version(n, timeout), wanted))
+        latest = list(pool.map(lambda n: _latest_version(n, index_url, timeout), wanted))
     table = []
     for name, newest in zip(wanted, latest, strict=True):
         try:
@@ -211,7 +217,7 @@ def refresh_outdated(settings: Settings, *, timeout: float = 3.0) -> dict[str, A
     result = {
         "checked_at": utc_now(),
         "checked_epoch": time.time(),
-        "packages": outdated_packages(timeout=timeout),
+        "packages": outdated_packages(index_url=settings.package_index_url, timeout=timeout),
     }
     atomic_write_json(settings.model_folder / OUTDATED_CACHE_FILE, result)
     return result

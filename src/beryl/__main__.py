@@ -1,0 +1,5 @@
+"""``python -m beryl`` runs the CLI."""
+
+from beryl.cli import main
+
+main()

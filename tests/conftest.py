@@ -1,0 +1,64 @@
+"""Shared fixtures: small workspaces built with the demo generator, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from beryl import config
+from beryl.config import Settings
+from beryl.demo import init_workspace
+
+UDACITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "udacity"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Settings:
+    """A fresh demo workspace (600 rows in 3 source files) and its settings."""
+    ws = init_workspace(tmp_path / "ws", rows=600, files=3, seed=0)
+    return config.load(ws.config)
+
+
+@pytest.fixture
+def udacity() -> Path:
+    """The original system's sample data; tests using it are skipped where it is absent."""
+    if not UDACITY.is_dir():
+        pytest.skip("original sample data not present")
+    return UDACITY
+
+
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def beryl_cli() -> CliRunner:
+    """Run the real ``beryl`` CLI in a subprocess: ``beryl_cli("ingest", config=path)``."""
+
+    def run(
+        *args: str, config: Path | None = None, cwd: Path | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "BERYL_CONFIG"}
+        env["COLUMNS"] = "200"
+        if config is not None:
+            env["BERYL_CONFIG"] = str(config)
+        result = subprocess.run(
+            [sys.executable, "-m", "beryl", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+            timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"beryl {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    return run
