@@ -62,3 +62,9 @@ def beryl_cli() -> CliRunner:
         return result
 
     return run
+
+
+@pytest.fixture
+def workspace_config(workspace: Settings) -> Path:
+    """The config file of the ``workspace`` fixture."""
+    return workspace.root / "config.json"
