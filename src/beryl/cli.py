@@ -21,8 +21,9 @@ from beryl.errors import EXIT_PARTIAL, BerylError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
-err_console = Console(stderr=True)
+# Wide output when piped or logged (cron, CI), the terminal's width otherwise.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _settings(ctx: click.Context, path: str | None) -> Settings:
@@ -454,6 +455,123 @@ def history(settings: Settings, limit: int, as_json: bool) -> None:
             str(run.id), run.command, run.started, _fmt(run.duration_s), run.status, steps
         )
     console.print(table)
+
+
+# -- the loop and serving -------------------------------------------------------------------------
+@cli.command("run")
+@with_settings
+@click.option("--json", "as_json", is_flag=True, help="Print the pass result as JSON.")
+@click.option("--no-apicalls", is_flag=True, help="Skip the API calls after a promotion.")
+def run_command(settings: Settings, as_json: bool, no_apicalls: bool) -> None:
+    """One full pass: new data → ingest → drift check → train → score → promote if better."""
+    from beryl.pipeline import run_pass
+
+    with console.status("running a pass of the loop"):
+        result = run_pass(settings, call_api=not no_apicalls)
+    if as_json:
+        _print_json(
+            {
+                "run_id": result.run_id,
+                "outcome": result.outcome,
+                "reason": result.reason,
+                "exit_code": result.exit_code,
+                "candidate": result.candidate,
+                "candidate_f1": result.candidate_f1,
+                "production": result.production,
+                "production_f1": result.production_f1,
+                "drift_check": result.drift_check,
+                "timings": result.timings,
+                "api_calls": result.api_calls,
+            }
+        )
+    else:
+        for line in result.summary():
+            console.print(line, highlight=False)
+    sys.exit(result.exit_code)
+
+
+@cli.command()
+@with_settings
+@click.option("--cron", "expression", default=None, help="Cron expression (default: config).")
+@click.option("--max-passes", type=int, default=None, hidden=True)
+def schedule(settings: Settings, expression: str | None, max_passes: int | None) -> None:
+    """Run a pass at every tick of the schedule until SIGTERM or Ctrl-C."""
+    import signal
+    import threading
+
+    from beryl.scheduler import run_schedule
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        console.print(f"{signal.Signals(signum).name}: stopping after the current pass")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    run_schedule(
+        settings,
+        stop=stop,
+        expression=expression,
+        log=lambda line: console.print(line, highlight=False),
+        max_passes=max_passes,
+    )
+
+
+@cli.command()
+@with_settings
+@click.option("--install", is_flag=True, help="Add the line to your crontab.")
+@click.pass_context
+def cron(ctx: click.Context, settings: Settings, install: bool) -> None:
+    """Print a crontab line that runs a pass on the schedule from any directory."""
+    from beryl.scheduler import cron_line, install_cron
+
+    line = cron_line(settings, settings.root / config_module.DEFAULT_CONFIG_NAME)
+    click.echo(line)
+    if install:
+        added = install_cron(line)
+        console.print("added to your crontab" if added else "already in your crontab")
+
+
+@cli.command()
+@with_settings
+@click.option("--host", default=None, help="Listen address (default: api.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: api.port, 8000).")
+@click.option("--workers", type=int, default=1, show_default=True)
+def serve(settings: Settings, host: str | None, port: int | None, workers: int) -> None:
+    """Serve the production model over HTTP (see /docs)."""
+    import os
+
+    import uvicorn
+
+    os.environ["BERYL_CONFIG"] = str((settings.root / config_module.DEFAULT_CONFIG_NAME).resolve())
+    uvicorn.run(
+        "beryl.api.app:app_from_environment",
+        factory=True,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+@cli.command()
+@with_settings
+@click.option("--url", default=None, help="Server base URL (default: from api in config).")
+def apicalls(settings: Settings, url: str | None) -> None:
+    """Call every endpoint of a running server and write the answers to apireturns.txt."""
+    from beryl.client import call_all
+
+    with recorded(settings, "apicalls") as (run, _):
+        result = call_all(settings, url)
+        if not result.ok:
+            run.status, run.exit_code = "failed", 1
+    for call in result.calls:
+        colour = "green" if call.status == 200 else "red"
+        console.print(f"  {call.method:<4} {call.path:<14} [{colour}]{call.status}[/]")
+    console.print(f"answers written to {result.written[0]} (and {result.written[1]})")
+    if not result.ok:
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

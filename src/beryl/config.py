@@ -53,6 +53,7 @@ class Settings(BaseModel):
     categorical_features: list[str] | None = None
     model: dict[str, Any] = Field(default_factory=dict)
     promotion_margin: float = Field(default=0.0, ge=0.0, le=1.0)
+    model_drift_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
     schedule: str = "*/10 * * * *"
     write_csv_snapshot: bool = True
     package_index_url: str = "https://pypi.org/pypi"

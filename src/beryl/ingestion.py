@@ -240,8 +240,17 @@ def clean_dataset(frame: pd.DataFrame, schema: Schema, source: str) -> pd.DataFr
     present and, for an integer ``positive_label``, integers. Anything else is a ``SchemaError``
     naming ``source``, the column and the rows.
     """
+    return _clean(frame, schema, source, schema.columns)
+
+
+def clean_features(frame: pd.DataFrame, schema: Schema, source: str) -> pd.DataFrame:
+    """The same rules for unlabelled rows (what a model predicts on): features only."""
+    return _clean(frame, schema, source, schema.features)
+
+
+def _clean(frame: pd.DataFrame, schema: Schema, source: str, columns: list[str]) -> pd.DataFrame:
     frame = frame.rename(columns=lambda c: str(c).strip().lstrip("\ufeff"))
-    missing = [c for c in schema.columns if c not in frame.columns]
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SchemaError(
             f"{source}: missing column(s) {', '.join(missing)}; "
@@ -249,14 +258,14 @@ def clean_dataset(frame: pd.DataFrame, schema: Schema, source: str) -> pd.DataFr
             hint="the file needs every column of the dataset's schema",
         )
     out: dict[str, pd.Series] = {}
-    for column in schema.id_columns:
-        out[column] = _clean_text(frame[column])
-    for column in schema.numeric:
-        out[column] = _clean_numeric(frame[column], column, source)
-    for column in schema.categorical:
-        out[column] = _clean_text(frame[column])
-    out[schema.target] = _clean_label(frame[schema.target], schema, source)
-    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))[schema.columns]
+    for column in columns:
+        if column in schema.numeric:
+            out[column] = _clean_numeric(frame[column], column, source)
+        elif column == schema.target:
+            out[column] = _clean_label(frame[column], schema, source)
+        else:
+            out[column] = _clean_text(frame[column])
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))[columns]
 
 
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:

@@ -1,0 +1,184 @@
+"""The app factory: ``create_app(settings)`` wires routers, errors, limits and authentication."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from beryl import config as config_module
+from beryl.api.holder import ModelHolder
+from beryl.config import Settings
+from beryl.errors import (
+    BerylError,
+    DataError,
+    EmptyDatasetError,
+    IntegrityError,
+    ModelNotFoundError,
+)
+from beryl.registry import Registry
+
+OPEN_PATHS = frozenset({"/health", "/ready"})
+
+
+class ApiError(Exception):
+    """An error answer: status, message and optional detail."""
+
+    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def status_for(exc: BerylError) -> int:
+    """HTTP status of a domain error: the caller's fault is 4xx; a missing model is 503."""
+    if isinstance(exc, ModelNotFoundError | EmptyDatasetError | IntegrityError):
+        return 503
+    if isinstance(exc, DataError):
+        return 422
+    return 400
+
+
+class LimitsMiddleware:
+    """Refuse bodies over ``max_body_bytes`` (413) and, with a token set, unauthenticated calls."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, token: str | None) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.token and scope["path"] not in OPEN_PATHS and not self._authorised(headers):
+            response = _error(
+                401, "missing or wrong API token", "send 'Authorization: Bearer <token>'"
+            )
+            response.headers["WWW-Authenticate"] = "Bearer"
+            await response(scope, receive, send)
+            return
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await self._too_large(scope, receive, send)
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        assert self.token is not None
+        supplied = headers.get("authorization", "")
+        if supplied.lower().startswith("bearer "):
+            supplied = supplied[7:].strip()
+        else:
+            supplied = headers.get("x-api-token", "")
+        return hmac.compare_digest(supplied.encode(), self.token.encode())
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = _error(
+            413,
+            f"request body is larger than {self.max_body_bytes} bytes",
+            "send fewer records per request, or raise api.max_body_bytes",
+        )
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API for one workspace."""
+    from beryl.api.routes import health, monitoring, prediction
+
+    app = FastAPI(
+        title="Beryl",
+        summary="Predict and monitor customer attrition with the workspace's production model.",
+        version=_package_version(),
+    )
+    app.state.settings = settings
+    app.state.holder = ModelHolder(Registry(settings.model_folder))
+    app.state.outdated_lock = threading.Lock()
+
+    error_responses: dict[int | str, dict[str, Any]] = {
+        code: {"description": text, "model": _error_model()}
+        for code, text in ((400, "Bad request"), (413, "Body too large"), (422, "Invalid input"))
+    }
+    app.include_router(prediction.router, responses=error_responses)
+    app.include_router(monitoring.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.error, exc.detail)
+
+    @app.exception_handler(BerylError)
+    async def _beryl_error(_: Request, exc: BerylError) -> JSONResponse:
+        return _error(status_for(exc), exc.message, exc.hint)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg")}
+            for e in exc.errors()
+        ]
+        return _error(422, "invalid request", detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    app.add_middleware(
+        LimitsMiddleware,
+        max_body_bytes=settings.api.max_body_bytes,
+        token=settings.api_token,
+    )
+    return app
+
+
+def _error_model() -> type:
+    from beryl.api.schemas import ErrorResponse
+
+    return ErrorResponse
+
+
+def _package_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("beryl")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (several workers): the config comes from BERYL_CONFIG."""
+    return create_app(config_module.load(config_module.resolve_path(None, dict(os.environ))))

@@ -1,0 +1,73 @@
+"""The production model as the API sees it, reloaded when the production pointer moves."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from beryl.errors import ModelNotFoundError
+from beryl.registry import ModelCard, Registry
+from beryl.schema import Schema
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One immutable snapshot: a request keeps the snapshot it started with."""
+
+    version: str
+    model: Any
+    schema: Schema
+    card: ModelCard
+
+
+class ModelHolder:
+    """Holds the production model; a cheap ``stat`` per request notices a promotion."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._lock = threading.Lock()
+        self._current: LoadedModel | None = None
+        self._pointer_key: tuple[int, int, int] | None = None
+
+    def _key(self) -> tuple[int, int, int] | None:
+        try:
+            info = self.registry.pointer_path.stat()
+        except FileNotFoundError:
+            return None
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def get(self) -> LoadedModel:
+        """The current production model, loading it first if the pointer moved."""
+        key = self._key()
+        current = self._current
+        if current is not None and key == self._pointer_key:
+            return current
+        with self._lock:
+            key = self._key()
+            if self._current is not None and key == self._pointer_key:
+                return self._current
+            version = self.registry.production()
+            if version is None:
+                raise ModelNotFoundError(
+                    "no model is in production yet", hint="run `beryl run` or `beryl deploy`"
+                )
+            if self._current is None or self._current.version != version:
+                card = self.registry.card(version)
+                model = self.registry.load(version)
+                self._current = LoadedModel(version, model, Schema.from_dict(card.schema), card)
+            else:
+                # Same version, pointer rewritten (e.g. promoted again): refresh the card only.
+                card = self.registry.card(version)
+                self._current = LoadedModel(
+                    version, self._current.model, self._current.schema, card
+                )
+            self._pointer_key = key
+            return self._current
+
+    def ready(self) -> bool:
+        try:
+            self.get()
+        except ModelNotFoundError:
+            return False
+        return True

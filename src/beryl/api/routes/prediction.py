@@ -1,0 +1,211 @@
+"""``POST /prediction``: score records given as JSON, as a CSV body, or as a workspace file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from beryl.api.app import ApiError
+from beryl.api.deps import HolderDep, SettingsDep
+from beryl.api.holder import LoadedModel
+from beryl.api.schemas import FileRequest, PredictionResponse, RecordsRequest
+from beryl.config import Settings
+from beryl.errors import SchemaError
+from beryl.ingestion import clean_features, read_csv_bytes
+from beryl.schema import Schema
+
+router = APIRouter(tags=["prediction"])
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [RecordsRequest.model_json_schema(), FileRequest.model_json_schema()]
+                }
+            },
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post("/prediction", response_model=PredictionResponse, openapi_extra=_BODY)
+async def prediction(request: Request, settings: SettingsDep, holder: HolderDep) -> Any:
+    """Predict attrition for records (JSON), a CSV body, or ``file_location`` in the workspace."""
+    loaded = holder.get()
+    body = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in ("text/csv", "application/csv"):
+        frame = _frame_from_csv(body, loaded.schema, "request body", settings)
+    elif content_type in ("application/json", ""):
+        frame = _frame_from_json(body, loaded.schema, settings)
+    else:
+        raise ApiError(
+            415,
+            f"unsupported content type {content_type!r}",
+            "send application/json ({'records': [...]} or {'file_location': ...}) or text/csv",
+        )
+    return await run_in_threadpool(predict, loaded, frame)
+
+
+def predict(loaded: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
+    """Predictions and positive-class probabilities of one model snapshot."""
+    model = loaded.model
+    classes = list(model.classes_)
+    proba = model.predict_proba(frame)
+    positive = classes.index(loaded.schema.positive_label)
+    binary = len(classes) == 2
+    chosen = (proba[:, 1] > 0.5).astype(int) if binary else proba.argmax(axis=1)
+    predictions = [_plain(classes[i]) for i in chosen]
+    return {
+        "predictions": predictions,
+        "probabilities": proba[:, positive].astype(float).tolist(),
+        "model_version": loaded.version,
+    }
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _frame_from_json(body: bytes, schema: Schema, settings: Settings) -> pd.DataFrame:
+    try:
+        payload = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "request body is not valid JSON", str(exc)) from exc
+    if not isinstance(payload, dict) or not (
+        {"records"} <= payload.keys() or "file_location" in payload
+    ):
+        raise ApiError(
+            422,
+            "expected a JSON object with 'records' (a list of objects) or 'file_location'",
+            {"example": {"records": [{c: None for c in schema.features}]}},
+        )
+    if set(payload) - {"records", "file_location"} or len(payload) != 1:
+        raise ApiError(422, "send exactly one of 'records' or 'file_location'")
+    if "file_location" in payload:
+        location = payload["file_location"]
+        if not isinstance(location, str) or not location.strip():
+            raise ApiError(
+                422, "file_location must be a non-empty string", {"field": "file_location"}
+            )
+        path = _inside_workspace(location, settings)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ApiError(422, f"cannot read {location}: {exc.strerror}") from exc
+        return _frame_from_csv(data, schema, location, settings)
+    return frame_from_records(payload["records"], schema, settings.api.max_records)
+
+
+def _inside_workspace(location: str, settings: Settings) -> Path:
+    """Resolve ``location`` (relative to the workspace) and refuse anything outside it."""
+    root = settings.root.resolve()
+    candidate = Path(location)
+    if "\x00" in location:
+        raise ApiError(422, "file_location contains a NUL byte", {"field": "file_location"})
+    path = candidate if candidate.is_absolute() else root / candidate
+    try:
+        real = path.resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise ApiError(
+            404, f"no file {location} in the workspace", {"field": "file_location"}
+        ) from exc
+    except (OSError, RuntimeError) as exc:
+        raise ApiError(422, f"cannot resolve {location}", {"field": "file_location"}) from exc
+    if not real.is_relative_to(root):
+        raise ApiError(
+            403,
+            "file_location must name a file inside the workspace",
+            {"field": "file_location", "workspace": str(root)},
+        )
+    if not real.is_file():
+        raise ApiError(422, f"{location} is not a file", {"field": "file_location"})
+    return real
+
+
+def _frame_from_csv(data: bytes, schema: Schema, source: str, settings: Settings) -> pd.DataFrame:
+    try:
+        frame = clean_features(read_csv_bytes(data, source), schema, source)
+    except SchemaError as exc:
+        raise ApiError(422, exc.message, exc.hint) from exc
+    _check_count(len(frame), settings.api.max_records)
+    return frame
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise ApiError(
+            413,
+            f"{count} records in one request; the limit is {limit}",
+            "split the request, or raise api.max_records",
+        )
+
+
+def frame_from_records(records: Any, schema: Schema, limit: int) -> pd.DataFrame:
+    """Validate JSON records against the model's features; errors name the record and field."""
+    if not isinstance(records, list) or not records:
+        raise ApiError(422, "'records' must be a non-empty list of objects", {"field": "records"})
+    _check_count(len(records), limit)
+    columns: dict[str, list[Any]] = {c: [] for c in schema.features}
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ApiError(
+                422, f"records[{index}] must be an object", {"field": f"records[{index}]"}
+            )
+        for column in schema.features:
+            field = f"records[{index}].{column}"
+            if column not in record:
+                raise ApiError(422, f"{field} is missing", {"field": field})
+            value = record[column]
+            if column in schema.numeric:
+                columns[column].append(_number(value, field))
+            else:
+                columns[column].append(_category(value, field))
+    frame = pd.DataFrame(columns, columns=schema.features)
+    for column in schema.numeric:
+        frame[column] = frame[column].astype("float64")
+    return frame
+
+
+def _number(value: Any, field: str) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
+        raise ApiError(422, f"{field} must be a number, not true/false", {"field": field})
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return math.nan
+        try:
+            number = float(text)
+        except ValueError as exc:
+            raise ApiError(
+                422, f"{field} must be a number, got {value!r}", {"field": field}
+            ) from exc
+    else:
+        raise ApiError(422, f"{field} must be a number", {"field": field})
+    if math.isinf(number):
+        raise ApiError(422, f"{field} must be finite", {"field": field})
+    return number
+
+
+def _category(value: Any, field: str) -> Any:
+    if value is None:
+        return np.nan
+    if isinstance(value, str):
+        return value.strip() or np.nan
+    if isinstance(value, bool | int | float):
+        return str(value)
+    raise ApiError(422, f"{field} must be a string, number or null", {"field": field})

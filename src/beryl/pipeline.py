@@ -1,0 +1,263 @@
+"""One pass of the loop ("full process"): new data → ingest → drift check → train → score →
+promote when better → report and API calls → a run record.
+
+    result = run_pass(settings)
+    print("\\n".join(result.summary()))
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from beryl._io import atomic_write_text
+from beryl.config import Settings
+from beryl.dataset import Dataset
+from beryl.deployment import materialise
+from beryl.errors import EXIT_OK, EXIT_PARTIAL, PipelineBusyError
+from beryl.history import History, RunContext
+from beryl.ingestion import IngestionResult, ingest, scan_input
+from beryl.registry import LATEST_SCORE_FILE, Registry
+from beryl.schema import Schema
+from beryl.scoring import compute_metrics, evaluate
+from beryl.training import train
+
+NO_NEW_DATA = "no-new-data"
+PROMOTED = "promoted"
+KEPT = "kept"
+
+
+@dataclass
+class PassResult:
+    """What one pass did and why."""
+
+    run_id: int
+    outcome: str
+    exit_code: int
+    reason: str
+    ingestion: IngestionResult | None = None
+    drift_check: dict[str, Any] | None = None
+    candidate: str | None = None
+    candidate_f1: float | None = None
+    production: str | None = None
+    production_f1: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    reports: dict[str, Path] = field(default_factory=dict)
+    api_calls: dict[str, Any] | None = None
+
+    @property
+    def promoted(self) -> bool:
+        return self.outcome == PROMOTED
+
+    def summary(self) -> list[str]:
+        """A readable account of what happened and why."""
+        lines = []
+        if self.ingestion is not None:
+            ing = self.ingestion
+            lines.append(
+                f"Ingestion: {len(ing.ingested)} file(s) ingested, {ing.rows_added} new row(s); "
+                f"{len(ing.quarantined)} quarantined; dataset has {ing.dataset_rows} rows."
+            )
+            lines.extend(f"  quarantined {r.name}: {r.reason}" for r in ing.quarantined)
+        if self.drift_check is not None:
+            d = self.drift_check
+            verdict = "model drift" if d["model_drift"] else "no model drift"
+            lines.append(
+                f"Model drift check: {d['version']} scores F1 {d['f1_new_data']:.4f} on "
+                f"{d['rows']} new labelled rows vs {_f(d['f1_recorded'])} recorded → {verdict}."
+            )
+        if self.candidate is not None:
+            lines.append(
+                f"Candidate {self.candidate}: F1 {_f(self.candidate_f1)}; production "
+                f"{self.production or 'none'}: F1 {_f(self.production_f1)} (same test data)."
+            )
+        lines.append(f"Decision: {self.outcome} ({self.reason}).")
+        for label, path in self.reports.items():
+            lines.append(f"  {label}: {path}")
+        if self.api_calls is not None:
+            lines.append(
+                f"API calls: {self.api_calls['ok']} of {self.api_calls['total']} answered 200 → "
+                f"{self.api_calls['file']}"
+            )
+        steps = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
+        lines.append(f"Steps: {steps}.")
+        return lines
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+@contextlib.contextmanager
+def pass_lock(settings: Settings) -> Iterator[None]:
+    """Hold the workspace's single-flight lock; ``PipelineBusyError`` when another pass has it."""
+    lock = FileLock(str(settings.lock_file), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise PipelineBusyError(
+            f"another pass is running in {settings.root} (lock {settings.lock_file})",
+            hint="wait for it to finish; overlapping passes are skipped, never run twice",
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def should_promote(
+    candidate_f1: float, production_f1: float | None, margin: float
+) -> tuple[bool, str]:
+    """Promote when there is no production model, or the candidate is better by the margin."""
+    if production_f1 is None:
+        return True, "no production model yet"
+    gain = candidate_f1 - production_f1
+    if gain > 0 and gain >= margin - 1e-12:
+        return True, f"candidate F1 is higher by {gain:.4f} (margin {margin})"
+    if gain <= 0:
+        return False, f"candidate F1 is not higher than production's ({gain:+.4f})"
+    return False, f"candidate F1 is higher by only {gain:.4f}, below the margin {margin}"
+
+
+def run_pass(settings: Settings, *, call_api: bool = True, report: bool = True) -> PassResult:
+    """One full pass of the loop under the workspace lock (DESIGN section 1)."""
+    with pass_lock(settings):
+        history = History(settings.history_db)
+        with history.run("run") as run:
+            result = _pass(settings, run, history, call_api=call_api, report=report)
+            run.status = "partial" if result.exit_code == EXIT_PARTIAL else "ok"
+            run.exit_code = result.exit_code
+            run.summary = f"{result.outcome}: {result.reason}"
+            run.detail = {
+                "outcome": result.outcome,
+                "candidate": result.candidate,
+                "production": result.production,
+                "candidate_f1": result.candidate_f1,
+                "production_f1": result.production_f1,
+                "drift_check": result.drift_check,
+            }
+            result.timings = dict(run.timings)
+        return result
+
+
+def _pass(
+    settings: Settings, run: RunContext, history: History, *, call_api: bool, report: bool
+) -> PassResult:
+    registry = Registry(settings.model_folder)
+    production = registry.production()
+    trained_on: set[str] = set()
+    if production is not None:
+        trained_on = set(registry.card(production).training.get("batches", []))
+
+    with run.step("check") as detail:
+        scan = scan_input(settings, Dataset(settings.output_folder))
+        detail.update(new=len(scan.new), duplicates=len(scan.duplicates), known=len(scan.known))
+    ingestion = None
+    if scan.new or scan.duplicates or scan.rejected:
+        with run.step("ingest") as detail:
+            ingestion = ingest(settings)
+            detail.update(rows_added=ingestion.rows_added, files=len(ingestion.records))
+    exit_code = EXIT_PARTIAL if ingestion is not None and ingestion.partial else EXIT_OK
+    dataset = Dataset(settings.output_folder)
+    new_batches = [b.id for b in dataset.batches if b.id not in trained_on]
+    if not new_batches:
+        return PassResult(
+            run.run_id,
+            NO_NEW_DATA,
+            exit_code,
+            "no new data since the production model was trained",
+            ingestion=ingestion,
+            production=production,
+        )
+
+    result = PassResult(run.run_id, KEPT, exit_code, "", ingestion=ingestion, production=production)
+    if production is not None:
+        with run.step("drift_check") as detail:
+            checked = [ingestion.batch.id] if ingestion and ingestion.batch else new_batches
+            result.drift_check = _drift_check(
+                registry, production, dataset, checked, settings.model_drift_tolerance
+            )
+            detail.update(result.drift_check)
+            history.record_score(
+                production,
+                "drift-check",
+                "new batches " + ",".join(checked),
+                {"f1": result.drift_check["f1_new_data"], **result.drift_check},
+                run.run_id,
+            )
+
+    with run.step("train") as detail:
+        card = train(settings)
+        result.candidate = card.id
+        detail.update(version=card.id, rows=card.training["rows"])
+
+    with run.step("score") as detail:
+        metrics = evaluate(settings, registry, card.id)
+        registry.record_metrics(card.id, metrics)
+        atomic_write_text(settings.model_folder / LATEST_SCORE_FILE, f"{metrics['f1']}\n")
+        result.candidate_f1 = metrics["f1"]
+        history.record_score(card.id, "candidate", "test data", metrics, run.run_id)
+        if production is not None:
+            prod_metrics = evaluate(settings, registry, production)
+            result.production_f1 = prod_metrics["f1"]
+            history.record_score(production, "production", "test data", prod_metrics, run.run_id)
+        detail.update(candidate_f1=result.candidate_f1, production_f1=result.production_f1)
+
+    assert result.candidate_f1 is not None
+    promote, result.reason = should_promote(
+        result.candidate_f1, result.production_f1, settings.promotion_margin
+    )
+    if not promote:
+        return result
+    with run.step("promote") as detail:
+        move = registry.promote(card.id, reason=f"run {run.run_id}: {result.reason}")
+        materialise(settings, registry)
+        history.record_promotion(move.__dict__, run.run_id)
+        result.outcome = PROMOTED
+        detail.update(to=card.id)
+    if report:
+        from beryl.reporting import build_report
+
+        with run.step("report"):
+            result.reports = build_report(settings, card.id)
+    if call_api:
+        from beryl.client import call_configured_or_in_process
+
+        with run.step("apicalls") as detail:
+            calls = call_configured_or_in_process(settings)
+            result.api_calls = {
+                "ok": sum(c.status == 200 for c in calls.calls),
+                "total": len(calls.calls),
+                "file": str(calls.written[0]),
+                "base_url": calls.base_url,
+            }
+            detail.update(result.api_calls)
+    return result
+
+
+def _drift_check(
+    registry: Registry, production: str, dataset: Dataset, new_batches: list[str], tolerance: float
+) -> dict[str, Any]:
+    """Score the production model on the newly ingested labelled rows.
+
+    Model drift: its F1 there is lower than its recorded F1 by more than ``tolerance``.
+    """
+    card = registry.card(production)
+    schema = Schema.from_dict(card.schema)
+    frame = dataset.read(columns=[*schema.features, schema.target], batches=new_batches)
+    metrics = compute_metrics(registry.load(production), frame, schema)
+    recorded = card.f1
+    return {
+        "version": production,
+        "rows": len(frame),
+        "f1_new_data": metrics["f1"],
+        "f1_recorded": recorded,
+        "batches": new_batches,
+        "tolerance": tolerance,
+        "model_drift": recorded is not None and metrics["f1"] < recorded - tolerance,
+    }
