@@ -81,17 +81,22 @@ class Settings(BaseModel):
 
         known = set(LogisticRegression().get_params())
         unknown = sorted(set(value) - known)
+        problems = []
         if unknown:
-            raise ValueError(
+            problems.append(
                 f"unknown LogisticRegression parameter(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(known))}"
             )
-        validate = getattr(LogisticRegression(**value), "_validate_params", None)
-        if validate is not None:
+        for name in sorted(set(value) & known):
+            validate = getattr(LogisticRegression(**{name: value[name]}), "_validate_params", None)
+            if validate is None:
+                continue
             try:
                 validate()
             except (TypeError, ValueError) as exc:
-                raise ValueError(str(exc).replace("\n", " ")) from exc
+                problems.append(str(exc).replace("\n", " "))
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
     @field_validator("schedule")

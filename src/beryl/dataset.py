@@ -201,6 +201,9 @@ class Dataset:
             manifest.snapshot = self._write_snapshot(previous, manifest)
         else:
             manifest.snapshot = {}
+            # A snapshot that would no longer match the dataset is removed (the batches hold
+            # every row; `write_csv_snapshot: true` writes it again).
+            self.snapshot_path.unlink(missing_ok=True)
         atomic_write_json(self.manifest_path, manifest.to_dict())
         self.manifest = manifest
         names = self.ingested_names()

@@ -102,6 +102,7 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
         )
     by_name_hash = {(r.name, r.sha256) for r in dataset.files}
     ingested_hashes = {r.sha256: r.name for r in dataset.files if r.status == "ingested"}
+    new_hashes: dict[str, str] = {}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if not entry.name.lower().endswith(".csv"):
             continue
@@ -116,7 +117,8 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
                         sha256=key[1],
                         status="quarantined",
                         time=_now(),
-                        reason=f"{kind}: only regular files inside the input folder are read",
+                        reason=f"{entry.name} is {kind}: only regular files inside the input "
+                        "folder are read",
                     )
                 )
             continue
@@ -125,7 +127,7 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
         if (entry.name, digest) in by_name_hash:
             scan.known.append(entry.name)
             continue
-        if digest in ingested_hashes:
+        if digest in ingested_hashes or digest in new_hashes:
             scan.duplicates.append(
                 FileRecord(
                     name=entry.name,
@@ -133,25 +135,35 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
                     status="duplicate-file",
                     time=_now(),
                     size=len(data),
-                    reason=f"same content as already ingested {ingested_hashes[digest]}",
+                    reason="same content as "
+                    + (ingested_hashes.get(digest) or new_hashes[digest])
+                    + ", already ingested",
                 )
             )
             continue
+        new_hashes[digest] = entry.name
         scan.new.append(
             Candidate(Path(entry.path), entry.name, digest, len(data), info.st_mtime_ns)
         )
     return scan
 
 
-def read_csv_bytes(data: bytes, source: str) -> pd.DataFrame:
-    """Parse CSV bytes into a frame; anything unparsable is a ``SchemaError`` naming ``source``."""
+def read_csv_bytes(data: bytes, source: str, text_columns: list[str] | None = None) -> pd.DataFrame:
+    """Parse CSV bytes into a frame; anything unparsable is a ``SchemaError`` naming ``source``.
+
+    ``text_columns`` (identifiers, categories, labels) are read as written: ``007`` stays
+    ``"007"`` instead of becoming the number 7.
+    """
     if not data.strip():
         raise SchemaError(f"{source}: the file is empty", hint="send a CSV file with a header row")
+    column_types = {name: pa.string() for name in text_columns or []}
     try:
         table = pacsv.read_csv(
             pa.BufferReader(data),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+            convert_options=pacsv.ConvertOptions(
+                strings_can_be_null=True, column_types=column_types
+            ),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise SchemaError(
@@ -169,6 +181,13 @@ def read_csv_bytes(data: bytes, source: str) -> pd.DataFrame:
     if frame.empty:
         raise SchemaError(f"{source}: has a header but no data rows")
     return frame
+
+
+def text_columns(settings: Settings, schema: Schema | None) -> list[str]:
+    """Columns read as text: identifiers, categorical features and the label."""
+    if schema is not None:
+        return [*schema.id_columns, *schema.categorical, schema.target]
+    return [*settings.id_columns, *(settings.categorical_features or []), settings.target]
 
 
 def _rows(mask: pd.Series) -> str:
@@ -298,7 +317,7 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
             if sha256_bytes(data) != candidate.sha256 or _changed_since(candidate):
                 result.deferred.append(candidate.name)
                 continue
-            raw = read_csv_bytes(data, candidate.name)
+            raw = read_csv_bytes(data, candidate.name, text_columns(settings, schema))
             file_schema = schema or infer_schema(settings, raw, candidate.name)
             frame = clean_dataset(raw, file_schema, candidate.name)
             schema = file_schema

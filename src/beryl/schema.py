@@ -56,6 +56,13 @@ class Schema:
         problems = []
         if settings.target != self.target:
             problems.append(f"target is {settings.target!r} but the dataset uses {self.target!r}")
+        if settings.positive_label != self.positive_label:
+            problems.append(
+                f"positive_label is {settings.positive_label!r} but the dataset uses "
+                f"{self.positive_label!r}"
+            )
+        if list(settings.id_columns) != list(self.id_columns):
+            problems.append(f"id_columns differ from the dataset's {self.id_columns}")
         if settings.numeric_features is not None and settings.numeric_features != self.numeric:
             problems.append(f"numeric_features differ from the dataset's {self.numeric}")
         if (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,12 @@ def _inside_workspace(location: str, settings: Settings) -> Path:
     if "\x00" in location:
         raise ApiError(422, "file_location contains a NUL byte", {"field": "file_location"})
     path = candidate if candidate.is_absolute() else root / candidate
+    if not Path(os.path.normpath(path)).is_relative_to(root):
+        raise ApiError(
+            403,
+            "file_location must name a file inside the workspace",
+            {"field": "file_location", "workspace": str(root)},
+        )
     try:
         real = path.resolve(strict=True)
     except (FileNotFoundError, NotADirectoryError) as exc:
@@ -135,7 +142,8 @@ def _inside_workspace(location: str, settings: Settings) -> Path:
 
 def _frame_from_csv(data: bytes, schema: Schema, source: str, settings: Settings) -> pd.DataFrame:
     try:
-        frame = clean_features(read_csv_bytes(data, source), schema, source)
+        raw = read_csv_bytes(data, source, [*schema.id_columns, *schema.categorical])
+        frame = clean_features(raw, schema, source)
     except SchemaError as exc:
         raise ApiError(422, exc.message, exc.hint) from exc
     _check_count(len(frame), settings.api.max_records)

@@ -1,0 +1,658 @@
+"""Tests for beryl.ingestion: new-file detection, cleaning, deduplication and quarantine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from beryl import config
+from beryl.config import Settings
+from beryl.dataset import Dataset, FileRecord
+from beryl.errors import DataError, SchemaError
+from beryl.ingestion import IngestionResult, clean_dataset, ingest, read_csv_bytes
+from beryl.schema import Schema
+
+HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
+NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
+DEMO_SCHEMA = Schema("exited", 1, ["corporation"], NUMERIC, [])
+
+MakeWorkspace = Callable[..., Settings]
+
+
+def new_workspace(root: Path, **overrides: Any) -> Settings:
+    """A minimal workspace: config.json with input folder ``in`` (and any overrides)."""
+    data: dict[str, Any] = {"input_folder_path": "in", **overrides}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "in").mkdir(exist_ok=True)
+    (root / "config.json").write_text(json.dumps(data), encoding="utf-8")
+    return config.load(root / "config.json", environ={})
+
+
+@pytest.fixture
+def make_ws(tmp_path: Path) -> MakeWorkspace:
+    def make(**overrides: Any) -> Settings:
+        return new_workspace(tmp_path / "ws", **overrides)
+
+    return make
+
+
+def put(settings: Settings, name: str, text: str) -> Path:
+    path = settings.input_folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def by_name(result: IngestionResult) -> dict[str, FileRecord]:
+    return {r.name: r for r in result.records}
+
+
+def snapshot_lines(settings: Settings) -> list[str]:
+    return (settings.output_folder / "finaldata.csv").read_text(encoding="utf-8").splitlines()
+
+
+def ingested_names(settings: Settings) -> list[str]:
+    text = (settings.output_folder / "ingestedfiles.txt").read_text(encoding="utf-8")
+    return text.splitlines()
+
+
+# --- the original sample data ---------------------------------------------------------------
+
+
+def test_original_practice_data_gives_26_unique_rows(tmp_path: Path, udacity: Path) -> None:
+    practice = tmp_path / "practicedata"
+    practice.mkdir()
+    for source in sorted((udacity / "practicedata").glob("*.csv")):
+        shutil.copyfile(source, practice / source.name)
+    (tmp_path / "config.json").write_text(json.dumps({"input_folder_path": "practicedata"}))
+    settings = config.load(tmp_path / "config.json", environ={})
+
+    result = ingest(settings)
+
+    assert not result.partial
+    assert sorted(r.name for r in result.ingested) == ["dataset1.csv", "dataset2.csv"]
+    assert result.rows_added == 26
+    assert result.dataset_rows == 26
+    dataset = Dataset(settings.output_folder)
+    assert dataset.rows == 26
+    frame = dataset.read()
+    assert len(frame) == 26
+    assert not frame.duplicated().any()
+    lines = snapshot_lines(settings)
+    assert len(lines) == 27
+    assert lines[0].replace('"', "") == HEADER.strip()
+    assert len(set(lines[1:])) == 26
+    assert sorted(ingested_names(settings)) == ["dataset1.csv", "dataset2.csv"]
+    # the same rows the original approach (concat + drop_duplicates) finds
+    original = pd.concat([pd.read_csv(p) for p in sorted(practice.glob("*.csv"))])
+    expected = original.drop_duplicates().astype({c: "float64" for c in NUMERIC})
+    got = frame.astype({"corporation": object})
+    key = ["corporation", *NUMERIC, "exited"]
+    pd.testing.assert_frame_equal(
+        got.sort_values(key).reset_index(drop=True)[key],
+        expected.sort_values(key).reset_index(drop=True)[key],
+        check_dtype=False,
+    )
+    # the originals are untouched
+    for source in (udacity / "practicedata").glob("*.csv"):
+        assert (practice / source.name).read_bytes() == source.read_bytes()
+
+
+def test_demo_workspace_dataset_is_the_deduplicated_union(workspace: Settings) -> None:
+    result = ingest(workspace)
+
+    sources = sorted(workspace.input_folder.glob("*.csv"))
+    assert sorted(r.name for r in result.ingested) == [p.name for p in sources]
+    union = pd.concat([pd.read_csv(p) for p in sources], ignore_index=True)
+    assert result.dataset_rows == len(union.drop_duplicates())
+    read = {r.name: r.rows_read for r in result.records}
+    assert read == {p.name: len(pd.read_csv(p)) for p in sources}
+    assert sum(r.rows_kept for r in result.records) == result.rows_added
+
+
+# --- idempotence (property) ------------------------------------------------------------------
+
+_cell = st.one_of(st.none(), st.integers(0, 3), st.sampled_from([0.5, 2.25]))
+_row = st.tuples(st.sampled_from(["aa", "bb", "cc"]), _cell, _cell, _cell, st.sampled_from([0, 1]))
+_file = st.lists(_row, min_size=1, max_size=6)
+
+
+def _csv(rows: list[tuple[Any, ...]]) -> str:
+    def cell(value: Any) -> str:
+        return "" if value is None else str(value)
+
+    return HEADER + "".join(",".join(cell(v) for v in row) + "\n" for row in rows)
+
+
+def _state(settings: Settings) -> tuple[Any, ...]:
+    manifest = json.loads((settings.output_folder / "dataset.json").read_text())
+    return (
+        manifest["files"],
+        manifest["batches"],
+        (settings.output_folder / "finaldata.csv").read_bytes(),
+        (settings.output_folder / "ingestedfiles.txt").read_bytes(),
+        Dataset(settings.output_folder).rows,
+        sorted(p.name for p in (settings.output_folder / "batches").iterdir()),
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(files=st.lists(_file, min_size=1, max_size=3))
+def test_ingesting_the_same_files_twice_changes_nothing(files: list[list[Any]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = new_workspace(Path(tmp) / "ws")
+        for index, rows in enumerate(files):
+            put(ws, f"part{index}.csv", _csv(rows))
+
+        first = ingest(ws)
+        assert not first.partial, [r.reason for r in first.quarantined]
+        before = _state(ws)
+        second = ingest(ws)
+
+        assert _state(ws) == before
+        assert second.records == []
+        assert second.batch is None
+        assert second.rows_added == 0
+        assert sorted(second.unchanged) == sorted(f"part{i}.csv" for i in range(len(files)))
+        # and the dataset holds each distinct row once
+        union = pd.concat(
+            [pd.read_csv(p) for p in sorted(ws.input_folder.glob("*.csv"))], ignore_index=True
+        )
+        assert first.dataset_rows == len(union.drop_duplicates())
+        assert not Dataset(ws.output_folder).read().duplicated().any()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(files=st.lists(_file, min_size=2, max_size=3))
+def test_one_pass_or_one_file_per_pass_gives_the_same_rows(files: list[list[Any]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        together = new_workspace(Path(tmp) / "together")
+        apart = new_workspace(Path(tmp) / "apart")
+        for index, rows in enumerate(files):
+            put(together, f"part{index}.csv", _csv(rows))
+        ingest(together)
+        for index, rows in enumerate(files):
+            put(apart, f"part{index}.csv", _csv(rows))
+            assert not ingest(apart).partial
+
+        key = ["corporation", *NUMERIC, "exited"]
+        one = Dataset(together.output_folder).read().sort_values(key, na_position="first")
+        many = Dataset(apart.output_folder).read().sort_values(key, na_position="first")
+        pd.testing.assert_frame_equal(one.reset_index(drop=True), many.reset_index(drop=True))
+        assert len(Dataset(apart.output_folder).batches) <= len(files)
+
+
+# --- changed files, renamed copies, duplicate rows ---------------------------------------------
+
+
+def test_resent_file_with_changed_content_adds_only_new_rows(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    put(ws, "a.csv", HEADER + "aaa,1,2,3,0\nbbb,4,5,6,1\n")
+    first = ingest(ws)
+    assert first.rows_added == 2
+
+    put(ws, "a.csv", HEADER + "aaa,1,2,3,0\nbbb,4,5,6,1\nccc,7,8,9,0\n")
+    second = ingest(ws)
+
+    record = by_name(second)["a.csv"]
+    assert record.status == "ingested"
+    assert (record.rows_read, record.rows_kept) == (3, 1)
+    assert second.rows_added == 1
+    assert second.dataset_rows == 3
+    frame = Dataset(ws.output_folder).read()
+    assert sorted(frame["corporation"]) == ["aaa", "bbb", "ccc"]
+    assert len(snapshot_lines(ws)) == 4
+    assert ingested_names(ws) == ["a.csv"]
+    assert len(Dataset(ws.output_folder).files) == 2  # both versions are on record
+
+
+def test_renamed_copy_is_a_duplicate_file_and_adds_nothing(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    original = put(ws, "a.csv", HEADER + "aaa,1,2,3,0\nbbb,4,5,6,1\n")
+    ingest(ws)
+    manifest_before = Dataset(ws.output_folder).batches
+
+    shutil.copyfile(original, ws.input_folder / "copy_of_a.csv")
+    result = ingest(ws)
+
+    record = by_name(result)["copy_of_a.csv"]
+    assert record.status == "duplicate-file"
+    assert record.rows_kept == 0
+    assert "a.csv" in (record.reason or "")
+    assert result.batch is None
+    assert result.dataset_rows == 2
+    assert Dataset(ws.output_folder).batches == manifest_before
+    assert ingested_names(ws) == ["a.csv"]
+    assert not result.partial
+    # and the duplicate is not reconsidered next time
+    again = ingest(ws)
+    assert again.records == []
+    assert "copy_of_a.csv" in again.unchanged
+
+
+def test_renamed_copy_in_the_same_pass_is_a_duplicate_file(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    put(ws, "a.csv", HEADER + "aaa,1,2,3,0\n")
+    put(ws, "b.csv", HEADER + "aaa,1,2,3,0\n")
+    result = ingest(ws)
+    assert by_name(result)["a.csv"].status == "ingested"
+    assert by_name(result)["b.csv"].status == "duplicate-file"
+    assert ingested_names(ws) == ["a.csv"]
+
+
+def test_duplicate_rows_within_and_across_files_are_kept_once(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    put(ws, "a.csv", HEADER + "aaa,1,2,3,0\naaa,1,2,3,0\nbbb,4,,6,1\nbbb,4,,6,1\n")
+    put(ws, "b.csv", HEADER + "bbb,4,,6,1\nccc,7,8,9,0\naaa,1,2,3,0\n")
+    put(ws, "c.csv", HEADER + "aaa,1,2,3,0\n")
+
+    result = ingest(ws)
+
+    records = by_name(result)
+    assert (records["a.csv"].rows_read, records["a.csv"].rows_kept) == (4, 2)
+    assert (records["b.csv"].rows_read, records["b.csv"].rows_kept) == (3, 1)
+    assert (records["c.csv"].rows_read, records["c.csv"].rows_kept) == (1, 0)
+    assert result.rows_added == 3
+    assert result.batch is not None
+    assert result.batch.rows == 3
+    assert all(r.batch == result.batch.id for r in records.values())
+    frame = Dataset(ws.output_folder).read()
+    assert frame["corporation"].tolist() == ["aaa", "bbb", "ccc"]
+    assert len(snapshot_lines(ws)) == 4
+
+
+def test_rows_already_in_the_dataset_are_not_added_again(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    put(ws, "a.csv", HEADER + "aaa,1,2,3,0\nbbb,4,5,6,1\n")
+    ingest(ws)
+    put(ws, "b.csv", HEADER + "bbb,4,5,6,1\n aaa ,1.0,2,3,0\n")
+
+    result = ingest(ws)
+
+    record = by_name(result)["b.csv"]
+    assert (record.status, record.rows_read, record.rows_kept) == ("ingested", 2, 0)
+    assert record.batch is None
+    assert result.batch is None
+    assert Dataset(ws.output_folder).rows == 2
+    assert ingested_names(ws) == ["a.csv", "b.csv"]
+
+
+# --- quarantine --------------------------------------------------------------------------------
+
+GOOD = HEADER + "good,1,2,3,0\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("", ["bad.csv", "empty"]),
+        ("\n\n", ["bad.csv", "empty"]),
+        (HEADER, ["bad.csv", "no data rows"]),
+        (
+            "corporation,lastmonth_activity,lastyear_activity,number_of_employees\nx,1,2,3\n",
+            ["bad.csv", "missing column", "exited"],
+        ),
+        (HEADER + "x,1,2,3,0\ny,1,oops,3,1\n", ["bad.csv", "'lastyear_activity'", "row 2", "oops"]),
+        (HEADER + "x,1,2,3,0\ny,1,2,3,\nz,1,2,3,  \n", ["bad.csv", "'exited'", "rows 2, 3"]),
+        (HEADER + "x,1,2,3,0\ny,1,2,3\n", ["bad.csv", "Expected 5 columns", "y,1,2,3"]),
+        (HEADER + "x,1,2,3,0,extra\n", ["bad.csv", "Expected 5 columns", "x,1,2,3,0,extra"]),
+        (HEADER + "x,1,2,3,maybe\n", ["bad.csv", "'exited'", "row 1", "maybe"]),
+        (HEADER + "x,1,2,3,0.5\n", ["bad.csv", "'exited'", "row 1"]),
+        (HEADER + "x,1,inf,3,0\n", ["bad.csv", "'lastyear_activity'", "infinite", "row 1"]),
+        (HEADER.replace("exited", "corporation"), ["bad.csv", "corporation"]),
+    ],
+    ids=[
+        "empty",
+        "blank-lines",
+        "header-only",
+        "no-target",
+        "text-in-numeric",
+        "blank-label",
+        "short-row",
+        "long-row",
+        "text-label",
+        "fractional-label",
+        "infinite",
+        "duplicate-column",
+    ],
+)
+def test_bad_file_is_quarantined_left_in_place_and_good_files_go_in(
+    make_ws: MakeWorkspace, content: str, expected: list[str]
+) -> None:
+    ws = make_ws()
+    put(ws, "first.csv", HEADER + "seed,9,9,9,1\n")
+    ingest(ws)  # fixes the schema
+    bad = put(ws, "bad.csv", content)
+    put(ws, "good.csv", GOOD)
+    before = bad.read_bytes()
+
+    result = ingest(ws)
+
+    record = by_name(result)["bad.csv"]
+    assert record.status == "quarantined"
+    assert record.rows_kept == 0
+    reason = record.reason or ""
+    for part in expected:
+        assert part in reason, f"{part!r} not in {reason!r}"
+    assert result.partial
+    assert bad.read_bytes() == before
+    assert by_name(result)["good.csv"].status == "ingested"
+    assert result.rows_added == 1
+    assert result.dataset_rows == 2
+    assert ingested_names(ws) == ["first.csv", "good.csv"]
+    stored = Dataset(ws.output_folder).files
+    assert [f.status for f in stored if f.name == "bad.csv"] == ["quarantined"]
+
+
+def test_bad_file_in_the_first_pass_does_not_stop_the_good_ones(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    put(ws, "a_empty.csv", "")
+    put(ws, "b_no_label.csv", "corporation,lastmonth_activity\nx,1\n")
+    put(ws, "c_good.csv", GOOD)
+
+    result = ingest(ws)
+
+    assert [r.name for r in result.quarantined] == ["a_empty.csv", "b_no_label.csv"]
+    assert [r.name for r in result.ingested] == ["c_good.csv"]
+    assert Dataset(ws.output_folder).schema == DEMO_SCHEMA
+
+
+def test_symlink_and_directory_named_csv_are_quarantined(
+    make_ws: MakeWorkspace, tmp_path: Path
+) -> None:
+    ws = make_ws()
+    outside = tmp_path / "secret.csv"
+    outside.write_text(HEADER + "leak,1,2,3,0\n")
+    link = ws.input_folder / "link.csv"
+    link.symlink_to(outside)
+    folder = ws.input_folder / "folder.csv"
+    folder.mkdir()
+    put(ws, "good.csv", GOOD)
+
+    result = ingest(ws)
+
+    records = by_name(result)
+    assert records["link.csv"].status == "quarantined"
+    assert "symbolic link" in (records["link.csv"].reason or "")
+    assert records["folder.csv"].status == "quarantined"
+    assert "not a regular file" in (records["folder.csv"].reason or "")
+    assert records["good.csv"].status == "ingested"
+    frame = Dataset(ws.output_folder).read()
+    assert frame["corporation"].tolist() == ["good"]
+    assert link.is_symlink()
+    assert link.resolve() == outside.resolve()
+    assert outside.read_text() == HEADER + "leak,1,2,3,0\n"
+    assert folder.is_dir()
+    # not recorded again while unchanged
+    assert ingest(ws).records == []
+
+
+def test_quarantined_file_is_retried_once_fixed(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    put(ws, "a.csv", GOOD)
+    ingest(ws)
+    put(ws, "b.csv", HEADER + "x,1,oops,3,0\n")
+    assert by_name(ingest(ws))["b.csv"].status == "quarantined"
+
+    unchanged = ingest(ws)
+    assert unchanged.records == []
+    assert "b.csv" in unchanged.unchanged
+
+    put(ws, "b.csv", HEADER + "x,1,2,3,0\n")
+    fixed = ingest(ws)
+
+    record = by_name(fixed)["b.csv"]
+    assert (record.status, record.rows_read, record.rows_kept) == ("ingested", 1, 1)
+    assert not fixed.partial
+    assert fixed.dataset_rows == 2
+    assert ingested_names(ws) == ["a.csv", "b.csv"]
+    statuses = [f.status for f in Dataset(ws.output_folder).files if f.name == "b.csv"]
+    assert statuses == ["quarantined", "ingested"]
+
+
+def test_only_csv_files_are_read(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    put(ws, "a.csv", GOOD)
+    put(ws, "B.CSV", HEADER + "upper,1,2,3,0\n")
+    put(ws, "notes.txt", "not data")
+    put(ws, "data.csv.bak", HEADER + "backup,1,2,3,0\n")
+    put(ws, "noextension", HEADER + "noext,1,2,3,0\n")
+
+    result = ingest(ws)
+
+    assert sorted(r.name for r in result.records) == ["B.CSV", "a.csv"]
+    assert sorted(Dataset(ws.output_folder).read()["corporation"]) == ["good", "upper"]
+
+
+def test_missing_input_folder_is_a_data_error(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    ws.input_folder.rmdir()
+    with pytest.raises(DataError, match=re.escape(str(ws.input_folder))):
+        ingest(ws)
+
+
+def test_nothing_new_writes_nothing(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    result = ingest(ws)
+    assert result.records == []
+    assert not result.changed
+    assert not (ws.output_folder / "dataset.json").exists()
+
+
+# --- alignment and cleaning through ingest ----------------------------------------------------
+
+
+def test_columns_are_aligned_by_name(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    put(ws, "a.csv", HEADER + "aaa,1,2,3,0\n")
+    ingest(ws)
+    put(
+        ws,
+        "b.csv",
+        "exited,note,number_of_employees,corporation,lastyear_activity,lastmonth_activity\n"
+        "1,hello,30,bbb,20,10\n"
+        "0,again,3,aaa,2,1\n",
+    )
+
+    result = ingest(ws)
+
+    record = by_name(result)["b.csv"]
+    assert (record.status, record.rows_read, record.rows_kept) == ("ingested", 2, 1)
+    frame = Dataset(ws.output_folder).read()
+    assert list(frame.columns) == DEMO_SCHEMA.columns
+    row = frame[frame["corporation"] == "bbb"].iloc[0]
+    assert (row["lastmonth_activity"], row["lastyear_activity"]) == (10.0, 20.0)
+    assert (row["number_of_employees"], row["exited"]) == (30.0, 1)
+    assert snapshot_lines(ws)[-1] == '"bbb",10,20,30,1'
+
+
+def test_blanks_in_numeric_columns_are_missing_and_text_is_trimmed(
+    make_ws: MakeWorkspace,
+) -> None:
+    ws = make_ws()
+    put(ws, "a.csv", HEADER + "  aaa  ,1,,3,0\nbbb, 4 , ,,1\n")
+
+    result = ingest(ws)
+
+    assert not result.partial, [r.reason for r in result.quarantined]
+    frame = Dataset(ws.output_folder).read()
+    assert frame["corporation"].tolist() == ["aaa", "bbb"]
+    assert frame["lastmonth_activity"].tolist() == [1.0, 4.0]
+    assert frame["lastyear_activity"].isna().all()
+    assert frame["number_of_employees"].isna().tolist() == [False, True]
+    assert snapshot_lines(ws)[1:] == ['"aaa",1,,3,0', '"bbb",4,,,1']
+
+
+def test_string_label_and_categorical_column(make_ws: MakeWorkspace) -> None:
+    ws = make_ws(target="churned", positive_label="Yes", id_columns=["id"])
+    put(ws, "a.csv", "id,plan,spend,churned\nc1, gold ,10,Yes\nc2,silver,,No\nc3,gold,7.5, No \n")
+
+    result = ingest(ws)
+
+    assert not result.partial, [r.reason for r in result.quarantined]
+    dataset = Dataset(ws.output_folder)
+    assert dataset.schema == Schema("churned", "Yes", ["id"], ["spend"], ["plan"])
+    frame = dataset.read()
+    assert frame["plan"].tolist() == ["gold", "silver", "gold"]
+    assert frame["churned"].tolist() == ["Yes", "No", "No"]
+    assert frame["spend"].isna().tolist() == [False, True, False]
+    assert pd.api.types.is_string_dtype(frame["churned"])
+    assert pd.api.types.is_float_dtype(frame["spend"])
+    # the same text labels in a later file are not refused as non-integers
+    put(ws, "b.csv", "id,plan,spend,churned\nc4,bronze,1,Yes\n")
+    assert by_name(ingest(ws))["b.csv"].status == "ingested"
+
+
+def test_identifier_text_is_kept_as_written(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    put(ws, "a.csv", HEADER + "007,1,2,3,0\n0123,4,5,6,1\n")
+    put(ws, "b.csv", HEADER + "007,1,2,3,0\n12.5,4,5,6,1\n")
+
+    result = ingest(ws)
+
+    frame = Dataset(ws.output_folder).read()
+    assert sorted(frame["corporation"]) == ["007", "0123", "12.5"]
+    assert by_name(result)["b.csv"].rows_kept == 1
+
+
+# --- clean_dataset directly --------------------------------------------------------------------
+
+
+def test_clean_dataset_types_and_column_order() -> None:
+    raw = read_csv_bytes(
+        b"exited,extra,number_of_employees,lastyear_activity,lastmonth_activity,corporation\n"
+        b"1,x, 3 ,,1.5, abc \n0,y,4,2,7,def\n",
+        "in.csv",
+    )
+
+    out = clean_dataset(raw, DEMO_SCHEMA, "in.csv")
+
+    assert list(out.columns) == DEMO_SCHEMA.columns
+    assert isinstance(out.index, pd.RangeIndex)
+    assert pd.api.types.is_string_dtype(out["corporation"])
+    for column in NUMERIC:
+        assert out[column].dtype == np.float64
+    assert out["exited"].dtype == np.int64
+    assert out["corporation"].tolist() == ["abc", "def"]
+    assert out["number_of_employees"].tolist() == [3.0, 4.0]
+    assert np.isnan(out["lastyear_activity"].iloc[0])
+    assert out["exited"].tolist() == [1, 0]
+
+
+def test_clean_dataset_accepts_a_bom_and_padded_header() -> None:
+    raw = pd.DataFrame(
+        {
+            "\ufeffcorporation": ["a"],
+            " lastmonth_activity ": ["1"],
+            "lastyear_activity": [2],
+            "number_of_employees": [3.0],
+            "exited": ["1"],
+        }
+    )
+    out = clean_dataset(raw, DEMO_SCHEMA, "bom.csv")
+    assert list(out.columns) == DEMO_SCHEMA.columns
+    assert out.iloc[0].tolist() == ["a", 1.0, 2.0, 3.0, 1]
+
+
+def test_clean_dataset_errors_name_source_column_and_rows() -> None:
+    raw = pd.DataFrame(
+        {
+            "corporation": list("abcdefgh"),
+            "lastmonth_activity": ["1", "x", "3", "y", "5", "z", "w", "v"],
+            "lastyear_activity": [1.0] * 8,
+            "number_of_employees": [1.0] * 8,
+            "exited": [0] * 8,
+        }
+    )
+    with pytest.raises(SchemaError) as info:
+        clean_dataset(raw, DEMO_SCHEMA, "upload.csv")
+    message = str(info.value)
+    assert message.startswith("upload.csv: ")
+    assert "'lastmonth_activity'" in message
+    assert "rows 2, 4, 6, 7, 8" in message
+
+    raw["lastmonth_activity"] = "1"
+    raw["exited"] = pd.Series([0, 1, None, 1, "", 0, None, " "], dtype=object)
+    with pytest.raises(SchemaError) as info:
+        clean_dataset(raw, DEMO_SCHEMA, "upload.csv")
+    message = str(info.value)
+    assert "'exited'" in message
+    assert "rows 3, 5, 7, 8" in message
+
+
+def test_clean_dataset_shortens_long_row_lists() -> None:
+    raw = pd.DataFrame(
+        {
+            "corporation": ["a"] * 9,
+            "lastmonth_activity": ["bad"] * 9,
+            "lastyear_activity": [1.0] * 9,
+            "number_of_employees": [1.0] * 9,
+            "exited": [0] * 9,
+        }
+    )
+    with pytest.raises(SchemaError, match=r"rows 1, 2, 3, 4, 5 and 4 more"):
+        clean_dataset(raw, DEMO_SCHEMA, "big.csv")
+
+
+def test_clean_dataset_names_missing_columns() -> None:
+    raw = pd.DataFrame({"corporation": ["a"], "exited": [1]})
+    with pytest.raises(SchemaError) as info:
+        clean_dataset(raw, DEMO_SCHEMA, "thin.csv")
+    message = str(info.value)
+    assert message.startswith("thin.csv: missing column(s)")
+    for column in NUMERIC:
+        assert column in message
+
+
+def test_clean_dataset_string_label_keeps_text() -> None:
+    schema = Schema("churned", "Yes", ["id"], ["spend"], ["plan"])
+    raw = pd.DataFrame(
+        {"id": [1, 2], "plan": [" a", "b "], "spend": ["", "2"], "churned": ["Yes ", "No"]}
+    )
+    out = clean_dataset(raw, schema, "s.csv")
+    assert out["churned"].tolist() == ["Yes", "No"]
+    assert out["plan"].tolist() == ["a", "b"]
+    assert out["id"].tolist() == ["1", "2"]
+    assert pd.api.types.is_string_dtype(out["plan"])
+    assert out["spend"].isna().tolist() == [True, False]
+
+
+@pytest.mark.parametrize("data", [b"", b"   \n", b'"unterminated\n'])
+def test_read_csv_bytes_refuses_unreadable_input(data: bytes) -> None:
+    with pytest.raises(SchemaError, match=r"weird\.csv"):
+        read_csv_bytes(data, "weird.csv")
+
+
+def test_progress_reports_each_new_file(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    put(ws, "a.csv", GOOD)
+    put(ws, "b.csv", HEADER + "other,1,2,3,1\n")
+    calls: list[tuple[str, int, int]] = []
+
+    ingest(ws, progress=lambda name, done, total: calls.append((name, done, total)))
+
+    assert calls == [("a.csv", 0, 2), ("b.csv", 1, 2), ("", 2, 2)]
+
+
+def test_ingestion_record_has_hash_size_and_time(make_ws: MakeWorkspace) -> None:
+    ws = make_ws()
+    path = put(ws, "a.csv", GOOD)
+
+    ingest(ws)
+
+    (record,) = Dataset(ws.output_folder).files
+    assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record.size == path.stat().st_size
+    assert record.time.endswith("Z")
+    assert (record.name, record.status) == ("a.csv", "ingested")
