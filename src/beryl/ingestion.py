@@ -186,7 +186,7 @@ def read_csv_bytes(data: bytes, source: str, text_columns: list[str] | None = No
 def text_columns(settings: Settings, schema: Schema | None) -> list[str]:
     """Columns read as text: identifiers, categorical features and the label."""
     if schema is not None:
-        return [*schema.id_columns, *schema.categorical, schema.target]
+        return schema.text_columns
     return [*settings.id_columns, *(settings.categorical_features or []), settings.target]
 
 

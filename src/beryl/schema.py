@@ -35,6 +35,11 @@ class Schema:
         return [*self.id_columns, *self.features, self.target]
 
     @property
+    def text_columns(self) -> list[str]:
+        """Columns read as written, never as numbers: identifiers, categories, the label."""
+        return [*self.id_columns, *self.categorical, self.target]
+
+    @property
     def label_is_numeric(self) -> bool:
         return isinstance(self.positive_label, int)
 

@@ -48,11 +48,10 @@ def read_labelled(path: Path, schema: Schema) -> tuple[pd.DataFrame, str]:
         raise EmptyDatasetError(f"no CSV files in {path}", hint="put labelled test data there")
     digest = hashlib.sha256()
     frames = []
-    text_columns = [*schema.id_columns, *schema.categorical, schema.target]
     for file in files:
         data = file.read_bytes()
         digest.update(data)
-        raw = read_csv_bytes(data, str(file), text_columns)
+        raw = read_csv_bytes(data, str(file), schema.text_columns)
         frames.append(clean_dataset(raw, schema, str(file)))
     return pd.concat(frames, ignore_index=True), digest.hexdigest()
 

@@ -142,7 +142,7 @@ def _inside_workspace(location: str, settings: Settings) -> Path:
 
 def _frame_from_csv(data: bytes, schema: Schema, source: str, settings: Settings) -> pd.DataFrame:
     try:
-        raw = read_csv_bytes(data, source, [*schema.id_columns, *schema.categorical])
+        raw = read_csv_bytes(data, source, schema.text_columns)
         frame = clean_features(raw, schema, source)
     except SchemaError as exc:
         raise ApiError(422, exc.message, exc.hint) from exc
