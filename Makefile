@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	DEMO_DIR=$(DEMO_DIR) BERYL=$(BIN)/beryl bash scripts/demo.sh
+	DEMO_DIR=$(DEMO_DIR) BERYL=$(BIN)/beryl PYTHON=$(BIN)/python bash scripts/demo.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
