@@ -526,7 +526,7 @@ def cron(ctx: click.Context, settings: Settings, install: bool) -> None:
     """Print a crontab line that runs a pass on the schedule from any directory."""
     from beryl.scheduler import cron_line, install_cron
 
-    line = cron_line(settings, settings.root / config_module.DEFAULT_CONFIG_NAME)
+    line = cron_line(settings, settings.config_path)
     click.echo(line)
     if install:
         added = install_cron(line)
@@ -544,7 +544,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
 
     import uvicorn
 
-    os.environ["BERYL_CONFIG"] = str((settings.root / config_module.DEFAULT_CONFIG_NAME).resolve())
+    os.environ["BERYL_CONFIG"] = str(settings.config_path.resolve())
     uvicorn.run(
         "beryl.api.app:app_from_environment",
         factory=True,

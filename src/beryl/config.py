@@ -59,6 +59,7 @@ class Settings(BaseModel):
     package_index_url: str = "https://pypi.org/pypi"
     api: ApiSettings = Field(default_factory=ApiSettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
+    config_file: Path | None = Field(default=None, exclude=True)
 
     @field_validator("target")
     @classmethod
@@ -133,6 +134,11 @@ class Settings(BaseModel):
         return self._path(self.prod_deployment_path)
 
     @property
+    def config_path(self) -> Path:
+        """The config file these settings came from (``root/config.json`` when built in code)."""
+        return self.config_file or (self.root / DEFAULT_CONFIG_NAME)
+
+    @property
     def history_db(self) -> Path:
         return self.root / HISTORY_DB_NAME
 
@@ -154,10 +160,19 @@ def _format_problem(error: dict[str, Any]) -> str:
     return f"{location}: {message}"
 
 
-def from_mapping(data: dict[str, Any], root: Path) -> Settings:
+def from_mapping(data: dict[str, Any], root: Path, config_file: Path | None = None) -> Settings:
     """Validate a config mapping; every problem is listed in one ``ConfigError``."""
+    for private in ("root", "config_file"):
+        if private in data:
+            raise ConfigError("invalid configuration:", problems=[f"{private}: unknown key"])
     try:
-        return Settings.model_validate({**data, "root": root.resolve()})
+        return Settings.model_validate(
+            {
+                **data,
+                "root": root.resolve(),
+                "config_file": config_file.resolve() if config_file else None,
+            }
+        )
     except ValidationError as exc:
         problems = [_format_problem(dict(e)) for e in exc.errors()]
         raise ConfigError("invalid configuration:", problems=problems) from exc
@@ -199,7 +214,7 @@ def load(path: str | os.PathLike[str], environ: dict[str, str] | None = None) ->
     if not isinstance(data, dict):
         raise ConfigError(f"{config_path} must hold a JSON object of settings")
     try:
-        settings = from_mapping(data, config_path.parent)
+        settings = from_mapping(data, config_path.parent, config_path)
     except ConfigError as exc:
         raise ConfigError(
             f"invalid configuration in {config_path}:", problems=exc.problems

@@ -150,9 +150,7 @@ def _pass(
 ) -> PassResult:
     registry = Registry(settings.model_folder)
     production = registry.production()
-    trained_on: set[str] = set()
-    if production is not None:
-        trained_on = set(registry.card(production).training.get("batches", []))
+    trained_on = _covered_batches(registry, production)
 
     with run.step("check") as detail:
         scan = scan_input(settings, Dataset(settings.output_folder))
@@ -170,7 +168,7 @@ def _pass(
             run.run_id,
             NO_NEW_DATA,
             exit_code,
-            "no new data since the production model was trained",
+            "no new data since the last model was trained and scored",
             ingestion=ingestion,
             production=production,
         )
@@ -204,6 +202,7 @@ def _pass(
         history.record_score(card.id, "candidate", "test data", metrics, run.run_id)
         if production is not None:
             prod_metrics = evaluate(settings, registry, production)
+            registry.record_metrics(production, prod_metrics)
             result.production_f1 = prod_metrics["f1"]
             history.record_score(production, "production", "test data", prod_metrics, run.run_id)
         detail.update(candidate_f1=result.candidate_f1, production_f1=result.production_f1)
@@ -215,7 +214,11 @@ def _pass(
     if not promote:
         return result
     with run.step("promote") as detail:
-        move = registry.promote(card.id, reason=f"run {run.run_id}: {result.reason}")
+        move = registry.promote(
+            card.id,
+            reason=f"run {run.run_id}: {result.reason}",
+            scores=(result.production_f1, result.candidate_f1),
+        )
         materialise(settings, registry)
         history.record_promotion(move.__dict__, run.run_id)
         result.outcome = PROMOTED
@@ -238,6 +241,23 @@ def _pass(
             }
             detail.update(result.api_calls)
     return result
+
+
+def _covered_batches(registry: Registry, production: str | None) -> set[str]:
+    """Batches already judged: production's training data, and the latest scored candidate's.
+
+    A candidate that was kept out of production is not trained again on the same data: only a
+    new batch makes a new candidate.
+    """
+    covered: set[str] = set()
+    if production is not None:
+        covered |= set(registry.card(production).training.get("batches", []))
+    ids = registry.ids()
+    if ids:
+        latest = registry.card(ids[-1])
+        if latest.f1 is not None:
+            covered |= set(latest.training.get("batches", []))
+    return covered
 
 
 def _drift_check(

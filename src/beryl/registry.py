@@ -239,7 +239,13 @@ class Registry:
                     continue  # a line torn by a crash mid-append is not a move
         return moves
 
-    def _move(self, action: str, to_version: str, reason: str) -> Move:
+    def _move(
+        self,
+        action: str,
+        to_version: str,
+        reason: str,
+        scores: tuple[float | None, float | None] | None = None,
+    ) -> Move:
         self.card(to_version)
         if not self.verify(to_version):
             raise IntegrityError(
@@ -248,22 +254,33 @@ class Registry:
                 hint="retrain, or restore the original file",
             )
         current = self.production()
+        if scores is None:
+            scores = (self.card(current).f1 if current else None, self.card(to_version).f1)
         move = Move(
             time=utc_now(),
             action=action,
             from_version=current,
             to_version=to_version,
             reason=reason,
-            from_f1=self.card(current).f1 if current else None,
-            to_f1=self.card(to_version).f1,
+            from_f1=scores[0],
+            to_f1=scores[1],
         )
         atomic_write_json(self.pointer_path, {"version": to_version, "since": move.time})
         append_line(self.log_path, json.dumps(asdict(move)))
         return move
 
-    def promote(self, version: str, reason: str = "promoted by hand") -> Move:
-        """Point production at ``version`` and log the move."""
-        return self._move("promote", version, reason)
+    def promote(
+        self,
+        version: str,
+        reason: str = "promoted by hand",
+        scores: tuple[float | None, float | None] | None = None,
+    ) -> Move:
+        """Point production at ``version`` and log the move.
+
+        ``scores`` (production's F1, the candidate's F1) are the figures the decision compared;
+        by default each card's recorded F1.
+        """
+        return self._move("promote", version, reason, scores)
 
     def rollback(self, reason: str = "rolled back by hand") -> Move:
         """Point production back at the version it replaced."""
