@@ -44,7 +44,8 @@ def main() -> None:
                 time.sleep(0.1)
         with httpx.Client(base_url=url, timeout=10) as client:
             print(
-                f"{'endpoint':<14} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}  ({args.requests} requests)"
+                f"{'endpoint':<14} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
+                f"  ({args.requests} requests)"
             )
             for path in ("/diagnostics", "/summarystats", "/scoring", "/health"):
                 for _ in range(20):
