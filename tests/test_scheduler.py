@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,6 +73,25 @@ class FakeStop(threading.Event):
             self.clock.waits.append(timeout)
             self.clock.advance(timeout)
         return self.is_set()
+
+
+def scheduled(
+    settings: Settings,
+    clock: FakeClock,
+    run: Callable[[Settings], PassResult],
+    logs: list[str],
+    max_passes: int,
+) -> ScheduleStats:
+    """run_schedule every ten minutes on a fake clock that never sleeps for real."""
+    return run_schedule(
+        settings,
+        stop=FakeStop(clock),
+        expression=EVERY_10,
+        run=run,
+        clock=clock,
+        log=logs.append,
+        max_passes=max_passes,
+    )
 
 
 class FakePass:
@@ -155,15 +175,7 @@ def test_missed_ticks_are_counted_and_not_replayed(workspace: Settings) -> None:
     fake = FakePass(clock, minutes=25)
     logs: list[str] = []
 
-    stats = run_schedule(
-        workspace,
-        stop=FakeStop(clock),
-        expression=EVERY_10,
-        run=fake,
-        clock=clock,
-        log=logs.append,
-        max_passes=2,
-    )
+    stats = scheduled(workspace, clock, fake, logs, 2)
 
     assert fake.started == [at(12, 10), at(12, 40)]
     assert fake.ended[0] == at(12, 35)
@@ -184,15 +196,7 @@ def test_short_passes_run_on_every_tick(workspace: Settings) -> None:
     fake = FakePass(clock, minutes=3)
     logs: list[str] = []
 
-    stats = run_schedule(
-        workspace,
-        stop=FakeStop(clock),
-        expression=EVERY_10,
-        run=fake,
-        clock=clock,
-        log=logs.append,
-        max_passes=3,
-    )
+    stats = scheduled(workspace, clock, fake, logs, 3)
 
     assert fake.started == [at(12, 10), at(12, 20), at(12, 30)]
     assert (stats.passes, stats.missed_ticks) == (3, 0)
@@ -206,15 +210,7 @@ def test_failing_passes_are_logged_and_the_schedule_goes_on(workspace: Settings)
     )
     logs: list[str] = []
 
-    stats = run_schedule(
-        workspace,
-        stop=FakeStop(clock),
-        expression=EVERY_10,
-        run=fake,
-        clock=clock,
-        log=logs.append,
-        max_passes=3,
-    )
+    stats = scheduled(workspace, clock, fake, logs, 3)
 
     assert fake.started == [at(12, 10), at(12, 20), at(12, 30)]
     assert (stats.passes, stats.failures, stats.skipped_busy) == (1, 2, 0)
@@ -241,15 +237,7 @@ def test_tick_while_a_pass_holds_the_lock_is_skipped(workspace: Settings) -> Non
         return run_pass(settings, call_api=False, report=False)
 
     with pass_lock(workspace):
-        busy = run_schedule(
-            workspace,
-            stop=FakeStop(clock),
-            expression=EVERY_10,
-            run=real_pass,
-            clock=clock,
-            log=logs.append,
-            max_passes=1,
-        )
+        busy = scheduled(workspace, clock, real_pass, logs, 1)
 
     assert (busy.passes, busy.skipped_busy, busy.failures) == (0, 1, 0)
     assert f"{at(12, 10).isoformat()} skipped: another pass is still running" in logs
@@ -257,15 +245,7 @@ def test_tick_while_a_pass_holds_the_lock_is_skipped(workspace: Settings) -> Non
     assert not (workspace.output_folder / "dataset.json").exists()
 
     # The lock is free again: the next tick runs a real pass.
-    free = run_schedule(
-        workspace,
-        stop=FakeStop(clock),
-        expression=EVERY_10,
-        run=real_pass,
-        clock=clock,
-        log=logs.append,
-        max_passes=1,
-    )
+    free = scheduled(workspace, clock, real_pass, logs, 1)
     assert (free.passes, free.skipped_busy) == (1, 0)
     assert Registry(workspace.model_folder).production() == "v0001"
 
@@ -284,29 +264,17 @@ def test_two_overlapping_schedules_run_one_pass(workspace: Settings) -> None:
 
     results: list[ScheduleStats] = []
     thread = threading.Thread(
-        target=lambda: results.append(
-            run_schedule(
-                workspace,
-                stop=FakeStop(first_clock),
-                expression=EVERY_10,
-                run=long_pass,
-                clock=first_clock,
-                log=first_logs.append,
-                max_passes=1,
-            )
-        )
+        target=lambda: results.append(scheduled(workspace, first_clock, long_pass, first_logs, 1))
     )
     thread.start()
     try:
         assert inside.wait(30), "the first schedule never started its pass"
-        second = run_schedule(
+        second = scheduled(
             workspace,
-            stop=FakeStop(second_clock),
-            expression=EVERY_10,
-            run=lambda s: run_pass(s, call_api=False, report=False),
-            clock=second_clock,
-            log=second_logs.append,
-            max_passes=1,
+            second_clock,
+            lambda s: run_pass(s, call_api=False, report=False),
+            second_logs,
+            1,
         )
     finally:
         release.set()
