@@ -94,8 +94,13 @@ def atomic_write_with(path: Path, writer: Callable[[Path], None]) -> None:
 def append_line(path: Path, line: str) -> None:
     """Append one line to an append-only log and make it durable."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(line.rstrip("\n") + "\n")
+    with path.open("a+b") as handle:
+        prefix = b""
+        if handle.tell() > 0:  # a line torn by a crash must not swallow this one
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                prefix = b"\n"
+        handle.write(prefix + line.rstrip("\n").encode("utf-8") + b"\n")
         handle.flush()
         os.fsync(handle.fileno())
 

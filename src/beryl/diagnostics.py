@@ -162,14 +162,22 @@ def _latest_version(name: str, index_url: str, timeout: float) -> str:
     try:
         response = httpx.get(url, timeout=timeout, follow_redirects=True)
         if response.status_code == 200:
-            return str(response.json()["info"]["version"])
-    except (httpx.HTTPError, ValueError, KeyError):
+            version = response.json()["info"]["version"]
+            if isinstance(version, str) and version.strip():
+                return version.strip()
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
         pass
     return "unknown"
 
 
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:4])
+def _is_newer(latest: str, installed: str) -> bool | None:
+    """Whether ``latest`` is a newer release than ``installed`` (None when either is unparsable)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(latest) > Version(installed)
+    except InvalidVersion:
+        return None
 
 
 def outdated_packages(
@@ -193,7 +201,7 @@ def outdated_packages(
             installed = "not installed"
         outdated: bool | None = None
         if newest != "unknown" and installed != "not installed":
-            outdated = _version_key(newest) > _version_key(installed)
+            outdated = _is_newer(newest, installed)
         table.append(
             {"module": name, "installed": installed, "latest": newest, "outdated": outdated}
         )

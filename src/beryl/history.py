@@ -124,15 +124,31 @@ class History:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             if not self._ready:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(_SCHEMA)
-                self._ready = True
+                self._initialise(conn)
             conn.row_factory = sqlite3.Row
             yield conn
         except sqlite3.Error as exc:
             raise HistoryError(f"history database {self.path}: {exc}") from exc
         finally:
             conn.close()
+
+    def _initialise(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL and create the tables, waiting for a writer that holds the database.
+
+        Changing the journal mode does not wait on SQLite's busy timeout, so it is retried here.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(_SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        self._ready = True
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         with self._connect() as conn:

@@ -254,6 +254,11 @@ class Registry:
                 hint="retrain, or restore the original file",
             )
         current = self.production()
+        if current == to_version:
+            raise ModelError(
+                f"{to_version} is already in production",
+                hint="nothing to do; see `beryl models list`",
+            )
         if scores is None:
             scores = (self.card(current).f1 if current else None, self.card(to_version).f1)
         move = Move(
@@ -286,6 +291,10 @@ class Registry:
         """Point production back at the version it replaced."""
         current = self.require_production()
         for move in reversed(self.moves()):
-            if move.action == "promote" and move.to_version == current and move.from_version:
+            if (
+                move.action == "promote"
+                and move.to_version == current
+                and move.from_version not in (None, current)
+            ):
                 return self._move("rollback", move.from_version, reason)
         raise ModelNotFoundError(f"{current} has no earlier production version to roll back to")

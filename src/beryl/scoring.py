@@ -79,7 +79,8 @@ def compute_metrics(model: Any, frame: pd.DataFrame, schema: Schema) -> dict[str
         recall = recall_score(y_true, y_pred, zero_division=0.0)
     roc_auc: float | None = None
     if 0 < y_true.sum() < len(y_true) and positive in list(model.classes_):
-        roc_auc = float(roc_auc_score(y_true, predict_proba_positive(model, frame, positive)))
+        scores = predict_proba_positive(model, frame[schema.features], positive)
+        roc_auc = float(roc_auc_score(y_true, scores))
     matrix = confusion_matrix(y_true, y_pred, labels=[False, True])
     return {
         "f1": float(f1),

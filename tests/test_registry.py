@@ -1,0 +1,274 @@
+"""Tests for beryl.registry: versions, integrity checks, the production pointer and its log."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from beryl.errors import IntegrityError, ModelError, ModelNotFoundError
+from beryl.registry import ModelCard, Move, Registry
+
+MOVE_KEYS = {"time", "action", "from_version", "to_version", "reason", "from_f1", "to_f1"}
+
+
+def blank_card() -> ModelCard:
+    return ModelCard(
+        id="",
+        created="2024-01-01T00:00:00Z",
+        schema={"target": "exited", "positive_label": 1, "numeric": ["x"]},
+        parameters={"C": 1.0},
+        classes=[0, 1],
+        training={"rows": 10, "batches": ["b1"], "files": []},
+        libraries={"python": "3"},
+    )
+
+
+def add_version(registry: Registry, f1: float | None = None, payload: Any = None) -> str:
+    """Store a picklable stand-in model as a new version, scored with ``f1`` when given."""
+    card = registry.create(payload if payload is not None else {"weights": [1, 2, 3]}, blank_card())
+    if f1 is not None:
+        registry.record_metrics(card.id, {"f1": f1})
+    return card.id
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def log_lines(registry: Registry) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in registry.log_path.read_text().splitlines()]
+
+
+def flip_one_byte(path: Path, offset: int = 20) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "models")
+
+
+def test_versions_are_numbered_and_loadable(registry: Registry) -> None:
+    assert registry.ids() == []
+    with pytest.raises(ModelNotFoundError, match="no trained model"):
+        registry.latest()
+    first = add_version(registry, payload={"n": 1})
+    second = add_version(registry, payload={"n": 2})
+    assert (first, second) == ("v0001", "v0002")
+    assert registry.ids() == ["v0001", "v0002"]
+    assert registry.latest() == "v0002"
+    assert registry.load("v0001") == {"n": 1}
+    assert registry.load("v0002") == {"n": 2}
+    assert (
+        registry.card("v0002").model_sha256
+        == hashlib.sha256(registry.model_path("v0002").read_bytes()).hexdigest()
+    )
+    assert not [p for p in registry.versions_folder.iterdir() if p.name.startswith(".")]
+
+
+def test_ids_ignore_foreign_folders_and_never_reuse_a_number(registry: Registry) -> None:
+    add_version(registry)
+    (registry.versions_folder / "notes").mkdir()
+    (registry.versions_folder / "v0007").mkdir()  # a folder without a card is not a version
+    assert registry.ids() == ["v0001"]
+    assert add_version(registry) == "v0008"
+    assert registry.ids() == ["v0001", "v0008"]
+
+
+def test_record_metrics_changes_only_the_card(registry: Registry) -> None:
+    version = add_version(registry)
+    model_before = registry.model_path(version).read_bytes()
+    card = registry.record_metrics(version, {"f1": 0.75, "recall": 0.5})
+    assert card.f1 == 0.75
+    assert registry.card(version).metrics == {"f1": 0.75, "recall": 0.5}
+    assert registry.model_path(version).read_bytes() == model_before
+    assert registry.verify(version)
+
+
+def test_promote_moves_only_the_pointer_and_logs_the_move(registry: Registry) -> None:
+    v1 = add_version(registry, f1=0.6)
+    v2 = add_version(registry, f1=0.7)
+    assert registry.production() is None
+    (registry.folder / "latestscore.txt").write_text("0.7\n")
+    versions_before = tree_hashes(registry.folder)
+
+    first = registry.promote(v1, reason="first model")
+    assert registry.production() == v1
+    second = registry.promote(v2, reason="better F1")
+    assert registry.production() == v2
+    changed = {
+        name
+        for name, digest in tree_hashes(registry.folder).items()
+        if versions_before.get(name) != digest
+    }
+    assert changed == {"production.json", "promotions.jsonl"}
+    assert set(versions_before) <= set(tree_hashes(registry.folder))
+
+    assert first == Move(
+        time=first.time,
+        action="promote",
+        from_version=None,
+        to_version=v1,
+        reason="first model",
+        from_f1=None,
+        to_f1=0.6,
+    )
+    assert (second.from_version, second.to_version, second.from_f1, second.to_f1) == (
+        v1,
+        v2,
+        0.6,
+        0.7,
+    )
+    lines = log_lines(registry)
+    assert len(lines) == 2
+    assert all(set(line) == MOVE_KEYS for line in lines)
+    assert lines[1] == {
+        "time": second.time,
+        "action": "promote",
+        "from_version": "v0001",
+        "to_version": "v0002",
+        "reason": "better F1",
+        "from_f1": 0.6,
+        "to_f1": 0.7,
+    }
+    assert lines[0]["time"] <= lines[1]["time"]
+    assert registry.moves() == [first, second]
+    pointer = json.loads(registry.pointer_path.read_text())
+    assert pointer["version"] == v2
+
+
+def test_rollback_goes_to_the_version_the_current_one_replaced(registry: Registry) -> None:
+    v1, v2, v3 = (add_version(registry, f1=f1) for f1 in (0.5, 0.6, 0.7))
+    for version in (v1, v2, v3):
+        registry.promote(version)
+    versions_before = tree_hashes(registry.versions_folder)
+
+    move = registry.rollback(reason="v3 misbehaves")
+    assert (move.action, move.from_version, move.to_version) == ("rollback", v3, v2)
+    assert (move.from_f1, move.to_f1, move.reason) == (0.7, 0.6, "v3 misbehaves")
+    assert registry.production() == v2
+    assert registry.rollback().to_version == v1
+    assert registry.production() == v1
+
+    log_before = registry.log_path.read_bytes()
+    with pytest.raises(ModelNotFoundError, match="no earlier production version"):
+        registry.rollback()
+    assert registry.production() == v1
+    assert registry.log_path.read_bytes() == log_before
+    assert [line["action"] for line in log_lines(registry)] == ["promote"] * 3 + ["rollback"] * 2
+    assert tree_hashes(registry.versions_folder) == versions_before
+
+
+def test_rollback_after_a_rollback_and_a_new_promotion(registry: Registry) -> None:
+    v1, v2, v3 = (add_version(registry) for _ in range(3))
+    registry.promote(v1)
+    registry.promote(v2)
+    registry.rollback()
+    registry.promote(v3)
+    assert registry.rollback().to_version == v1
+
+
+def test_rollback_without_production_is_an_error(registry: Registry) -> None:
+    add_version(registry)
+    with pytest.raises(ModelNotFoundError, match="no model is in production"):
+        registry.rollback()
+    assert not registry.log_path.exists()
+
+
+def test_rollback_after_promoting_the_current_version_again(registry: Registry) -> None:
+    v1, v2 = add_version(registry), add_version(registry)
+    registry.promote(v1)
+    registry.promote(v2)
+    log_before = registry.log_path.read_bytes()
+    with pytest.raises(ModelError, match="already in production"):
+        registry.promote(v2, reason="promoted twice")
+    assert registry.log_path.read_bytes() == log_before
+    assert registry.rollback().to_version == v1
+
+
+def test_tampered_model_is_refused(registry: Registry) -> None:
+    v1 = add_version(registry, f1=0.5)
+    v2 = add_version(registry, f1=0.9)
+    registry.promote(v1)
+    flip_one_byte(registry.model_path(v2))
+    log_before = registry.log_path.read_bytes()
+
+    assert not registry.verify(v2)
+    assert registry.verify(v1)
+    with pytest.raises(IntegrityError, match="does not match its model card"):
+        registry.load(v2)
+    with pytest.raises(IntegrityError):
+        registry.promote(v2)
+    assert registry.production() == v1
+    assert registry.log_path.read_bytes() == log_before
+    assert registry.load(v1) == {"weights": [1, 2, 3]}
+
+
+def test_rollback_to_a_tampered_version_is_refused(registry: Registry) -> None:
+    v1, v2 = add_version(registry), add_version(registry)
+    registry.promote(v1)
+    registry.promote(v2)
+    flip_one_byte(registry.model_path(v1), offset=-1)
+    with pytest.raises(IntegrityError):
+        registry.rollback()
+    assert registry.production() == v2
+
+
+def test_unreadable_card_is_a_model_error(registry: Registry) -> None:
+    version = add_version(registry)
+    (registry.versions_folder / version / "card.json").write_text('{"id": "v0001", "cre')
+    with pytest.raises(ModelError, match="unreadable") as err:
+        registry.card(version)
+    assert not isinstance(err.value, ModelNotFoundError)
+    with pytest.raises(ModelError):
+        registry.load(version)
+
+
+def test_missing_model_file_is_an_integrity_error(registry: Registry) -> None:
+    version = add_version(registry)
+    registry.model_path(version).unlink()
+    assert not registry.verify(version)
+    with pytest.raises(IntegrityError, match="missing"):
+        registry.load(version)
+
+
+@pytest.mark.parametrize("version", ["v0042", "latest", "1", "../v0001", "v01"])
+def test_unknown_version_ids(registry: Registry, version: str) -> None:
+    add_version(registry)
+    for call in (registry.card, registry.load, registry.promote):
+        with pytest.raises(ModelNotFoundError) as err:
+            call(version)
+        assert isinstance(err.value, LookupError)
+        assert version in str(err.value)
+    assert registry.production() is None
+
+
+def test_torn_last_line_of_the_log_is_ignored(registry: Registry) -> None:
+    v1, v2 = add_version(registry), add_version(registry)
+    registry.promote(v1)
+    registry.promote(v2)
+    with registry.log_path.open("a", encoding="utf-8") as handle:
+        handle.write('{"time": "2024-05-01T00:00:00Z", "action": "prom')
+    moves = registry.moves()
+    assert [m.to_version for m in moves] == [v1, v2]
+    assert registry.rollback().to_version == v1
+
+
+def test_move_after_a_torn_last_line_is_still_logged(registry: Registry) -> None:
+    v1, v2 = add_version(registry), add_version(registry)
+    registry.promote(v1)
+    with registry.log_path.open("a", encoding="utf-8") as handle:
+        handle.write('{"time": "2024-05-01T00:00:00Z", "action": "prom')
+    registry.promote(v2)
+    assert [m.to_version for m in registry.moves()] == [v1, v2]
+    assert registry.rollback().to_version == v1
