@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -50,11 +51,21 @@ def with_settings(func: F) -> F:
 
 
 @contextmanager
-def recorded(settings: Settings, command: str) -> Iterator[Any]:
-    """Record the command as a run with one timed step in the history database."""
-    from beryl.history import History
+def recorded(settings: Settings, command: str, *, exclusive: bool = True) -> Iterator[Any]:
+    """Record the command as a run with one timed step in the history database.
 
-    with History(settings.history_db).run(command) as run, run.step(command) as detail:
+    ``exclusive`` commands change the workspace: they hold the workspace lock (never beside a
+    pass) and first repair what a killed pass may have left.
+    """
+    from beryl.history import History
+    from beryl.pipeline import pass_lock, recover
+
+    with contextlib.ExitStack() as stack:
+        if exclusive:
+            stack.enter_context(pass_lock(settings))
+            recover(settings)
+        run = stack.enter_context(History(settings.history_db).run(command))
+        detail = stack.enter_context(run.step(command))
         yield run, detail
 
 
@@ -361,7 +372,7 @@ def diagnose(settings: Settings, as_json: bool, measure: bool, no_outdated: bool
     """Predictions, summary statistics, missing values, timings and outdated packages."""
     from beryl.diagnostics import diagnose as run_diagnose
 
-    with recorded(settings, "diagnose"):
+    with recorded(settings, "diagnose", exclusive=False):
         result = run_diagnose(settings, measure=measure, check_outdated=not no_outdated)
     if as_json:
         _print_json(result)
@@ -562,7 +573,7 @@ def apicalls(settings: Settings, url: str | None) -> None:
     """Call every endpoint of a running server and write the answers to apireturns.txt."""
     from beryl.client import call_all
 
-    with recorded(settings, "apicalls") as (run, _):
+    with recorded(settings, "apicalls", exclusive=False) as (run, _):
         result = call_all(settings, url)
         if not result.ok:
             run.status, run.exit_code = "failed", 1

@@ -26,7 +26,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from beryl._io import atomic_write_json, atomic_write_text, atomic_write_with, read_json
+from beryl._io import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    read_json,
+    remove_stale_temporaries,
+)
 from beryl.errors import DataError, EmptyDatasetError
 from beryl.schema import Schema
 
@@ -54,6 +60,7 @@ class FileRecord:
     batch: str | None = None
     reason: str | None = None
     size: int = 0
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -82,11 +89,13 @@ class Manifest:
     batches: list[BatchInfo] = field(default_factory=list)
     files: list[FileRecord] = field(default_factory=list)
     snapshot: dict[str, Any] = field(default_factory=dict)
+    classes: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,
             "schema": self.schema.to_dict() if self.schema else None,
+            "classes": self.classes,
             "batches": [b.to_dict() for b in self.batches],
             "files": [f.to_dict() for f in self.files],
             "snapshot": self.snapshot,
@@ -100,6 +109,7 @@ class Manifest:
             batches=[BatchInfo(**b) for b in data.get("batches", [])],
             files=[FileRecord.from_dict(f) for f in data.get("files", [])],
             snapshot=dict(data.get("snapshot", {})),
+            classes=list(data.get("classes", [])),
         )
 
 
@@ -208,6 +218,45 @@ class Dataset:
         self.manifest = manifest
         names = self.ingested_names()
         atomic_write_text(self.folder / INGESTED_FILES_NAME, "".join(n + "\n" for n in names))
+
+    def repair(self, write_snapshot: bool) -> list[str]:
+        """After a crash: drop what no manifest names and rebuild stale derived files.
+
+        Call only while holding the workspace lock (an ingestion writes its batch before the
+        manifest that names it). Returns what was repaired.
+        """
+        repaired = []
+        for folder in (self.folder, self.folder / BATCH_FOLDER):
+            if remove_stale_temporaries(folder):
+                repaired.append(f"removed temporary files in {folder}")
+        known = {b.id for b in self.manifest.batches}
+        batch_folder = self.folder / BATCH_FOLDER
+        if batch_folder.is_dir():
+            for path in batch_folder.iterdir():
+                batch_id = path.name.split(".", 1)[0]
+                if path.is_file() and batch_id not in known:
+                    path.unlink()
+                    repaired.append(f"removed unfinished batch file {path.name}")
+        if not self.manifest_path.exists():
+            return repaired
+        names = "".join(n + "\n" for n in self.ingested_names())
+        listing = self.folder / INGESTED_FILES_NAME
+        if not listing.exists() or listing.read_text(encoding="utf-8") != names:
+            atomic_write_text(listing, names)
+            repaired.append(f"rewrote {INGESTED_FILES_NAME}")
+        if write_snapshot and self.manifest.batches:
+            recorded = self.manifest.snapshot
+            path = self.snapshot_path
+            current = [b.id for b in self.manifest.batches]
+            if (
+                not path.exists()
+                or recorded.get("batches") != current
+                or recorded.get("bytes") != path.stat().st_size
+            ):
+                self.manifest.snapshot = self._write_snapshot(Manifest(), self.manifest)
+                atomic_write_json(self.manifest_path, self.manifest.to_dict())
+                repaired.append(f"rewrote {SNAPSHOT_NAME}")
+        return repaired
 
     def _write_snapshot(self, previous: Manifest, manifest: Manifest) -> dict[str, Any]:
         """Keep finaldata.csv equal to the dataset, appending only new batches when possible."""

@@ -108,6 +108,31 @@ def _prune(store: Path, keep: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def repair(settings: Settings, registry: Registry) -> list[str]:
+    """After a crash: make prod_deployment_path match the production pointer again."""
+    repaired = []
+    prod = settings.prod_folder
+    store = _store(prod)
+    if store.is_dir():
+        for staging in store.glob(".staging-*"):
+            shutil.rmtree(staging, ignore_errors=True)
+            repaired.append(f"removed unfinished deployment {staging.name}")
+    for link_tmp in prod.parent.glob(f".{prod.name}.link-tmp-*"):
+        link_tmp.unlink(missing_ok=True)
+    version = registry.production()
+    if version is None:
+        return repaired
+    try:
+        deployed = read_manifest(settings).get("version")
+        intact = check_deployment(settings)
+    except (ModelNotFoundError, ValueError, OSError):
+        deployed, intact = None, False
+    if deployed != version or not intact:
+        materialise(settings, registry)
+        repaired.append(f"materialised {version} in {prod}")
+    return repaired
+
+
 def read_manifest(settings: Settings) -> dict[str, Any]:
     """The manifest of the current deployment."""
     path = settings.prod_folder / MANIFEST_FILE

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from beryl.schema import Schema, infer_schema
 Progress = Callable[[str, int, int], None]
 
 _MAX_SHOWN = 5
+_SNIFF_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -156,20 +158,31 @@ def read_csv_bytes(data: bytes, source: str, text_columns: list[str] | None = No
     """
     if not data.strip():
         raise SchemaError(f"{source}: the file is empty", hint="send a CSV file with a header row")
-    column_types = {name: pa.string() for name in text_columns or []}
-    try:
-        table = pacsv.read_csv(
-            pa.BufferReader(data),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                strings_can_be_null=True, column_types=column_types
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+    if b"\x00" in data[:_SNIFF_BYTES]:
         raise SchemaError(
-            f"{source}: not a readable CSV file: {exc}",
-            hint="fix the file (comma-separated, UTF-8, one header row) and save it again",
-        ) from exc
+            f"{source}: is a binary file, not CSV text (it contains NUL bytes)",
+            hint="export the data as CSV",
+        )
+    column_types = {name: pa.string() for name in text_columns or []}
+    note = None
+    try:
+        table = _parse(data, column_types)
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        try:
+            if "UTF8" in message or "UTF-8" in message:
+                # Not UTF-8: Latin-1 decodes every byte, so the values survive as written.
+                table = _parse(data, column_types, encoding="latin-1")
+                note = "read as Latin-1 (the file is not valid UTF-8)"
+            elif "straddling" in message:
+                # A row longer than one parse block: parse the file as a single block.
+                table = _parse(data, column_types, block_size=len(data) + 1)
+            else:
+                raise
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as again:
+            raise _unreadable(source, again) from again
+    except pa.ArrowNotImplementedError as exc:
+        raise _unreadable(source, exc) from exc
     names = [str(n).strip() for n in table.column_names]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
@@ -180,7 +193,34 @@ def read_csv_bytes(data: bytes, source: str, text_columns: list[str] | None = No
     frame: pd.DataFrame = table.rename_columns(names).to_pandas()
     if frame.empty:
         raise SchemaError(f"{source}: has a header but no data rows")
+    if note:
+        frame.attrs["note"] = note
     return frame
+
+
+def _parse(
+    data: bytes,
+    column_types: dict[str, pa.DataType],
+    *,
+    encoding: str = "utf8",
+    block_size: int | None = None,
+) -> pa.Table:
+    read_options = pacsv.ReadOptions(encoding=encoding)
+    if block_size is not None:
+        read_options.block_size = block_size
+    return pacsv.read_csv(
+        pa.BufferReader(data),
+        read_options=read_options,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(strings_can_be_null=True, column_types=column_types),
+    )
+
+
+def _unreadable(source: str, exc: Exception) -> SchemaError:
+    return SchemaError(
+        f"{source}: not a readable CSV file: {exc}",
+        hint="fix the file (comma-separated, UTF-8, one header row) and save it again",
+    )
 
 
 def text_columns(settings: Settings, schema: Schema | None) -> list[str]:
@@ -300,6 +340,7 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
     scan = scan_input(settings, dataset)
     result = IngestionResult(records=[*scan.rejected, *scan.duplicates], unchanged=scan.known)
     schema = dataset.schema
+    classes = list(dataset.manifest.classes)
     frames: list[pd.DataFrame] = []
     readers: list[FileRecord] = []
     for index, candidate in enumerate(scan.new):
@@ -320,7 +361,9 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
             raw = read_csv_bytes(data, candidate.name, text_columns(settings, schema))
             file_schema = schema or infer_schema(settings, raw, candidate.name)
             frame = clean_dataset(raw, file_schema, candidate.name)
+            classes = _check_classes(frame[file_schema.target], classes, candidate.name)
             schema = file_schema
+            record.note = raw.attrs.get("note")
         except SchemaError as exc:
             record.status = "quarantined"
             record.reason = str(exc)
@@ -342,6 +385,7 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
         batches=list(dataset.batches),
         files=list(dataset.files),
         snapshot=dict(dataset.manifest.snapshot),
+        classes=classes,
     )
     if frames and schema is not None:
         combined = pd.concat(frames, ignore_index=True)
@@ -371,6 +415,27 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
         dataset.commit(manifest, settings.write_csv_snapshot)
     result.dataset_rows = dataset.rows
     return result
+
+
+def _check_classes(labels: pd.Series, known: list[Any], source: str) -> list[Any]:
+    """The label values seen so far, including ``labels``; at most two (binary attrition).
+
+    Once the dataset has two label values, a file with any other value is refused.
+    """
+    found = sorted({_plain(v) for v in pd.unique(labels)}, key=str)
+    unknown = [v for v in found if v not in known]
+    if unknown and len(known) + len(unknown) > 2:
+        shown = ", ".join(repr(v) for v in unknown[:5])
+        raise SchemaError(
+            f"{source}: label value(s) {shown} are not among the known classes "
+            f"{', '.join(repr(v) for v in known) or '(none yet)'}",
+            hint="attrition labels are binary; fix the labels or check positive_label",
+        )
+    return sorted([*known, *unknown], key=str)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _changed_since(candidate: Candidate) -> bool:

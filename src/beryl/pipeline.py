@@ -19,6 +19,7 @@ from beryl._io import atomic_write_text
 from beryl.config import Settings
 from beryl.dataset import Dataset
 from beryl.deployment import materialise
+from beryl.deployment import repair as repair_deployment
 from beryl.errors import EXIT_OK, EXIT_PARTIAL, PipelineBusyError
 from beryl.history import History, RunContext
 from beryl.ingestion import IngestionResult, ingest, scan_input
@@ -148,6 +149,10 @@ def run_pass(settings: Settings, *, call_api: bool = True, report: bool = True) 
 def _pass(
     settings: Settings, run: RunContext, history: History, *, call_api: bool, report: bool
 ) -> PassResult:
+    repaired = recover(settings)
+    if repaired:
+        with run.step("recover") as detail:
+            detail.update(repaired=repaired)
     registry = Registry(settings.model_folder)
     production = registry.production()
     trained_on = _covered_batches(registry, production)
@@ -281,3 +286,12 @@ def _drift_check(
         "tolerance": tolerance,
         "model_drift": recorded is not None and metrics["f1"] < recorded - tolerance,
     }
+
+
+def recover(settings: Settings) -> list[str]:
+    """Repair what a killed pass may have left (call under the workspace lock)."""
+    registry = Registry(settings.model_folder)
+    repaired = Dataset(settings.output_folder).repair(settings.write_csv_snapshot)
+    repaired += registry.repair()
+    repaired += repair_deployment(settings, registry)
+    return repaired

@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from beryl._io import (
     atomic_write_json,
     fsync_dir,
     read_json,
+    remove_stale_temporaries,
     sha256_bytes,
     sha256_file,
 )
@@ -166,6 +168,20 @@ class Registry:
         if latest:
             atomic_write_bytes(self.folder / LATEST_MODEL_FILE, payload)
         return card
+
+    def repair(self) -> list[str]:
+        """After a crash: remove half-written versions and temporary files (under the lock)."""
+        repaired = []
+        if remove_stale_temporaries(self.folder):
+            repaired.append(f"removed temporary files in {self.folder}")
+        if self.versions_folder.is_dir():
+            for staging in self.versions_folder.glob(".staging-*"):
+                shutil.rmtree(staging, ignore_errors=True)
+                repaired.append(f"removed unfinished version {staging.name}")
+            for version in self._all_version_dirs():
+                if remove_stale_temporaries(self.versions_folder / version):
+                    repaired.append(f"removed temporary files in {version}")
+        return repaired
 
     def _all_version_dirs(self) -> list[str]:
         if not self.versions_folder.is_dir():
