@@ -360,3 +360,20 @@ def test_apicalls_without_a_server_is_one_clear_error(server: Server, beryl_cli:
     assert result.returncode == 6
     assert "cannot reach the Beryl API" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket listening on ``port``, read from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+def test_server_binds_to_loopback_by_default(server: Server) -> None:
+    port = int(server.url.rsplit(":", 1)[1])
+    assert _listening_addresses(port) == {"127.0.0.1"}
