@@ -16,8 +16,8 @@ $BERYL run --no-apicalls
 step "beryl run again: no new data, nothing to do"
 $BERYL run --no-apicalls
 
-step "A new batch arrives (activity shifted by 30%)"
-$BERYL add-batch --rows 1500 --seed 8 --shift 0.3 --name new-customers.csv
+step "A new batch arrives (activity 50% higher: data drift)"
+$BERYL add-batch --rows 1500 --seed 8 --shift 0.5 --name new-customers.csv
 
 step "beryl run: drift check, a candidate, the comparison and the decision"
 $BERYL run --no-apicalls || true

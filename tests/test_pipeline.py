@@ -208,7 +208,7 @@ def test_clearly_better_candidate_is_promoted_and_logged(weak_production: Settin
     assert promotion["to_f1"] == pytest.approx(result.candidate_f1)
 
     steps = [s.name for s in History(settings.history_db).runs()[0].steps]
-    assert steps == ["check", "ingest", "drift_check", "train", "score", "promote"]
+    assert steps == ["check", "ingest", "data_drift", "drift_check", "train", "score", "promote"]
 
 
 def test_promotion_log_records_the_scores_the_decision_compared(
@@ -251,7 +251,7 @@ def test_worse_candidate_is_kept_and_the_reason_recorded(deployed: Settings) -> 
     assert run.detail["outcome"] == KEPT
     assert run.detail["candidate_f1"] == pytest.approx(result.candidate_f1)
     assert run.detail["production_f1"] == pytest.approx(result.production_f1)
-    assert [s.name for s in run.steps] == ["check", "ingest", "drift_check", "train", "score"]
+    assert [s.name for s in run.steps] == ["check", "ingest", "data_drift", "drift_check", "train", "score"]
     assert len(History(deployed.history_db).promotions()) == 1
 
 

@@ -414,6 +414,25 @@ def _print_diagnostics(result: dict[str, Any]) -> None:
         preds = result["predictions"]["predictions"]
         more = "…" if len(preds) > 20 else ""
         console.print(f"Predictions on the test data ({len(preds)} rows): {preds[:20]}{more}")
+    drift = result.get("data_drift")
+    if drift:
+        verdict = "[red]dataset drift[/]" if drift["dataset_drift"] else "no dataset drift"
+        table = Table(
+            title=f"Data drift of the latest batch vs {drift['reference'].get('model_version')}'s "
+            f"training data: {verdict} (share {drift['drift_share']:.2f})"
+        )
+        for column in ("feature", "test", "statistic", "p-value", "distance", "drifted"):
+            table.add_column(column)
+        for name, feature in drift["features"].items():
+            table.add_row(
+                name,
+                feature["test"],
+                _fmt(feature["statistic"]),
+                "—" if feature["p_value"] is None else f"{feature['p_value']:.2g}",
+                f"{feature['distance_name']} {_fmt(feature['distance'])}",
+                "[red]yes[/]" if feature["drifted"] else "no",
+            )
+        console.print(table)
     if "outdated_packages" in result:
         table = Table(title="Dependencies")
         for column in ("module", "installed", "latest", "outdated"):

@@ -36,6 +36,20 @@ class ApiSettings(BaseModel):
     max_records: int = Field(default=10_000, gt=0)
 
 
+class DriftSettings(BaseModel):
+    """Thresholds of the drift checks (the ``drift`` section of config.json)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    p_value: float = Field(default=0.01, gt=0.0, lt=1.0)
+    psi_threshold: float = Field(default=0.1, gt=0.0)
+    jensen_shannon_threshold: float = Field(default=0.1, gt=0.0, le=1.0)
+    new_category_share: float = Field(default=0.05, gt=0.0, le=1.0)
+    dataset_drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    min_rows: int = Field(default=30, ge=1)
+    max_reference_rows: int = Field(default=200_000, ge=100)
+
+
 class Settings(BaseModel):
     """Validated workspace configuration (DESIGN section 2)."""
 
@@ -54,6 +68,7 @@ class Settings(BaseModel):
     model: dict[str, Any] = Field(default_factory=dict)
     promotion_margin: float = Field(default=0.0, ge=0.0, le=1.0)
     model_drift_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     schedule: str = "*/10 * * * *"
     write_csv_snapshot: bool = True
     package_index_url: str = "https://pypi.org/pypi"

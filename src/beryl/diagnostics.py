@@ -246,6 +246,7 @@ def diagnose(
         "summary_stats": data_profile["summary_stats"],
         "missing_percent": data_profile["missing_percent"],
         "timings": recorded_timings(history),
+        "data_drift": history.latest_drift(),
     }
     if measure:
         result["measured_timings"] = measure_timings(settings)

@@ -20,6 +20,7 @@ from beryl.config import Settings
 from beryl.dataset import Dataset
 from beryl.deployment import materialise
 from beryl.deployment import repair as repair_deployment
+from beryl.drift import check_batches
 from beryl.errors import EXIT_OK, EXIT_PARTIAL, PipelineBusyError
 from beryl.history import History, RunContext
 from beryl.ingestion import IngestionResult, ingest, scan_input
@@ -43,6 +44,7 @@ class PassResult:
     reason: str
     ingestion: IngestionResult | None = None
     drift_check: dict[str, Any] | None = None
+    data_drift: dict[str, Any] | None = None
     candidate: str | None = None
     candidate_f1: float | None = None
     production: str | None = None
@@ -65,6 +67,14 @@ class PassResult:
                 f"{len(ing.quarantined)} quarantined; dataset has {ing.dataset_rows} rows."
             )
             lines.extend(f"  quarantined {r.name}: {r.reason}" for r in ing.quarantined)
+        if self.data_drift is not None:
+            drift = self.data_drift
+            drifted = ", ".join(drift["drifted_features"]) or "none"
+            lines.append(
+                f"Data drift vs {drift['reference']['model_version']}'s training data: "
+                f"{'DRIFT' if drift['dataset_drift'] else 'no dataset drift'} "
+                f"(share {drift['drift_share']:.2f}; drifted features: {drifted})."
+            )
         if self.drift_check is not None:
             d = self.drift_check
             verdict = "model drift" if d["model_drift"] else "no model drift"
@@ -141,6 +151,12 @@ def run_pass(settings: Settings, *, call_api: bool = True, report: bool = True) 
                 "candidate_f1": result.candidate_f1,
                 "production_f1": result.production_f1,
                 "drift_check": result.drift_check,
+                "data_drift": None
+                if result.data_drift is None
+                else {
+                    k: result.data_drift[k]
+                    for k in ("dataset_drift", "drift_share", "drifted_features")
+                },
             }
             result.timings = dict(run.timings)
         return result
@@ -179,6 +195,21 @@ def _pass(
         )
 
     result = PassResult(run.run_id, KEPT, exit_code, "", ingestion=ingestion, production=production)
+    if production is not None and ingestion is not None and ingestion.batch is not None:
+        with run.step("data_drift") as detail:
+            result.data_drift = check_batches(
+                dataset,
+                sorted(trained_on_production(registry, production)),
+                [ingestion.batch.id],
+                settings.drift,
+                reference_label=production,
+            )
+            history.record_drift(result.data_drift, run.run_id)
+            detail.update(
+                dataset_drift=result.data_drift["dataset_drift"],
+                drift_share=result.data_drift["drift_share"],
+                drifted=result.data_drift["drifted_features"],
+            )
     if production is not None:
         with run.step("drift_check") as detail:
             checked = [ingestion.batch.id] if ingestion and ingestion.batch else new_batches
@@ -248,6 +279,11 @@ def _pass(
     return result
 
 
+def trained_on_production(registry: Registry, production: str) -> set[str]:
+    """The batches the production model was trained on."""
+    return set(registry.card(production).training.get("batches", []))
+
+
 def _covered_batches(registry: Registry, production: str | None) -> set[str]:
     """Batches already judged: production's training data, and the latest scored candidate's.
 
@@ -256,7 +292,7 @@ def _covered_batches(registry: Registry, production: str | None) -> set[str]:
     """
     covered: set[str] = set()
     if production is not None:
-        covered |= set(registry.card(production).training.get("batches", []))
+        covered |= trained_on_production(registry, production)
     ids = registry.ids()
     if ids:
         latest = registry.card(ids[-1])
