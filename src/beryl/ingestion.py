@@ -31,6 +31,7 @@ Progress = Callable[[str, int, int], None]
 
 _MAX_SHOWN = 5
 _SNIFF_BYTES = 64 * 1024
+_MAX_LABEL = 2**53  # integer labels beyond this are not exact in the float they parse through
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,24 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
         )
     by_name_hash = {(r.name, r.sha256) for r in dataset.files}
     ingested_hashes = {r.sha256: r.name for r in dataset.files if r.status == "ingested"}
-    new_hashes: dict[str, str] = {}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if not entry.name.lower().endswith(".csv"):
             continue
         info = entry.stat(follow_symlinks=False)
+        if not _utf8_name(entry.name):
+            shown = os.fsencode(entry.name).decode("utf-8", errors="replace")
+            key = (shown, f"bad-name:{info.st_ino}:{info.st_mtime_ns}")
+            if key not in by_name_hash:
+                scan.rejected.append(
+                    FileRecord(
+                        name=shown,
+                        sha256=key[1],
+                        status="quarantined",
+                        time=_now(),
+                        reason=f"{shown}: the file name is not valid UTF-8; rename the file",
+                    )
+                )
+            continue
         if not stat.S_ISREG(info.st_mode):
             kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
             key = (entry.name, f"not-a-file:{info.st_mode:o}:{info.st_mtime_ns}")
@@ -129,7 +143,7 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
         if (entry.name, digest) in by_name_hash:
             scan.known.append(entry.name)
             continue
-        if digest in ingested_hashes or digest in new_hashes:
+        if digest in ingested_hashes:
             scan.duplicates.append(
                 FileRecord(
                     name=entry.name,
@@ -137,17 +151,22 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
                     status="duplicate-file",
                     time=_now(),
                     size=len(data),
-                    reason="same content as "
-                    + (ingested_hashes.get(digest) or new_hashes[digest])
-                    + ", already ingested",
+                    reason=f"same content as {ingested_hashes[digest]}, already ingested",
                 )
             )
             continue
-        new_hashes[digest] = entry.name
         scan.new.append(
             Candidate(Path(entry.path), entry.name, digest, len(data), info.st_mtime_ns)
         )
     return scan
+
+
+def _utf8_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_csv_bytes(data: bytes, source: str, text_columns: list[str] | None = None) -> pd.DataFrame:
@@ -279,7 +298,7 @@ def _clean_label(series: pd.Series, schema: Schema, source: str) -> pd.Series:
     if not schema.label_is_numeric:
         return text
     values = pd.to_numeric(text, errors="coerce")
-    bad = values.isna() | (values != np.floor(values))
+    bad = values.isna() | (values != np.floor(values)) | (values.abs() > _MAX_LABEL)
     if bad.any():
         examples = ", ".join(repr(v) for v in text[bad].unique()[:3])
         raise SchemaError(
@@ -343,6 +362,7 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
     classes = list(dataset.manifest.classes)
     frames: list[pd.DataFrame] = []
     readers: list[FileRecord] = []
+    same_pass: dict[str, FileRecord] = {}  # content hash -> the first file of this pass with it
     for index, candidate in enumerate(scan.new):
         if progress:
             progress(candidate.name, index, len(scan.new))
@@ -353,9 +373,17 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
             time=_now(),
             size=candidate.size,
         )
+        earlier = same_pass.get(candidate.sha256)
+        if earlier is not None and earlier.status == "ingested":
+            record.status = "duplicate-file"
+            record.reason = f"same content as {earlier.name}, ingested in this pass"
+            result.records.append(record)
+            continue
+        same_pass[candidate.sha256] = record
         try:
             data = candidate.path.read_bytes()
             if sha256_bytes(data) != candidate.sha256 or _changed_since(candidate):
+                del same_pass[candidate.sha256]
                 result.deferred.append(candidate.name)
                 continue
             raw = read_csv_bytes(data, candidate.name, text_columns(settings, schema))
@@ -368,6 +396,10 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
             record.status = "quarantined"
             record.reason = str(exc)
             result.records.append(record)
+            continue
+        except FileNotFoundError:
+            del same_pass[candidate.sha256]
+            result.deferred.append(candidate.name)  # moved away mid-pass: look again next time
             continue
         except OSError as exc:
             record.status = "quarantined"
