@@ -255,3 +255,67 @@ def diagnose(
     if check_outdated:
         result["outdated_packages"] = refresh_outdated(settings)["packages"]
     return result
+
+
+def dashboard_data(settings: Settings, *, runs: int = 15) -> dict[str, Any]:
+    """Everything the monitoring dashboard shows, from what the loop recorded."""
+    registry = Registry(settings.model_folder)
+    history = History(settings.history_db)
+    production = registry.production()
+    cards = registry.cards()
+    by_id = {card.id: card for card in cards}
+    prod_card = by_id.get(production) if production else None
+    since = None
+    if production is not None:
+        since = next(
+            (m.time for m in reversed(registry.moves()) if m.to_version == production), None
+        )
+    try:
+        missing = profile(Dataset(settings.output_folder))["missing_percent"]
+    except EmptyDatasetError:
+        missing = {}
+    matrix = None
+    if prod_card is not None and prod_card.metrics.get("confusion_matrix"):
+        matrix = {
+            "matrix": prod_card.metrics["confusion_matrix"],
+            "labels": prod_card.metrics.get("confusion_labels", []),
+            "version": production,
+        }
+    return {
+        "title": f"Beryl — workspace {settings.root}",
+        "generated_at": utc_now(),
+        "production": None
+        if prod_card is None
+        else {"version": production, "f1": prod_card.f1, "since": since},
+        "versions": [
+            {
+                "id": card.id,
+                "created": card.created,
+                "f1": card.f1,
+                "rows": card.training.get("rows"),
+                "production": card.id == production,
+            }
+            for card in reversed(cards)
+        ],
+        "scores": history.scores(),
+        "promotions": history.promotions(),
+        "drift": history.latest_drift(),
+        "missing_percent": missing,
+        "runs": [
+            {
+                "id": run.id,
+                "command": run.command,
+                "started": run.started,
+                "duration_s": run.duration_s,
+                "status": run.status,
+                "summary": run.summary,
+                "steps": [
+                    {"name": s.name, "duration_s": s.duration_s, "status": s.status}
+                    for s in run.steps
+                ],
+            }
+            for run in history.runs(runs)
+            if run.command == "run"
+        ],
+        "confusion_matrix": matrix,
+    }
