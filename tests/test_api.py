@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -60,12 +61,14 @@ def serving(config_path: Path, *extra: str) -> Iterator[str]:
     """Run ``beryl serve`` in a subprocess until the block ends; yields its base URL."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "BERYL_CONFIG"}
+    # A file, not a pipe: a pipe nobody reads fills up and stalls the server. Closed below.
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "beryl", "--config", str(config_path)),
             *("serve", "--port", str(port), *extra),
         ],
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
@@ -75,9 +78,8 @@ def serving(config_path: Path, *extra: str) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise AssertionError(
-                    f"server exited: {process.stdout.read() if process.stdout else ''}"
-                )
+                log.seek(0)
+                raise AssertionError(f"server exited: {log.read()}")
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -94,8 +96,7 @@ def serving(config_path: Path, *extra: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stdout:
-            process.stdout.close()
+        log.close()
 
 
 @pytest.fixture(scope="module")

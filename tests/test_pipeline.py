@@ -251,7 +251,9 @@ def test_worse_candidate_is_kept_and_the_reason_recorded(deployed: Settings) -> 
     assert run.detail["outcome"] == KEPT
     assert run.detail["candidate_f1"] == pytest.approx(result.candidate_f1)
     assert run.detail["production_f1"] == pytest.approx(result.production_f1)
-    assert [s.name for s in run.steps] == ["check", "ingest", "data_drift", "drift_check", "train", "score"]
+    assert [s.name for s in run.steps] == [
+        *("check", "ingest", "data_drift", "drift_check", "train", "score")
+    ]
     assert len(History(deployed.history_db).promotions()) == 1
 
 

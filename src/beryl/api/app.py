@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hmac
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -38,8 +40,10 @@ class ApiError(Exception):
         self.detail = detail
 
 
-def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+def _error(
+    status: int, error: str, detail: Any = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
 def status_for(exc: BerylError) -> int:
@@ -128,11 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.holder = ModelHolder(Registry(settings.model_folder))
     app.state.outdated_lock = threading.Lock()
 
-    error_responses: dict[int | str, dict[str, Any]] = {
-        code: {"description": text, "model": _error_model()}
-        for code, text in ((400, "Bad request"), (413, "Body too large"), (422, "Invalid input"))
-    }
-    app.include_router(prediction.router, responses=error_responses)
+    app.include_router(prediction.router)
     app.include_router(monitoring.router)
     app.include_router(health.router)
 
@@ -154,20 +154,51 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), headers=exc.headers)  # 405: Allow
 
     app.add_middleware(
         LimitsMiddleware,
         max_body_bytes=settings.api.max_body_bytes,
         token=settings.api_token,
     )
+    # FastAPI's documented way to extend the document: replace the app's ``openapi`` method.
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
 
 
-def _error_model() -> type:
-    from beryl.api.schemas import ErrorResponse
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """FastAPI's document plus what the workspace knows: model features, limits and token."""
+    from beryl.api.schemas import ErrorResponse, prediction_request_schema
 
-    return ErrorResponse
+    document = copy.deepcopy(FastAPI.openapi(app))  # FastAPI caches the part the routes give
+    holder: ModelHolder = app.state.holder
+    try:
+        schema = holder.get().schema
+    except BerylError:
+        schema = None  # no model yet: records are documented as plain objects
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas["PredictionRequest"] = prediction_request_schema(schema, settings.api.max_records)
+    schemas.setdefault("ErrorResponse", ErrorResponse.model_json_schema())
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    too_large = f"The body is larger than {settings.api.max_body_bytes} bytes"
+    if settings.api_token:
+        components["securitySchemes"] = {
+            "bearerToken": {"type": "http", "scheme": "bearer", "description": "api.token"},
+            "apiToken": {"type": "apiKey", "in": "header", "name": "X-API-Token"},
+        }
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("413", {"description": too_large, "content": error})
+            if settings.api_token and path not in OPEN_PATHS:
+                operation["security"] = [{"bearerToken": []}, {"apiToken": []}]
+                responses["401"] = {
+                    "description": "Missing or wrong API token",
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                    "content": error,
+                }
+    return document
 
 
 def _package_version() -> str:

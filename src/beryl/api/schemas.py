@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from beryl.schema import Schema
+
 
 class RecordsRequest(BaseModel):
     """Rows to score, as JSON objects keyed by column name."""
@@ -97,3 +99,46 @@ class ReadyResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     detail: Any = None
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "The body is not valid JSON",
+    403: "file_location names a file outside the workspace",
+    404: "file_location names no file in the workspace",
+    413: "The body is larger than api.max_body_bytes or holds more than api.max_records records",
+    415: "The content type is neither JSON nor CSV",
+    422: "The body or a record does not fit the model's features",
+    503: "No model is in production, or no data has been ingested yet",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error answers a route gives, each an ``ErrorResponse``."""
+    return {
+        status: {"description": _ERROR_DESCRIPTIONS[status], "model": ErrorResponse}
+        for status in statuses
+    }
+
+
+def prediction_request_schema(schema: Schema | None, max_records: int) -> dict[str, Any]:
+    """JSON schema of a ``POST /prediction`` JSON body; names the model's features once known."""
+    records = RecordsRequest.model_json_schema()
+    field = records["properties"]["records"]
+    field["maxItems"] = max_records
+    if schema is not None:
+        field.pop("examples", None)  # the static example names the demo's columns
+        number = {"anyOf": [{"type": "number"}, {"type": "null"}]}
+        text = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+        field["items"] = {
+            "type": "object",
+            "title": "Record",
+            "description": "Every feature of the production model; null is a missing value "
+            "and other keys are ignored.",
+            "properties": {
+                **{column: number for column in schema.numeric},
+                **{column: text for column in schema.categorical},
+            },
+            "required": schema.features,
+            "additionalProperties": True,
+        }
+    return {"oneOf": [records, FileRequest.model_json_schema()]}

@@ -8,14 +8,19 @@ from fastapi import APIRouter, Request
 
 from beryl.api.app import ApiError
 from beryl.api.deps import HolderDep, SettingsDep
-from beryl.api.schemas import DiagnosticsResponse, ScoringResponse, SummaryStatsResponse
+from beryl.api.schemas import (
+    DiagnosticsResponse,
+    ScoringResponse,
+    SummaryStatsResponse,
+    error_responses,
+)
 from beryl.config import Settings
 from beryl.dataset import Dataset
 from beryl.diagnostics import cached_outdated, profile, recorded_timings, refresh_outdated
 from beryl.errors import ModelError
 from beryl.history import History
 
-router = APIRouter(tags=["monitoring"])
+router = APIRouter(tags=["monitoring"], responses=error_responses(503))
 
 
 @router.get("/scoring", response_model=ScoringResponse)

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from beryl.api.app import ApiError
 from beryl.api.deps import HolderDep, SettingsDep
 from beryl.api.holder import LoadedModel
-from beryl.api.schemas import FileRequest, PredictionResponse, RecordsRequest
+from beryl.api.schemas import PredictionResponse, error_responses
 from beryl.config import Settings
 from beryl.errors import SchemaError
 from beryl.ingestion import clean_features, read_csv_bytes
@@ -28,18 +28,20 @@ _BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {
-                "schema": {
-                    "oneOf": [RecordsRequest.model_json_schema(), FileRequest.model_json_schema()]
-                }
-            },
+            # Filled in by the app factory: the records' fields are the production model's.
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}},
             "text/csv": {"schema": {"type": "string"}},
         },
     }
 }
 
 
-@router.post("/prediction", response_model=PredictionResponse, openapi_extra=_BODY)
+@router.post(
+    "/prediction",
+    response_model=PredictionResponse,
+    responses=error_responses(400, 403, 404, 413, 415, 422, 503),
+    openapi_extra=_BODY,
+)
 async def prediction(request: Request, settings: SettingsDep, holder: HolderDep) -> Any:
     """Predict attrition for records (JSON), a CSV body, or ``file_location`` in the workspace."""
     loaded = holder.get()
@@ -62,7 +64,15 @@ def predict(loaded: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
     """Predictions and positive-class probabilities of one model snapshot."""
     model = loaded.model
     classes = list(model.classes_)
-    proba = model.predict_proba(frame)
+    try:
+        proba = model.predict_proba(frame)
+    except ValueError as exc:
+        # Finite but extreme numbers can overflow once the model scales them.
+        raise ApiError(
+            422,
+            "the model cannot score these records",
+            f"{exc} (send numbers of a realistic magnitude)",
+        ) from exc
     positive = classes.index(loaded.schema.positive_label)
     binary = len(classes) == 2
     chosen = (proba[:, 1] > 0.5).astype(int) if binary else proba.argmax(axis=1)
@@ -83,6 +93,8 @@ def _frame_from_json(body: bytes, schema: Schema, settings: Settings) -> pd.Data
         payload = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "request body is not valid JSON", str(exc)) from exc
+    except RecursionError as exc:
+        raise ApiError(400, "request body is nested too deeply", str(exc)) from exc
     if not isinstance(payload, dict) or not (
         {"records"} <= payload.keys() or "file_location" in payload
     ):
@@ -114,6 +126,10 @@ def _inside_workspace(location: str, settings: Settings) -> Path:
     candidate = Path(location)
     if "\x00" in location:
         raise ApiError(422, "file_location contains a NUL byte", {"field": "file_location"})
+    if not _is_unicode(location):
+        raise ApiError(
+            422, "file_location contains an unpaired surrogate", {"field": "file_location"}
+        )
     path = candidate if candidate.is_absolute() else root / candidate
     if not Path(os.path.normpath(path)).is_relative_to(root):
         raise ApiError(
@@ -191,7 +207,10 @@ def _number(value: Any, field: str) -> float:
     if isinstance(value, bool):
         raise ApiError(422, f"{field} must be a number, not true/false", {"field": field})
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
     elif isinstance(value, str):
         text = value.strip()
         if not text:
@@ -213,7 +232,18 @@ def _category(value: Any, field: str) -> Any:
     if value is None:
         return np.nan
     if isinstance(value, str):
+        if not _is_unicode(value):
+            raise ApiError(422, f"{field} contains an unpaired surrogate", {"field": field})
         return value.strip() or np.nan
     if isinstance(value, bool | int | float):
         return str(value)
     raise ApiError(422, f"{field} must be a string, number or null", {"field": field})
+
+
+def _is_unicode(text: str) -> bool:
+    """False for strings JSON escapes can build but UTF-8 cannot encode (lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
