@@ -14,6 +14,7 @@ from beryl.drift import compare, psi
 from beryl.history import History
 from beryl.ingestion import ingest
 from beryl.pipeline import run_pass
+from beryl.reporting import build_report
 from beryl.schema import Schema
 
 NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
@@ -109,6 +110,7 @@ def test_a_pass_records_data_drift_of_the_new_batch(workspace: Settings) -> None
     run_pass(workspace, call_api=False, report=False)
     add_batch(workspace.input_folder, "shifted.csv", rows=1_000, seed=4, shift=0.8)
     result = run_pass(workspace, call_api=False, report=False)
+    build_report(workspace)  # the HTML report shows the same drift view as the dashboard
     assert result.data_drift is not None
     assert result.data_drift["dataset_drift"] is True
     assert result.data_drift["reference"]["model_version"] == "v0001"
@@ -117,6 +119,10 @@ def test_a_pass_records_data_drift_of_the_new_batch(workspace: Settings) -> None
     assert recorded is not None
     assert recorded["drifted_features"] == result.data_drift["drifted_features"]
     assert any("Data drift" in line and "DRIFT" in line for line in result.summary())
+    page = (workspace.model_folder / "report.html").read_text()
+    assert 'id="drift-chart"' in page
+    for name in result.data_drift["drifted_features"]:
+        assert f'data-feature="{name}" ' in page or f'data-feature="{name}"' in page
 
 
 def test_first_ingestion_has_no_reference(workspace: Settings) -> None:

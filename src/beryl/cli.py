@@ -575,6 +575,14 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
     import uvicorn
 
     os.environ["BERYL_CONFIG"] = str(settings.config_path.resolve())
+    if workers > 1:  # each worker writes its metrics here; a scrape adds them up
+        import shutil
+        import tempfile
+
+        from beryl.api.metrics import MULTIPROC_ENV
+
+        metrics_dir = Path(tempfile.mkdtemp(prefix="beryl-metrics-"))
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)
     uvicorn.run(
         "beryl.api.app:app_from_environment",
         factory=True,
@@ -583,6 +591,8 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
         workers=workers,
         log_level="info",
     )
+    if workers > 1:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @cli.command()

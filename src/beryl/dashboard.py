@@ -487,6 +487,7 @@ def render_dashboard(data: dict[str, Any]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<link rel="icon" href="data:,">'  # no favicon request: the page needs nothing else
         f"<title>{_esc(data.get('title') or 'Beryl')}</title><style>{_CSS}</style></head>"
         f'<body><main>{_banner(data)}<div class="grid">{"".join(cards)}</div></main></body>'
         "</html>\n"

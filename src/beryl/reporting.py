@@ -265,11 +265,15 @@ def build_report(settings: Settings, version: str | None = None) -> dict[str, Pa
             title=f"Classification report of {version}",
         ),
     }
+    from beryl.dashboard import drift_section
+    from beryl.history import History
+
     page = render_html(
         title=f"Beryl model report: {version}",
         card=card.to_dict(),
         metrics=metrics,
         images={label.capitalize(): path for label, path in written.items()},
+        sections=[("Data drift", drift_section(History(settings.history_db).latest_drift()))],
     )
     written["HTML report"] = write_html(folder / "report.html", page)
     return written

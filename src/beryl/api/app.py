@@ -121,7 +121,8 @@ class _BodyTooLarge(Exception):
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for one workspace."""
-    from beryl.api.routes import health, monitoring, prediction
+    from beryl.api.metrics import ApiMetrics, MetricsMiddleware
+    from beryl.api.routes import health, monitoring, observability, prediction
 
     app = FastAPI(
         title="Beryl",
@@ -134,7 +135,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(prediction.router)
     app.include_router(monitoring.router)
+    app.include_router(observability.router)
     app.include_router(health.router)
+    app.state.metrics = ApiMetrics(settings)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -161,6 +164,7 @@ def create_app(settings: Settings) -> FastAPI:
         max_body_bytes=settings.api.max_body_bytes,
         token=settings.api_token,
     )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: sees 401/413
     # FastAPI's documented way to extend the document: replace the app's ``openapi`` method.
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app

@@ -96,6 +96,33 @@ class ReadyResponse(BaseModel):
     model_version: str | None
 
 
+class FeatureDrift(BaseModel):
+    drifted: bool
+    test: str
+    statistic: float | None
+    p_value: float | None
+    distance: float | None
+    distance_name: str | None = None
+    threshold: float | None = None
+
+
+class DriftResponse(BaseModel):
+    """Data drift of the latest batch (reference: the production model's training data)."""
+
+    reference: dict[str, Any]
+    current: dict[str, Any]
+    dataset_drift: bool
+    drift_share: float
+    drifted_features: list[str]
+    features: dict[str, FeatureDrift]
+
+
+class HistoryResponse(BaseModel):
+    runs: list[dict[str, Any]]
+    scores: list[dict[str, Any]]
+    promotions: list[dict[str, Any]]
+
+
 class ErrorResponse(BaseModel):
     error: str
     detail: Any = None

@@ -57,7 +57,9 @@ async def prediction(request: Request, settings: SettingsDep, holder: HolderDep)
             f"unsupported content type {content_type!r}",
             "send application/json ({'records': [...]} or {'file_location': ...}) or text/csv",
         )
-    return await run_in_threadpool(predict, loaded, frame)
+    answer = await run_in_threadpool(predict, loaded, frame)
+    request.app.state.metrics.count_predictions(answer["predictions"])
+    return answer
 
 
 def predict(loaded: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:

@@ -1,0 +1,172 @@
+"""Prometheus metrics: request counts and latencies, predictions by class, and workspace state.
+
+Request and prediction counters live in each server process; with several workers
+(``PROMETHEUS_MULTIPROC_DIR`` set by ``beryl serve``) every worker writes them to that folder and
+a scrape adds them up. Workspace state (production model, F1, last pass, drift) is read from the
+registry and the history at scrape time, so every worker answers the same.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from beryl.config import Settings
+from beryl.errors import BerylError
+from beryl.history import History
+from beryl.registry import Registry
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class WorkspaceCollector(Collector):
+    """Gauges read from the workspace when Prometheus scrapes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        registry = Registry(self.settings.model_folder)
+        history = History(self.settings.history_db)
+        info = GaugeMetricFamily(
+            "beryl_production_model_info",
+            "The production model version (value 1)",
+            labels=["version"],
+        )
+        f1 = GaugeMetricFamily("beryl_production_f1", "F1 of the production model on the test data")
+        try:
+            version = registry.production()
+            if version is not None:
+                info.add_metric([version], 1.0)
+                score = registry.card(version).f1
+                if score is not None:
+                    f1.add_metric([], score)
+        except BerylError:
+            pass
+        yield info
+        yield f1
+        last = GaugeMetricFamily(
+            "beryl_last_pass_timestamp_seconds", "When the last pass of the loop ended"
+        )
+        outcome = GaugeMetricFamily(
+            "beryl_last_pass_info",
+            "Outcome of the last pass (value 1)",
+            labels=["status", "outcome"],
+        )
+        duration = GaugeMetricFamily(
+            "beryl_last_pass_duration_seconds", "Duration of the last pass"
+        )
+        passes = [r for r in history.runs(50) if r.command == "run" and r.ended]
+        if passes:
+            run = passes[0]
+            last.add_metric([], _epoch(run.ended))
+            outcome.add_metric([run.status, str(run.detail.get("outcome", ""))], 1.0)
+            if run.duration_s is not None:
+                duration.add_metric([], run.duration_s)
+        yield last
+        yield outcome
+        yield duration
+        share = GaugeMetricFamily(
+            "beryl_data_drift_share", "Share of features drifted in the latest batch"
+        )
+        dataset = GaugeMetricFamily(
+            "beryl_dataset_drift", "1 when the latest batch drifted as a whole"
+        )
+        drift = history.latest_drift()
+        if drift is not None:
+            share.add_metric([], float(drift.get("drift_share", 0.0)))
+            dataset.add_metric([], 1.0 if drift.get("dataset_drift") else 0.0)
+        yield share
+        yield dataset
+
+
+def _epoch(timestamp: str | None) -> float:
+    from datetime import datetime
+
+    if not timestamp:
+        return 0.0
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+class ApiMetrics:
+    """The metrics one app records, and the text a scrape returns."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "beryl_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "beryl_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route and status",
+            ["route", "method", "status"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "beryl_predictions",
+            "Predictions made, by predicted class",
+            ["label"],
+            registry=self.registry,
+        )
+        self.workspace = WorkspaceCollector(settings)
+        self.registry.register(self.workspace)
+
+    def count_predictions(self, predictions: list[Any]) -> None:
+        counts: dict[str, int] = {}
+        for label in predictions:
+            counts[str(label)] = counts.get(str(label), 0) + 1
+        for label, count in counts.items():
+            self.predictions.labels(label=label).inc(count)
+
+    def render(self) -> bytes:
+        """The exposition text; with several workers, the sum over all of them."""
+        if os.environ.get(MULTIPROC_ENV):
+            combined = CollectorRegistry()
+            MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            combined.register(self.workspace)
+            return generate_latest(combined)
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Count and time every request by its route template (not its raw path)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            labels = {"route": path, "method": scope.get("method", ""), "status": str(status)}
+            self.metrics.requests.labels(**labels).inc()
+            self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
