@@ -13,7 +13,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -102,6 +108,7 @@ class ApiMetrics:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "beryl_http_requests",
@@ -166,7 +173,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_record)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = getattr(route, "path", None)
+            if path is None:  # answered outside the router (docs, errors): bound the labels
+                path = scope.get("path", "") if status < 400 else "unmatched"
             labels = {"route": path, "method": scope.get("method", ""), "status": str(status)}
             self.metrics.requests.labels(**labels).inc()
             self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
