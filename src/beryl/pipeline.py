@@ -248,6 +248,9 @@ def _pass(
         result.candidate_f1, result.production_f1, settings.promotion_margin
     )
     if not promote:
+        registry.record_decision(
+            card.id, {"outcome": KEPT, "reason": result.reason, "run": run.run_id}
+        )
         return result
     with run.step("promote") as detail:
         move = registry.promote(
@@ -257,6 +260,9 @@ def _pass(
         )
         materialise(settings, registry)
         history.record_promotion(move.__dict__, run.run_id)
+        registry.record_decision(
+            card.id, {"outcome": PROMOTED, "reason": result.reason, "run": run.run_id}
+        )
         result.outcome = PROMOTED
         detail.update(to=card.id)
     if report:
@@ -296,7 +302,7 @@ def _covered_batches(registry: Registry, production: str | None) -> set[str]:
     ids = registry.ids()
     if ids:
         latest = registry.card(ids[-1])
-        if latest.f1 is not None:
+        if latest.decision:  # a pass decided about it (a kill before the decision: not judged)
             covered |= set(latest.training.get("batches", []))
     return covered
 
@@ -330,4 +336,32 @@ def recover(settings: Settings) -> list[str]:
     repaired = Dataset(settings.output_folder).repair(settings.write_csv_snapshot)
     repaired += registry.repair()
     repaired += repair_deployment(settings, registry)
+    repaired += _repair_records(settings, registry)
+    return repaired
+
+
+def _repair_records(settings: Settings, registry: Registry) -> list[str]:
+    """Bring the history and the report up to the promotion log after a killed pass."""
+    repaired = []
+    history = History(settings.history_db)
+    recorded = {(p["time"], p["to_version"]) for p in history.promotions(limit=100_000)}
+    for move in registry.moves():
+        if (move.time, move.to_version) not in recorded:
+            history.record_promotion(move.__dict__)
+            repaired.append(f"recorded the {move.action} to {move.to_version} in the history")
+    production = registry.production()
+    moves = registry.moves()
+    report = settings.model_folder / "report.html"
+    by_a_pass = bool(moves) and moves[-1].reason.startswith("run ")
+    stale = (
+        production is not None
+        and by_a_pass
+        and report.exists()
+        and f"Beryl model report: {production}<" not in report.read_text(encoding="utf-8")
+    )
+    if stale and production is not None:
+        from beryl.reporting import build_report
+
+        build_report(settings, production)
+        repaired.append(f"rewrote the report for {production}")
     return repaired

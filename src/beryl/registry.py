@@ -59,6 +59,7 @@ class ModelCard:
     libraries: dict[str, str]
     model_sha256: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,6 +175,15 @@ class Registry:
         repaired = []
         if remove_stale_temporaries(self.folder):
             repaired.append(f"removed temporary files in {self.folder}")
+        moves = self.moves()
+        if (
+            moves
+            and moves[-1].to_version != self.production()
+            and self.verify(moves[-1].to_version)
+        ):
+            last = moves[-1]
+            atomic_write_json(self.pointer_path, {"version": last.to_version, "since": last.time})
+            repaired.append(f"finished the logged {last.action} to {last.to_version}")
         if self.versions_folder.is_dir():
             for staging in self.versions_folder.glob(".staging-*"):
                 shutil.rmtree(staging, ignore_errors=True)
@@ -212,6 +222,13 @@ class Registry:
         card = self.card(version)
         path = self.model_path(version)
         return path.exists() and sha256_file(path) == card.model_sha256
+
+    def record_decision(self, version: str, decision: dict[str, Any]) -> ModelCard:
+        """Record what a pass decided about a candidate (promoted or kept, and why)."""
+        card = self.card(version)
+        card.decision = decision
+        atomic_write_json(self.version_folder(version) / CARD_FILE, card.to_dict())
+        return card
 
     def record_metrics(self, version: str, metrics: dict[str, Any]) -> ModelCard:
         """Attach evaluation metrics to a version's card (the model itself never changes)."""
@@ -286,8 +303,10 @@ class Registry:
             from_f1=scores[0],
             to_f1=scores[1],
         )
-        atomic_write_json(self.pointer_path, {"version": to_version, "since": move.time})
+        # The log line first: a move that is logged but not yet on the pointer is finished by
+        # ``repair`` (roll forward); a pointer that moved without its log line cannot happen.
         append_line(self.log_path, json.dumps(asdict(move)))
+        atomic_write_json(self.pointer_path, {"version": to_version, "since": move.time})
         return move
 
     def promote(
