@@ -19,8 +19,8 @@ demo: $(STAMP)
 	DEMO_DIR=$(DEMO_DIR) BERYL=$(BIN)/beryl PYTHON=$(BIN)/python bash scripts/demo.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

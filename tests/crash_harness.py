@@ -14,12 +14,19 @@ next pass to completion, and checks the invariants again.
 
 Used by ``tests/test_crash.py`` (a short run in CI) and ``scripts/crash_trials.py`` (the long
 run: ``.venv/bin/python scripts/crash_trials.py --trials 200``).
+
+Bugs it found (fixed in 237f238; tests/test_crash.py keeps a regression test for each):
+- a kill after the candidate's F1 was recorded but before the pointer moved stranded a better
+  candidate for good: the next pass counted its batches as judged and said "no new data";
+- a kill after the pointer moved left beryl.sqlite's promotions and report.html behind
+  production for good (the next pass had no new data, so nothing rewrote them);
+- a kill between the pointer write and the log append lost the move from promotions.jsonl,
+  and ``beryl models rollback`` then refused ("no earlier production version").
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import pickle
@@ -86,54 +93,6 @@ _NEXT_STAGE = {
 _PNG_END = b"IEND\xaeB`\x82"
 
 
-# -- bugs found by this harness --------------------------------------------------------------------
-@dataclass(frozen=True)
-class KnownBug:
-    """A bug in src/ this harness reproduces; failures it explains are reported, not hidden."""
-
-    id: str
-    title: str
-    reproduction: str
-    stages: frozenset[str]  # a failure is put down to this bug only after a kill in these
-
-
-KNOWN_BUGS: dict[str, KnownBug] = {
-    bug.id: bug
-    for bug in (
-        KnownBug(
-            "B1",
-            "a kill after the candidate is scored but before the pointer moves loses the "
-            "promotion for good",
-            "kill `beryl run` once models/latestscore.txt changes (score stage, candidate "
-            "v0002 already has its F1 in card.json); the next pass reports no-new-data "
-            "because pipeline._covered_batches counts the latest scored candidate's batches "
-            "as judged, so the better candidate never reaches production",
-            frozenset({"score", "promote"}),
-        ),
-        KnownBug(
-            "B2",
-            "a kill after the pointer moves but before the pass ends leaves the history "
-            "database and the report behind production",
-            "kill `beryl run` once models/production.json changes (promote stage); recovery "
-            "re-materialises production_deployment but the next pass has no new data, so the "
-            "promotion is never written to beryl.sqlite (table promotions) and "
-            "models/report.html still describes the previous version",
-            frozenset({"promote", "report"}),
-        ),
-        KnownBug(
-            "B3",
-            "a kill right after the pointer moves loses that move from promotions.jsonl",
-            "kill `beryl run` once models/production.json changes (promote stage), early "
-            "enough: Registry._move replaces the pointer (atomic write + directory fsync) "
-            "before it appends to promotions.jsonl, and nothing repairs the log, so the "
-            "append-only log never records the move to v0002 that production now shows, and "
-            "`beryl models rollback` then fails: 'v0002 has no earlier production version'",
-            frozenset({"promote"}),
-        ),
-    )
-}
-
-
 # -- what a trial does ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BatchFile:
@@ -186,16 +145,14 @@ class TrialPlan:
 
 @dataclass(frozen=True)
 class Failure:
-    """One broken invariant; ``known`` names the KNOWN_BUGS entry that explains it."""
+    """One broken invariant."""
 
     phase: str  # "before" (after the kill, before any repair) or "after" (after the next pass)
     invariant: str
     detail: str
-    known: str | None = None
 
     def __str__(self) -> str:
-        tag = f" [known bug {self.known}]" if self.known else ""
-        return f"{self.phase}/{self.invariant}: {self.detail}{tag}"
+        return f"{self.phase}/{self.invariant}: {self.detail}"
 
 
 @dataclass
@@ -215,10 +172,6 @@ class TrialResult:
     @property
     def failures(self) -> list[Failure]:
         return [*self.before, *self.after]
-
-    @property
-    def unexplained(self) -> list[Failure]:
-        return [f for f in self.failures if f.known is None]
 
     @property
     def ok(self) -> bool:
@@ -253,7 +206,8 @@ TARGETS: dict[str, Trigger] = {
     # scoring: the candidate's F1 is recorded, production is being scored
     "score-candidate": Trigger(changes=("models/latestscore.txt",)),
     "score-production": Trigger(changes=(f"models/versions/{BASE_VERSION}/card.json",)),
-    # promotion: pointer moved, deployment being materialised, link switched
+    # promotion: move logged, pointer moved, deployment being materialised, link switched
+    "promote-log": Trigger(changes=("models/promotions.jsonl",)),
     "promote-pointer": Trigger(changes=("models/production.json",)),
     "promote-materialise": Trigger(appears=(".production_deployment.d/*",)),
     "promote-switch": Trigger(changes=("production_deployment",)),
@@ -264,6 +218,7 @@ TARGETS: dict[str, Trigger] = {
 PROMOTING_TARGETS = {
     "score-candidate",
     "score-production",
+    "promote-log",
     "promote-pointer",
     "promote-materialise",
     "promote-switch",
@@ -562,8 +517,8 @@ class _Checker:
     phase: str
     failures: list[Failure] = field(default_factory=list)
 
-    def fail(self, invariant: str, detail: str, known: str | None = None) -> None:
-        self.failures.append(Failure(self.phase, invariant, detail, known))
+    def fail(self, invariant: str, detail: str) -> None:
+        self.failures.append(Failure(self.phase, invariant, detail))
 
     @property
     def root(self) -> Path:
@@ -729,7 +684,6 @@ class _Checker:
                 f"candidate {candidate.id} (F1 {candidate.f1:.4f}) beats {BASE_VERSION} "
                 f"(F1 {base_f1:.4f}) but production is still {pointer}; the next pass said "
                 f"{next_outcome or '?'}",
-                known="B1" if pointer == BASE_VERSION and next_outcome == "no-new-data" else None,
             )
         elif not promote and pointer != BASE_VERSION:
             self.fail(
@@ -745,21 +699,18 @@ class _Checker:
         moves = registry.moves()
         if not moves or moves[-1].to_version != pointer:
             last = moves[-1].to_version if moves else None
-            detail = f"last logged move goes to {last}, production is {pointer}"
-            self.fail("promotion-log", detail, known="B3")
-        known = "B2" if next_outcome == "no-new-data" else None
+            self.fail("promotion-log", f"last logged move goes to {last}, production is {pointer}")
         promoted = _query(self.root, "SELECT to_version FROM promotions ORDER BY id")
         last_recorded = promoted[-1][0] if promoted else None
         if last_recorded != pointer:
             self.fail(
                 "history",
                 f"last promotion in beryl.sqlite goes to {last_recorded}, production is {pointer}",
-                known=known,
             )
         report = self.settings.model_folder / "report.html"
         title = f"Beryl model report: {pointer}"
         if report.exists() and title not in report.read_text(encoding="utf-8"):
-            self.fail("report", f"report.html does not describe production {pointer}", known=known)
+            self.fail("report", f"report.html does not describe production {pointer}")
 
 
 def check_before_repair(settings: Settings) -> list[Failure]:
@@ -814,17 +765,6 @@ def stage_of(root: Path, after_run: int, promoting: bool, first: str = "check") 
     if last == "score":
         return "promote" if promoting else "finish"
     return _NEXT_STAGE.get(last, f"after-{last}")
-
-
-def _explain(failures: list[Failure], stage: str) -> list[Failure]:
-    """Keep a known-bug tag only where that bug can happen: a kill in one of its stages."""
-    hit = set(stage.split("+"))
-    return [
-        f
-        if f.known is None or hit & KNOWN_BUGS[f.known].stages
-        else Failure(f.phase, f.invariant, f.detail)
-        for f in failures
-    ]
 
 
 def _promoting(settings: Settings) -> bool:
@@ -1019,10 +959,6 @@ class Harness:
         result.next_exit, answer = run_pass(settings.config_path, logs / "next.log")
         result.next_outcome = str(answer.get("outcome", ""))
         result.after = check_after_pass(settings, result.next_exit, result.next_outcome)
-        result.before, result.after = (
-            _explain(result.before, result.stage),
-            _explain(result.after, result.stage),
-        )
         stale = _query(root, "SELECT COUNT(*) FROM runs WHERE status = 'running'")[0][0]
         if stale:
             result.notes.append(f"{stale} killed run(s) still marked 'running' in beryl.sqlite")
@@ -1098,21 +1034,9 @@ def summary(results: list[TrialResult]) -> str:
     if not failed:
         return line + ", all invariants held"
     broken = Counter(f.invariant for r in failed for f in r.failures)
-    known = sorted({f.known for r in failed for f in r.failures if f.known})
     text = ", ".join(f"{k} ×{n}" for k, n in broken.most_common())
-    line += f", {len(failed)} trial(s) broke invariants ({text})"
-    if known:
-        line += "; known bugs: " + ", ".join(f"{k} ({KNOWN_BUGS[k].title})" for k in known)
-    return line
+    return line + f", {len(failed)} trial(s) broke invariants ({text})"
 
 
 def default_workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="beryl-crash-"))
-
-
-def describe_bugs(ids: Iterable[str]) -> str:
-    out = io.StringIO()
-    for bug_id in sorted(set(ids)):
-        bug = KNOWN_BUGS[bug_id]
-        out.write(f"{bug.id}: {bug.title}\n    reproduce: {bug.reproduction}\n")
-    return out.getvalue()

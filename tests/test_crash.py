@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from tests.crash_harness import (
     KEY_STAGES,
-    KNOWN_BUGS,
     Harness,
     TrialResult,
     check_after_pass,
@@ -36,6 +35,7 @@ TARGETED = (
     "train-fit",
     "train-register",
     "score-candidate",
+    "promote-log",
     "promote-pointer",
     "report",
 )
@@ -71,7 +71,7 @@ def test_every_kill_leaves_a_workspace_that_readers_and_the_next_pass_can_use(
     broken = [
         f"trial {r.plan.index} ({r.plan.describe()}; killed in {r.stage}): {failure}"
         for r in trials.values()
-        for failure in r.unexplained
+        for failure in r.failures
     ]
     assert not broken, "invariants broke:\n" + "\n".join(broken) + "\n\n" + _table(trials)
 
@@ -96,34 +96,27 @@ def test_the_next_pass_after_every_kill_exits_0(trials: dict[str, TrialResult]) 
     assert set(codes.values()) == {0}, codes
 
 
-def _known(result: TrialResult, bug: str) -> None:
-    """Mark this path as the known bug when it shows; otherwise the checks above already hold."""
-    shown = [f for f in result.failures if f.known == bug]
-    if shown:
-        pytest.xfail(
-            f"known bug {bug}: {KNOWN_BUGS[bug].title} ({shown[0]}); "
-            f"reproduce: {KNOWN_BUGS[bug].reproduction}"
-        )
-
-
 def test_a_kill_after_scoring_keeps_the_better_candidate_on_its_way_to_production(
     trials: dict[str, TrialResult],
 ) -> None:
+    """Regression (fixed in 237f238): killed once the candidate's F1 was in its card, the next
+    pass said "no new data" and the better candidate never reached production."""
     result = trials["score-candidate"]
     assert result.killed and result.stage in ("score", "promote"), result.stage
-    _known(result, "B1")
-    _known(result, "B2")  # when the kill came late enough to find the pointer moved
     assert not result.failures, [str(f) for f in result.failures]
+    if result.stage == "score":  # before the pointer moved: the next pass promotes the candidate
+        assert result.next_outcome == "promoted", result.next_outcome
 
 
-def test_a_kill_during_promotion_leaves_history_and_report_in_step_with_production(
+def test_a_kill_during_promotion_leaves_log_history_and_report_in_step_with_production(
     trials: dict[str, TrialResult],
 ) -> None:
-    for target in ("promote-pointer", "report"):
+    """Regression (fixed in 237f238): killed after the pointer moved, promotions.jsonl (between
+    the pointer write and the log append), beryl.sqlite's promotions and report.html stayed
+    behind production for good, and `beryl models rollback` refused to run."""
+    for target in ("promote-log", "promote-pointer", "report"):
         result = trials[target]
         assert result.killed, f"{target} was never killed"
-        _known(result, "B3")  # the promotion log lost the move (a kill in the first moments)
-        _known(result, "B2")
         assert not result.failures, [str(f) for f in result.failures]
 
 

@@ -274,3 +274,13 @@ def test_first_use_waits_for_another_process_initialising_a_new_database(tmp_pat
     finally:
         releaser.join()
         other.close()
+
+
+def test_killed_runs_are_closed_as_interrupted(history: History) -> None:
+    killed = history.start_run("run")
+    reading = history.start_run("diagnose")
+    assert history.close_interrupted(("run", "ingest")) == 1
+    runs = {r.id: r for r in history.runs()}
+    assert runs[killed].status == "interrupted" and runs[killed].ended is not None
+    assert runs[reading].status == "running"  # not a workspace-changing command
+    assert history.close_interrupted(("run",)) == 0

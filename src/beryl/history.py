@@ -230,6 +230,21 @@ class History:
             detail=context.detail,
         )
 
+    def close_interrupted(self, commands: tuple[str, ...]) -> int:
+        """Mark runs of these commands still 'running' as 'interrupted' (their process died).
+
+        Call only while holding the workspace lock, so none of them can really be running.
+        """
+        marks = ",".join("?" * len(commands))
+        with self._connect() as conn:
+            cursor = conn.execute(
+                f"UPDATE runs SET status = 'interrupted', ended = ?, summary = "  # noqa: S608
+                f"'ended without finishing (the process was killed)' "
+                f"WHERE status = 'running' AND command IN ({marks})",
+                (utc_now(), *commands),
+            )
+            return int(cursor.rowcount)
+
     def runs(self, limit: int = 20) -> list[RunRecord]:
         """The most recent runs, newest first, with their steps."""
         with self._connect() as conn:

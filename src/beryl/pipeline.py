@@ -8,6 +8,7 @@ promote when better → report and API calls → a run record.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from filelock import FileLock, Timeout
 
 from beryl._io import atomic_write_text
 from beryl.config import Settings
-from beryl.dataset import Dataset
+from beryl.dataset import Dataset, utc_now
 from beryl.deployment import materialise
 from beryl.deployment import repair as repair_deployment
 from beryl.drift import check_batches
@@ -29,6 +30,8 @@ from beryl.schema import Schema
 from beryl.scoring import compute_metrics, evaluate
 from beryl.training import train
 
+# Commands that change the workspace and hold its lock while they run.
+EXCLUSIVE_COMMANDS = ("run", "ingest", "train", "score", "deploy", "promote", "rollback", "report")
 NO_NEW_DATA = "no-new-data"
 PROMOTED = "promoted"
 KEPT = "kept"
@@ -139,7 +142,18 @@ def run_pass(settings: Settings, *, call_api: bool = True, report: bool = True) 
     """One full pass of the loop under the workspace lock (DESIGN section 1)."""
     with pass_lock(settings):
         history = History(settings.history_db)
+        started = time.perf_counter()
+        repaired = recover(settings)
         with history.run("run") as run:
+            if repaired:
+                history.record_step(
+                    run.run_id,
+                    "recover",
+                    started=utc_now(),
+                    duration_s=time.perf_counter() - started,
+                    status="ok",
+                    detail={"repaired": repaired},
+                )
             result = _pass(settings, run, history, call_api=call_api, report=report)
             run.status = "partial" if result.exit_code == EXIT_PARTIAL else "ok"
             run.exit_code = result.exit_code
@@ -165,10 +179,6 @@ def run_pass(settings: Settings, *, call_api: bool = True, report: bool = True) 
 def _pass(
     settings: Settings, run: RunContext, history: History, *, call_api: bool, report: bool
 ) -> PassResult:
-    repaired = recover(settings)
-    if repaired:
-        with run.step("recover") as detail:
-            detail.update(repaired=repaired)
     registry = Registry(settings.model_folder)
     production = registry.production()
     trained_on = _covered_batches(registry, production)
@@ -344,6 +354,9 @@ def _repair_records(settings: Settings, registry: Registry) -> list[str]:
     """Bring the history and the report up to the promotion log after a killed pass."""
     repaired = []
     history = History(settings.history_db)
+    closed = history.close_interrupted(EXCLUSIVE_COMMANDS)
+    if closed:
+        repaired.append(f"marked {closed} killed run(s) as interrupted")
     recorded = {(p["time"], p["to_version"]) for p in history.promotions(limit=100_000)}
     for move in registry.moves():
         if (move.time, move.to_version) not in recorded:
