@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 TMP_PREFIX = ".beryl-tmp-"
 _CHUNK = 1 << 20
@@ -37,32 +36,8 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
-
-    A reader sees the old file or the new one, never a half-written one; on failure the
-    temporary file is removed and ``path`` is untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.chmod(0o644)
-        tmp.replace(path)
-        fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_open(path, "wb") as handle:
-        handle.write(data)
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -73,8 +48,13 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def atomic_write_with(path: Path, writer: Callable[[Path], None]) -> None:
-    """Let ``writer`` produce a file at a temporary path, then move it into place atomically."""
+def atomic_write_with(path: Path, writer: Callable[[Path], object]) -> None:
+    """Let ``writer`` produce a file at a temporary path, then move it into place atomically.
+
+    The temporary file sits beside ``path`` and is fsynced before the rename, so a reader sees
+    the old file or the new one, never a half-written one; on failure it is removed and
+    ``path`` is untouched.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent, suffix=path.suffix)
     os.close(fd)
