@@ -61,6 +61,16 @@ def test_drift_endpoint_reports_the_latest_batch(
         assert {"drifted", "test", "statistic", "p_value", "distance"} <= set(feature)
 
 
+def test_diagnostics_carries_the_drift_verdict(url: str, two_passes: tuple[Settings, Path]) -> None:
+    settings, _ = two_passes
+    latest = History(settings.history_db).latest_drift()
+    assert latest is not None
+    summary = httpx.get(f"{url}/diagnostics").json()["data_drift"]
+    assert summary["dataset_drift"] is latest["dataset_drift"] is True
+    assert summary["drifted_features"] == latest["drifted_features"]
+    assert summary["checked_batches"] == latest["current"]["batches"]
+
+
 def test_history_endpoint_returns_runs_scores_and_promotions(url: str) -> None:
     answer = httpx.get(f"{url}/history", params={"limit": 10}).json()
     passes = [r for r in answer["runs"] if r["command"] == "run"]

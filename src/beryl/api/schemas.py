@@ -79,12 +79,22 @@ class OutdatedPackage(BaseModel):
     outdated: bool | None
 
 
+class DriftSummary(BaseModel):
+    """The latest data-drift verdict (details at GET /drift)."""
+
+    dataset_drift: bool
+    drift_share: float
+    drifted_features: list[str]
+    checked_batches: list[str]
+
+
 class DiagnosticsResponse(BaseModel):
     model_version: str | None
     missing_percent: dict[str, float]
     timings: dict[str, float | None]
     outdated_packages: list[OutdatedPackage]
     outdated_checked_at: str | None
+    data_drift: DriftSummary | None = None
 
 
 class HealthResponse(BaseModel):

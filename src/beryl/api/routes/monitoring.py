@@ -10,6 +10,7 @@ from beryl.api.app import ApiError
 from beryl.api.deps import HolderDep, SettingsDep
 from beryl.api.schemas import (
     DiagnosticsResponse,
+    DriftSummary,
     ScoringResponse,
     SummaryStatsResponse,
     error_responses,
@@ -65,12 +66,22 @@ async def diagnostics(
     if outdated is None:
         start_outdated_refresh(request.app.state.outdated_lock, settings)
         outdated = cached_outdated(settings, max_age_s=float("inf")) or {}
+    history = History(settings.history_db)
+    drift = history.latest_drift()
     return DiagnosticsResponse(
         model_version=_version(holder),
         missing_percent=data["missing_percent"],
-        timings=recorded_timings(History(settings.history_db)),
+        timings=recorded_timings(history),
         outdated_packages=outdated.get("packages", []),
         outdated_checked_at=outdated.get("checked_at"),
+        data_drift=None
+        if drift is None
+        else DriftSummary(
+            dataset_drift=drift["dataset_drift"],
+            drift_share=drift["drift_share"],
+            drifted_features=drift["drifted_features"],
+            checked_batches=drift["current"].get("batches", []),
+        ),
     )
 
 
