@@ -487,6 +487,32 @@ def history(settings: Settings, limit: int, as_json: bool) -> None:
     console.print(table)
 
 
+@cli.command()
+@with_settings
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the scored CSV (id columns, prediction, probability).",
+)
+@click.option("--version", "version", default=None, help="Model version (default: production).")
+def predict(settings: Settings, source: Path, output: Path, version: str | None) -> None:
+    """Score a CSV file of customers with the production model, streaming in bounded memory."""
+    from beryl.batch import score_file
+
+    with console.status(f"scoring {source}") as status:
+        result = score_file(
+            settings,
+            source,
+            output,
+            version=version,
+            progress=lambda rows: status.update(f"scoring {source}: {rows:,} rows"),
+        )
+    console.print(f"{result.rows:,} rows scored by {result.version} → {result.output}")
+
+
 # -- the loop and serving -------------------------------------------------------------------------
 @cli.command("run")
 @with_settings

@@ -1,0 +1,80 @@
+"""Batch scoring: `beryl predict` streams a CSV through the production model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from tests.conftest import CliRunner
+
+from beryl.batch import score_file
+from beryl.config import Settings
+from beryl.demo import generate, write_csv
+from beryl.errors import ModelNotFoundError, SchemaError
+from beryl.pipeline import run_pass
+from beryl.registry import Registry
+
+FEATURES = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
+
+
+@pytest.fixture
+def deployed(workspace: Settings) -> Settings:
+    run_pass(workspace, call_api=False, report=False)
+    return workspace
+
+
+def test_scores_match_the_model_across_many_blocks(deployed: Settings, tmp_path: Path) -> None:
+    source = write_csv(generate(5_000, 9), tmp_path / "customers.csv")
+    output = tmp_path / "scored.csv"
+    result = score_file(deployed, source, output, block_bytes=4096)  # dozens of blocks
+    assert result.rows == 5_000 and result.version == "v0001"
+    scored = pd.read_csv(output, dtype={"corporation": str})
+    assert list(scored.columns) == ["corporation", "prediction", "probability"]
+    frame = pd.read_csv(source, dtype={"corporation": str})
+    model = Registry(deployed.model_folder).load("v0001")
+    assert scored["corporation"].tolist() == frame["corporation"].tolist()
+    assert scored["prediction"].tolist() == model.predict(frame[FEATURES]).tolist()
+    expected = model.predict_proba(frame[FEATURES])[:, 1]
+    np.testing.assert_allclose(scored["probability"], expected, rtol=0, atol=1e-12)
+    one_block = tmp_path / "one-block.csv"
+    score_file(deployed, source, one_block)
+    assert one_block.read_bytes() == output.read_bytes()
+
+
+def test_a_bad_value_names_the_rows_and_leaves_no_output(
+    deployed: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    source = folder / "bad.csv"
+    good = "corporation,lastmonth_activity,lastyear_activity,number_of_employees\n"
+    source.write_text(good + "a,1,2,3\n" * 2000 + "b,lots,2,3\n")
+    output = folder / "out.csv"
+    with pytest.raises(SchemaError, match=r"bad\.csv \(rows .*'lastmonth_activity'.*'lots'"):
+        score_file(deployed, source, output, block_bytes=4096)
+    assert [p.name for p in folder.iterdir()] == ["bad.csv"]  # no output, no temporary
+
+
+def test_no_production_model_is_a_clear_error(workspace: Settings, tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="no model is in production"):
+        score_file(workspace, tmp_path / "x.csv", tmp_path / "y.csv")
+
+
+def test_cli_predict(deployed: Settings, tmp_path: Path, beryl_cli: CliRunner) -> None:
+    source = deployed.test_data / "testdata.csv"
+    output = tmp_path / "scored.csv"
+    done = beryl_cli(
+        "predict", str(source), "-o", str(output), config=deployed.root / "config.json"
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(pd.read_csv(output)) == len(pd.read_csv(source))
+    missing = beryl_cli(
+        "predict",
+        str(tmp_path / "none.csv"),
+        "-o",
+        str(output),
+        config=deployed.root / "config.json",
+    )
+    assert missing.returncode == 3 and "is not a file" in missing.stderr
