@@ -9,10 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from beryl import config
 from beryl.config import Settings
 from beryl.demo import init_workspace
+
+# Every run explores the same examples, locally and in CI: no example database carries over.
+hypothesis_settings.register_profile("beryl", database=None)
+hypothesis_settings.load_profile("beryl")
 
 UDACITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "udacity"
 

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from beryl.compiled import CompiledModel
 from beryl.errors import ModelNotFoundError
 from beryl.registry import ModelCard, Registry
 from beryl.schema import Schema
@@ -19,6 +20,7 @@ class LoadedModel:
     model: Any
     schema: Schema
     card: ModelCard
+    compiled: CompiledModel | None = None  # the pipeline as arrays; None: use the pipeline
 
 
 class ModelHolder:
@@ -55,12 +57,15 @@ class ModelHolder:
             if self._current is None or self._current.version != version:
                 card = self.registry.card(version)
                 model = self.registry.load(version)
-                self._current = LoadedModel(version, model, Schema.from_dict(card.schema), card)
+                schema = Schema.from_dict(card.schema)
+                compiled = CompiledModel.from_pipeline(model, schema)
+                self._current = LoadedModel(version, model, schema, card, compiled)
             else:
                 # Same version, pointer rewritten (e.g. promoted again): refresh the card only.
                 card = self.registry.card(version)
+                previous = self._current
                 self._current = LoadedModel(
-                    version, self._current.model, self._current.schema, card
+                    version, previous.model, previous.schema, card, previous.compiled
                 )
             self._pointer_key = key
             return self._current

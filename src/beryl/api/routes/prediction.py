@@ -47,27 +47,41 @@ async def prediction(request: Request, settings: SettingsDep, holder: HolderDep)
     loaded = holder.get()
     body = await request.body()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    data: pd.DataFrame | list[dict[str, Any]]
     if content_type in ("text/csv", "application/csv"):
-        frame = _frame_from_csv(body, loaded.schema, "request body", settings)
+        data = _frame_from_csv(body, loaded.schema, "request body", settings)
     elif content_type in ("application/json", ""):
-        frame = _frame_from_json(body, loaded.schema, settings)
+        data = _frame_from_json(body, loaded.schema, settings)
     else:
         raise ApiError(
             415,
             f"unsupported content type {content_type!r}",
             "send application/json ({'records': [...]} or {'file_location': ...}) or text/csv",
         )
-    answer = await run_in_threadpool(predict, loaded, frame)
+    answer = await run_in_threadpool(predict, loaded, data)
     request.app.state.metrics.count_predictions(answer["predictions"])
     return answer
 
 
-def predict(loaded: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
-    """Predictions and positive-class probabilities of one model snapshot."""
-    model = loaded.model
-    classes = list(model.classes_)
+def predict(loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]]) -> dict[str, Any]:
+    """Predictions and positive-class probabilities of one model snapshot.
+
+    Validated JSON records go straight to the compiled model (no DataFrame); frames from CSV go
+    to its vectorised path; a model that does not compile is called as the pipeline.
+    """
     try:
-        proba = model.predict_proba(frame)
+        if loaded.compiled is not None:
+            compiled = loaded.compiled
+            predictions, probabilities = (
+                compiled.predict(data) if isinstance(data, list) else compiled.predict_frame(data)
+            )
+            return {
+                "predictions": predictions,
+                "probabilities": probabilities,
+                "model_version": loaded.version,
+            }
+        frame = frame_from_rows(data, loaded.schema) if isinstance(data, list) else data
+        return _predict_pipeline(loaded, frame)
     except ValueError as exc:
         # Finite but extreme numbers can overflow once the model scales them.
         raise ApiError(
@@ -75,10 +89,16 @@ def predict(loaded: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
             "the model cannot score these records",
             f"{exc} (send numbers of a realistic magnitude)",
         ) from exc
+
+
+def _predict_pipeline(loaded: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
+    model = loaded.model
+    classes = list(model.classes_)
+    proba = model.predict_proba(frame)
     positive = classes.index(loaded.schema.positive_label)
     binary = len(classes) == 2
-    chosen = (proba[:, 1] > 0.5).astype(int) if binary else proba.argmax(axis=1)
-    predictions = [_plain(classes[i]) for i in chosen]
+    chosen = model.predict(frame) if binary else [classes[i] for i in proba.argmax(axis=1)]
+    predictions = [_plain(label) for label in chosen]
     return {
         "predictions": predictions,
         "probabilities": proba[:, positive].astype(float).tolist(),
@@ -90,7 +110,9 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _frame_from_json(body: bytes, schema: Schema, settings: Settings) -> pd.DataFrame:
+def _frame_from_json(
+    body: bytes, schema: Schema, settings: Settings
+) -> pd.DataFrame | list[dict[str, Any]]:
     try:
         payload = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -119,7 +141,7 @@ def _frame_from_json(body: bytes, schema: Schema, settings: Settings) -> pd.Data
         except OSError as exc:
             raise ApiError(422, f"cannot read {location}: {exc.strerror}") from exc
         return _frame_from_csv(data, schema, location, settings)
-    return frame_from_records(payload["records"], schema, settings.api.max_records)
+    return rows_from_records(payload["records"], schema, settings.api.max_records)
 
 
 def _inside_workspace(location: str, settings: Settings) -> Path:
@@ -177,27 +199,32 @@ def _check_count(count: int, limit: int) -> None:
         )
 
 
-def frame_from_records(records: Any, schema: Schema, limit: int) -> pd.DataFrame:
+def rows_from_records(records: Any, schema: Schema, limit: int) -> list[dict[str, Any]]:
     """Validate JSON records against the model's features; errors name the record and field."""
     if not isinstance(records, list) or not records:
         raise ApiError(422, "'records' must be a non-empty list of objects", {"field": "records"})
     _check_count(len(records), limit)
-    columns: dict[str, list[Any]] = {c: [] for c in schema.features}
+    numeric = set(schema.numeric)
+    rows = []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise ApiError(
                 422, f"records[{index}] must be an object", {"field": f"records[{index}]"}
             )
+        row = {}
         for column in schema.features:
-            field = f"records[{index}].{column}"
             if column not in record:
+                field = f"records[{index}].{column}"
                 raise ApiError(422, f"{field} is missing", {"field": field})
-            value = record[column]
-            if column in schema.numeric:
-                columns[column].append(_number(value, field))
-            else:
-                columns[column].append(_category(value, field))
-    frame = pd.DataFrame(columns, columns=schema.features)
+            convert = _number if column in numeric else _category
+            row[column] = convert(record[column], f"records[{index}].{column}")
+        rows.append(row)
+    return rows
+
+
+def frame_from_rows(rows: list[dict[str, Any]], schema: Schema) -> pd.DataFrame:
+    """Validated rows as the frame the pipeline expects."""
+    frame = pd.DataFrame(rows, columns=schema.features)
     for column in schema.numeric:
         frame[column] = frame[column].astype("float64")
     return frame
