@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from beryl import config
 from beryl.config import Settings
 from beryl.dataset import Dataset, FileRecord
 from beryl.errors import DataError, SchemaError
-from beryl.ingestion import IngestionResult, clean_dataset, ingest, read_csv_bytes
+from beryl.ingestion import IngestionResult, clean_dataset, ingest, read_csv_bytes, scan_input
 from beryl.schema import Schema
 
 HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
@@ -656,3 +658,30 @@ def test_ingestion_record_has_hash_size_and_time(make_ws: MakeWorkspace) -> None
     assert record.size == path.stat().st_size
     assert record.time.endswith("Z")
     assert (record.name, record.status) == ("a.csv", "ingested")
+
+
+def test_settled_files_are_not_read_again_but_fresh_ones_are(workspace: Settings) -> None:
+    """A pass with no new data lists the folder; only recently changed files are hashed again."""
+    folder = workspace.input_folder
+    old = time.time() - 3600
+    for path in folder.glob("*.csv"):
+        os.utime(path, (old, old))
+    first = ingest(workspace)
+    assert all(r.mtime_ns is not None for r in first.ingested)
+
+    settled = folder / "dataset1.csv"
+    data = bytearray(settled.read_bytes())
+    data[-2:-1] = b"7" if data[-2:-1] != b"7" else b"8"  # same size, same time: trusted as is
+    settled.write_bytes(bytes(data))
+    os.utime(settled, (old, old))
+    assert "dataset1.csv" in scan_input(workspace, Dataset(workspace.output_folder)).known
+
+    fresh = folder / "fresh.csv"
+    fresh.write_text(HEADER + "f-1,1,2,3,0\n")
+    ingest(workspace)
+    record = next(r for r in Dataset(workspace.output_folder).files if r.name == "fresh.csv")
+    assert record.mtime_ns is None  # changed moments ago: its time is not trusted
+    fresh.write_text(HEADER + "f-2,1,2,3,0\n")  # same size, possibly the same coarse time
+    assert [c.name for c in scan_input(workspace, Dataset(workspace.output_folder)).new] == [
+        "fresh.csv"
+    ]

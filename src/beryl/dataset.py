@@ -61,6 +61,7 @@ class FileRecord:
     reason: str | None = None
     size: int = 0
     note: str | None = None
+    mtime_ns: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from beryl.schema import Schema, infer_schema
 Progress = Callable[[str, int, int], None]
 
 _MAX_SHOWN = 5
+_SETTLE_NS = 2_000_000_000
 _SNIFF_BYTES = 64 * 1024
 _MAX_LABEL = 2**53  # integer labels beyond this are not exact in the float they parse through
 
@@ -104,6 +106,9 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
             hint="create it or fix input_folder_path in config.json",
         )
     by_name_hash = {(r.name, r.sha256) for r in dataset.files}
+    # A file whose name, size and modification time match its record is not read again (as git
+    # and rsync do): a pass with no new data costs a directory listing, not a hash of every file.
+    seen = {(r.name, r.size, r.mtime_ns) for r in dataset.files if r.mtime_ns is not None}
     ingested_hashes = {r.sha256: r.name for r in dataset.files if r.status == "ingested"}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if not entry.name.lower().endswith(".csv"):
@@ -138,6 +143,9 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
                     )
                 )
             continue
+        if (entry.name, info.st_size, info.st_mtime_ns) in seen:
+            scan.known.append(entry.name)
+            continue
         data = Path(entry.path).read_bytes()
         digest = sha256_bytes(data)
         if (entry.name, digest) in by_name_hash:
@@ -151,6 +159,7 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
                     status="duplicate-file",
                     time=_now(),
                     size=len(data),
+                    mtime_ns=_trusted_mtime(info.st_mtime_ns),
                     reason=f"same content as {ingested_hashes[digest]}, already ingested",
                 )
             )
@@ -372,6 +381,7 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
             status="ingested",
             time=_now(),
             size=candidate.size,
+            mtime_ns=_trusted_mtime(candidate.mtime_ns),
         )
         earlier = same_pass.get(candidate.sha256)
         if earlier is not None and earlier.status == "ingested":
@@ -468,6 +478,15 @@ def _check_classes(labels: pd.Series, known: list[Any], source: str) -> list[Any
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _trusted_mtime(mtime_ns: int) -> int | None:
+    """The modification time to trust later, or None for a file changed moments ago.
+
+    File times are coarse (a few milliseconds): a file rewritten right after it was read could
+    keep the same size and time, so only a time older than the settle period is recorded.
+    """
+    return mtime_ns if time.time_ns() - mtime_ns > _SETTLE_NS else None
 
 
 def _changed_since(candidate: Candidate) -> bool:
