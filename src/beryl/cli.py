@@ -594,7 +594,10 @@ def cron(ctx: click.Context, settings: Settings, install: bool) -> None:
 @click.option("--host", default=None, help="Listen address (default: api.host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: api.port, 8000).")
 @click.option("--workers", type=int, default=1, show_default=True)
-def serve(settings: Settings, host: str | None, port: int | None, workers: int) -> None:
+@click.option("--access-log", is_flag=True, help="Log every request (costs throughput).")
+def serve(
+    settings: Settings, host: str | None, port: int | None, workers: int, access_log: bool
+) -> None:
     """Serve the production model over HTTP (see /docs)."""
     import os
 
@@ -616,6 +619,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
         port=port or settings.api.port,
         workers=workers,
         log_level="info",
+        access_log=access_log,
     )
     if workers > 1:
         shutil.rmtree(metrics_dir, ignore_errors=True)
