@@ -685,3 +685,18 @@ def test_settled_files_are_not_read_again_but_fresh_ones_are(workspace: Settings
     assert [c.name for c in scan_input(workspace, Dataset(workspace.output_folder)).new] == [
         "fresh.csv"
     ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(0, 2**64 - 1), max_size=50),
+    st.lists(st.integers(0, 2**64 - 1), max_size=50),
+)
+def test_membership_against_the_sorted_index_matches_isin(
+    existing: list[int], new: list[int]
+) -> None:
+    from beryl.ingestion import _contains
+
+    known = np.sort(np.array(existing, dtype=np.uint64))
+    probe = np.array(new + existing[:5], dtype=np.uint64)
+    assert _contains(known, probe).tolist() == np.isin(probe, known).tolist()

@@ -125,11 +125,10 @@ def _read_error(source: Path, names: list[str], rows: int, exc: Exception) -> Sc
     )
 
 
-def _predict(model: Any, frame: Any, schema: Schema) -> tuple[list[Any], np.ndarray]:
-    classes = list(model.classes_)
+def _predict(model: Any, frame: Any, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted classes and positive-class probabilities, as arrays (no per-row Python)."""
+    classes = np.asarray(model.classes_)
     proba = model.predict_proba(frame[schema.features])
     chosen = proba.argmax(axis=1) if len(classes) != 2 else (proba[:, 1] > 0.5).astype(int)
-    predictions = [classes[i] for i in chosen]
-    return [p.item() if isinstance(p, np.generic) else p for p in predictions], proba[
-        :, classes.index(schema.positive_label)
-    ]
+    positive = list(model.classes_).index(schema.positive_label)
+    return classes[chosen], proba[:, positive]

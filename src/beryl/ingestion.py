@@ -436,9 +436,7 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
         _, first = np.unique(hashes, return_index=True)
         keep = np.zeros(len(hashes), dtype=bool)
         keep[first] = True
-        existing = dataset.row_hashes()
-        if existing.size:
-            keep &= ~np.isin(hashes, existing, assume_unique=False)
+        keep &= ~_contains(dataset.row_hashes(), hashes)
         kept_per_file = np.bincount(owner[keep], minlength=len(frames))
         batch_id = _batch_id()
         rows = int(keep.sum())
@@ -457,6 +455,16 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
         dataset.commit(manifest, settings.write_csv_snapshot)
     result.dataset_rows = dataset.rows
     return result
+
+
+def _contains(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Which ``hashes`` occur in the sorted array: a binary search each, no re-sort of the
+    (large) existing side."""
+    if sorted_hashes.size == 0:
+        return np.zeros(len(hashes), dtype=bool)
+    position = np.searchsorted(sorted_hashes, hashes)
+    position[position == sorted_hashes.size] = 0
+    return np.asarray(sorted_hashes[position] == hashes)
 
 
 def _check_classes(labels: pd.Series, known: list[Any], source: str) -> list[Any]:

@@ -1,0 +1,492 @@
+"""Child side of the data-path benchmarks: every task runs in a fresh process of its own.
+
+    python benchmarks/data/tasks.py cli [BERYL ARGS...]     # exactly what `python -m beryl` runs
+    python benchmarks/data/tasks.py TASK '{"json": "params"}'
+
+When ``BENCH_REPORT`` names a file, the process writes a JSON report there as it exits: its own
+peak resident memory (``VmHWM`` of this process's address space, so nothing inherited from the
+parent counts) and whatever the task measured. Only the standard library is imported at module
+level; each task imports what it needs, so the ``cli`` task costs Beryl's own imports and no more.
+
+Tasks (see ``TASKS``): ``generate`` writes the cached data set; ``workspace`` creates a Beryl
+workspace; ``ingest-pandas``, ``predict-pandas``, ``stats-pandas`` and ``train-sklearn`` are the
+peers; ``train-split`` times the phases of Beryl's ``train``; ``compare-ingest`` and
+``compare-predictions`` check that Beryl and its peer produced the same outputs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import resource
+import runpy
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPORT_ENV = "BENCH_REPORT"
+TRACE_ENV = "BENCH_TRACE_RSS"
+NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
+ID_COLUMN = "corporation"
+LABEL = "exited"
+DUPLICATE_SHARE = 0.05
+SEED_SOURCE = 10_000
+SEED_DUPLICATES = 20_000
+SEED_NEW = 30_000
+SEED_TEST = 40_000
+SEED_PREDICT = 50_000
+GENERATOR_VERSION = 1  # bump when the generated data changes, to invalidate the cache
+
+LISTINGS = ("ls_beryl", "ls_peer")
+Params = dict[str, Any]
+Report = dict[str, Any]
+
+REPORT: Report = {}
+
+
+# -- process report ---------------------------------------------------------------------------
+def peak_rss_kb() -> int:
+    """Peak resident set of this process's own address space (VmHWM), in KiB."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _write_report(path: str) -> None:
+    data = {
+        **REPORT,
+        "vmhwm_kb": peak_rss_kb(),
+        "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+    Path(path).write_text(json.dumps(data, default=str), encoding="utf-8")
+
+
+# -- data generation --------------------------------------------------------------------------
+def _to_table(frame: Any) -> Any:
+    """A generated frame as an Arrow table in the original style (whole numbers, blanks)."""
+    import pyarrow as pa
+
+    columns = {ID_COLUMN: pa.array(frame[ID_COLUMN].to_numpy(dtype=object), pa.string())}
+    for column in NUMERIC:
+        values = pa.array(frame[column].to_numpy(dtype="float64"), from_pandas=True)
+        columns[column] = values.cast(pa.int64())
+    if LABEL in frame:
+        columns[LABEL] = pa.array(frame[LABEL].to_numpy(dtype="int64"), pa.int64())
+    return pa.table(columns)
+
+
+def _write_options() -> Any:
+    import pyarrow.csv as pacsv
+
+    return pacsv.WriteOptions(quoting_style="none")
+
+
+def _write_csv(table: Any, path: Path) -> None:
+    """Write ``table`` to ``path`` via a temporary file, so a killed run leaves no half file."""
+    import pyarrow.csv as pacsv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pacsv.write_csv(table, tmp, _write_options())
+    tmp.replace(path)
+
+
+def _source_tables(files: int, rows: int) -> list[Any]:
+    """``files`` tables of ``rows`` rows: fresh customers plus 5% rows copied from another file."""
+    import numpy as np
+    import pyarrow as pa
+
+    from beryl.demo import generate
+
+    copies = round(rows * DUPLICATE_SHARE)
+    bases = [_to_table(generate(rows - copies, seed=SEED_SOURCE + i)) for i in range(files)]
+    rng = np.random.default_rng(SEED_DUPLICATES)
+    tables = []
+    for index, base in enumerate(bases):
+        other = bases[(index + 1) % files]
+        picks = rng.choice(other.num_rows, size=min(copies, other.num_rows), replace=False)
+        table = pa.concat_tables([base, other.take(np.sort(picks))])
+        tables.append(table.take(rng.permutation(table.num_rows)))
+    return tables
+
+
+def task_generate(params: Params) -> Report:
+    """Write the data set once: source files, the loop's re-split, one new file, test, scoring."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from beryl.demo import generate
+
+    root = Path(params["root"])
+    files, rows, loop_files = params["files"], params["rows_per_file"], params["loop_files"]
+    started = time.perf_counter()
+    tables = _source_tables(files, rows)
+    for index, table in enumerate(tables):
+        _write_csv(table, root / "source" / f"activity-{index + 1:04d}.csv")
+    everything = pa.concat_tables(tables)
+    bounds = np.linspace(0, everything.num_rows, loop_files + 1).astype(int)
+    for index in range(loop_files):
+        part = everything.slice(bounds[index], bounds[index + 1] - bounds[index])
+        _write_csv(part, root / "loop" / f"activity-{index + 1:05d}.csv")
+    _write_csv(_to_table(generate(rows, seed=SEED_NEW)), root / "new" / "activity-new.csv")
+    test_rows = int(min(100_000, max(2_000, files * rows // 100)))
+    test = generate(test_rows, seed=SEED_TEST, missing_rate=0.0)
+    _write_csv(_to_table(test), root / "test" / "testdata.csv")
+    scoring = root / "predict" / "customers.csv"
+    scoring.parent.mkdir(parents=True, exist_ok=True)
+    tmp = scoring.with_name(f".{scoring.name}.tmp")
+    writer = None
+    for index in range(files):
+        table = _to_table(generate(rows, seed=SEED_PREDICT + index)).drop_columns([LABEL])
+        if writer is None:
+            writer = pacsv.CSVWriter(str(tmp), table.schema, write_options=_write_options())
+        writer.write_table(table)
+    assert writer is not None
+    writer.close()
+    tmp.replace(scoring)
+    return {
+        "rows": everything.num_rows,
+        "test_rows": test_rows,
+        "scoring_rows": files * rows,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def task_workspace(params: Params) -> Report:
+    """A fresh Beryl workspace: Beryl's default config, input files linked from the cache."""
+    from beryl.config import default_config
+
+    root = Path(params["root"])
+    shutil.rmtree(root, ignore_errors=True)
+    config = default_config() | params.get("overrides", {})
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    for key in ("input_folder_path", "output_folder_path", "test_data_path", "output_model_path"):
+        (root / config[key]).mkdir(parents=True, exist_ok=True)
+    linked = 0
+    for source in sorted(Path(params["inputs"]).glob("*.csv")):
+        link(source, root / config["input_folder_path"] / source.name)
+        linked += 1
+    if params.get("test"):
+        link(Path(params["test"]), root / config["test_data_path"] / "testdata.csv")
+    return {"config": str(root / "config.json"), "inputs": linked}
+
+
+def link(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target`` (a copy when linking is impossible)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+# -- peers ------------------------------------------------------------------------------------
+def task_ingest_pandas(params: Params) -> Report:
+    """The original ingestion: read_csv every file, concat, drop_duplicates, to_csv."""
+    import pandas as pd
+
+    source, output = Path(params["input"]), Path(params["output"])
+    files = sorted(p for p in source.iterdir() if p.suffix == ".csv")
+    frames = [pd.read_csv(path) for path in files]
+    final = pd.concat(frames, ignore_index=True).drop_duplicates()
+    output.mkdir(parents=True, exist_ok=True)
+    final.to_csv(output / "finaldata.csv", index=False)
+    listing = "".join(f"{path.name}\n" for path in files)
+    (output / "ingestedfiles.txt").write_text(listing, encoding="utf-8")
+    return {"rows_read": sum(len(f) for f in frames), "rows_written": len(final)}
+
+
+def _production_model(workspace: Path) -> Any:
+    """The production model's pickle from the registry (what the original scripts loaded)."""
+    import pickle
+
+    config = json.loads((workspace / "config.json").read_text(encoding="utf-8"))
+    models = workspace / config["output_model_path"]
+    version = json.loads((models / "production.json").read_text(encoding="utf-8"))["version"]
+    return pickle.loads((models / "versions" / version / "model.pkl").read_bytes())
+
+
+def task_predict_pandas(params: Params) -> Report:
+    """Batch scoring as most teams write it: read_csv, predict_proba, to_csv."""
+    import pandas as pd
+
+    model = _production_model(Path(params["workspace"]))
+    frame = pd.read_csv(params["input"])
+    proba = model.predict_proba(frame[list(model.feature_names_in_)])
+    classes = list(model.classes_)
+    out = pd.DataFrame(
+        {
+            ID_COLUMN: frame[ID_COLUMN],
+            "prediction": model.classes_[proba.argmax(axis=1)],
+            "probability": proba[:, classes.index(params["positive_label"])],
+        }
+    )
+    out.to_csv(params["output"], index=False)
+    return {"rows": len(out)}
+
+
+def task_stats_pandas(params: Params) -> Report:
+    """The original diagnostics: re-read finaldata.csv and recompute the statistics per request."""
+    import pandas as pd
+
+    seconds = []
+    for _ in range(int(params["repeats"])):
+        started = time.perf_counter()
+        frame = pd.read_csv(params["csv"])
+        numeric = frame.select_dtypes("number").drop(columns=[LABEL], errors="ignore")
+        stats = {
+            column: {
+                "mean": numeric[column].mean(),
+                "median": numeric[column].median(),
+                "std": numeric[column].std(),
+                "count": int(numeric[column].count()),
+                "min": numeric[column].min(),
+                "max": numeric[column].max(),
+            }
+            for column in numeric.columns
+        }
+        missing = (frame.isna().mean() * 100).to_dict()
+        json.dumps({"summary_stats": stats, "missing_percent": missing}, default=float)
+        seconds.append(time.perf_counter() - started)
+    return {"seconds": seconds}
+
+
+def _timed(owner: Any, name: str, key: str, sink: dict[str, float]) -> None:
+    """Replace ``owner.name`` with a wrapper that adds its duration to ``sink[key]``."""
+    original = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            sink[key] = sink.get(key, 0.0) + time.perf_counter() - started
+
+    setattr(owner, name, wrapper)
+
+
+def task_train_split(params: Params) -> Report:
+    """Beryl's ``train`` in process, with the time of each phase: load, fit, register."""
+    started = time.perf_counter()
+    import beryl.dataset
+    import beryl.registry
+    import beryl.training
+    from beryl.config import load
+
+    phases: dict[str, float] = {"import_s": time.perf_counter() - started}
+    _timed(beryl.dataset.Dataset, "read", "load_s", phases)
+    _timed(beryl.training, "fit_pipeline", "fit_s", phases)
+    _timed(beryl.registry.Registry, "create", "register_s", phases)
+    settings = load(params["config"])
+    began = time.perf_counter()
+    card = beryl.training.train(settings)
+    phases["train_s"] = time.perf_counter() - began
+    phases["other_s"] = phases["train_s"] - sum(
+        phases.get(k, 0.0) for k in ("load_s", "fit_s", "register_s")
+    )
+    return {"phases": phases, "version": card.id, "rows": card.training["rows"]}
+
+
+def task_train_sklearn(params: Params) -> Report:
+    """scikit-learn's own ``fit`` of the same pipeline on the same arrays (loading not timed)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from beryl.config import load
+    from beryl.dataset import Dataset
+    from beryl.registry import Registry
+    from beryl.training import build_pipeline
+
+    settings = load(params["config"])
+    dataset = Dataset(settings.output_folder)
+    schema = dataset.schema
+    assert schema is not None
+    started = time.perf_counter()
+    frame = dataset.read(columns=[*schema.features, schema.target])
+    features, labels = frame[schema.features], frame[schema.target]
+    load_s = time.perf_counter() - started
+    pipeline = build_pipeline(schema, settings.model)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pipeline.fit(features, labels)
+    fit_s = time.perf_counter() - started
+    registry = Registry(settings.model_folder)
+    beryl_model = registry.load(registry.latest())
+    ours, theirs = pipeline.named_steps["model"], beryl_model.named_steps["model"]
+    coef_diff = float(abs(ours.coef_ - theirs.coef_).max())
+    intercept_diff = float(abs(ours.intercept_ - theirs.intercept_).max())
+    return {
+        "load_s": load_s,
+        "fit_s": fit_s,
+        "rows": len(frame),
+        "n_iter": int(ours.n_iter_.max()),
+        "compared_with": registry.latest(),
+        "max_coef_diff": max(coef_diff, intercept_diff),
+    }
+
+
+# -- verification -----------------------------------------------------------------------------
+def _read_dataset_csv(path: str) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    types = {ID_COLUMN: pa.string(), LABEL: pa.int64()} | dict.fromkeys(NUMERIC, pa.float64())
+    return pacsv.read_csv(
+        path, convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
+    )
+
+
+def task_compare_ingest(params: Params) -> Report:
+    """Both finaldata.csv files hold the same rows (as a multiset) and list the same files."""
+    ours, theirs = _read_dataset_csv(params["beryl"]), _read_dataset_csv(params["peer"])
+    report: Report = {"rows_beryl": ours.num_rows, "rows_peer": theirs.num_rows}
+    columns = [ID_COLUMN, *NUMERIC, LABEL]
+    order = [(c, "ascending") for c in columns]
+    identical = ours.num_rows == theirs.num_rows
+    if identical:
+        ours = ours.select(columns).sort_by(order).combine_chunks()
+        theirs = theirs.select(columns).sort_by(order).combine_chunks()
+        identical = all(ours.column(c).equals(theirs.column(c)) for c in columns)
+    report["same_rows"] = identical
+    ours_ls, theirs_ls = (Path(params[k]).read_text(encoding="utf-8").split() for k in LISTINGS)
+    report["same_ingestedfiles"] = sorted(ours_ls) == sorted(theirs_ls)
+    return report
+
+
+def task_compare_predictions(params: Params) -> Report:
+    """Same rows, ids and predictions; probabilities equal to ``tolerance``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    types = {ID_COLUMN: pa.string(), "prediction": pa.int64(), "probability": pa.float64()}
+    options = pacsv.ConvertOptions(column_types=types)
+    ours = pacsv.read_csv(params["beryl"], convert_options=options)
+    theirs = pacsv.read_csv(params["peer"], convert_options=options)
+    report: Report = {"rows_beryl": ours.num_rows, "rows_peer": theirs.num_rows}
+    if ours.num_rows != theirs.num_rows:
+        return report | {"equal": False}
+    step = max(1, ours.num_rows // int(params["sample"]))
+    rows = np.arange(0, ours.num_rows, step)
+    report["sampled_rows"] = len(rows)
+    report["same_ids"] = ours.column(ID_COLUMN).equals(theirs.column(ID_COLUMN))
+    report["same_predictions"] = ours.column("prediction").equals(theirs.column("prediction"))
+    a = ours.column("probability").to_numpy()
+    b = theirs.column("probability").to_numpy()
+    report["max_abs_diff_sample"] = float(np.abs(a[rows] - b[rows]).max())
+    report["max_abs_diff_all"] = float(np.abs(a - b).max())
+    report["equal"] = bool(
+        report["same_ids"]
+        and report["same_predictions"]
+        and report["max_abs_diff_sample"] <= float(params["tolerance"])
+    )
+    return report
+
+
+TASKS: dict[str, Callable[[Params], Report]] = {
+    "generate": task_generate,
+    "workspace": task_workspace,
+    "ingest-pandas": task_ingest_pandas,
+    "predict-pandas": task_predict_pandas,
+    "stats-pandas": task_stats_pandas,
+    "train-split": task_train_split,
+    "train-sklearn": task_train_sklearn,
+    "compare-ingest": task_compare_ingest,
+    "compare-predictions": task_compare_predictions,
+}
+
+
+def run_cli(args: list[str]) -> None:
+    """Run the Beryl CLI in this process exactly as ``python -m beryl ARGS`` does."""
+    if os.environ.get(TRACE_ENV):
+        trace_rss(os.environ[TRACE_ENV].split(","))
+    sys.argv = ["beryl", *args]
+    runpy.run_module("beryl", run_name="__main__", alter_sys=True)
+
+
+# -- memory timeline (profiling runs only) ----------------------------------------------------
+def _vm_rss_mb() -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def trace_rss(functions: list[str]) -> None:
+    """Sample VmRSS every 10 ms and mark entry and exit of ``module:Qual.name`` functions.
+
+    The report gets ``rss_timeline``: one line per mark with the RSS then and the highest RSS
+    sampled since the previous mark, which tells which phase holds the peak.
+    """
+    import importlib
+    import threading
+
+    started = time.perf_counter()
+    samples: list[tuple[float, int]] = []
+    marks: list[tuple[float, str, int]] = []
+
+    def sample() -> None:
+        while True:
+            samples.append((time.perf_counter() - started, _vm_rss_mb()))
+            time.sleep(0.01)
+
+    def mark(name: str) -> None:
+        marks.append((time.perf_counter() - started, name, _vm_rss_mb()))
+
+    def wrap(spec: str) -> None:
+        module_name, qualname = spec.split(":")
+        owner: Any = importlib.import_module(module_name)
+        *path, attr = qualname.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        original = getattr(owner, attr)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            mark(f"> {qualname}")
+            try:
+                return original(*args, **kwargs)
+            finally:
+                mark(f"< {qualname}")
+
+        setattr(owner, attr, wrapper)
+
+    def summarise() -> None:
+        lines, previous = [], 0.0
+        for at, name, rss in [*marks, (time.perf_counter() - started, "exit", _vm_rss_mb())]:
+            window = [mb for t, mb in list(samples) if previous <= t <= at] or [rss]
+            lines.append(
+                f"{at:8.2f} s  {name:<44} rss {rss:6d} MB  max since previous {max(window):6d} MB"
+            )
+            previous = at
+        REPORT["rss_timeline"] = lines
+
+    for spec in functions:
+        wrap(spec)
+    threading.Thread(target=sample, name="rss-sampler", daemon=True).start()
+    atexit.register(summarise)  # runs before the report is written (atexit is LIFO)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if os.environ.get(REPORT_ENV):
+        atexit.register(_write_report, os.environ[REPORT_ENV])
+    if not args:
+        raise SystemExit(f"usage: tasks.py cli ARGS... | tasks.py TASK JSON ({', '.join(TASKS)})")
+    if args[0] == "cli":
+        run_cli(args[1:])
+        return
+    task = TASKS[args[0]]
+    REPORT.update(task(json.loads(args[1]) if len(args) > 1 else {}))
+
+
+if __name__ == "__main__":
+    main()
