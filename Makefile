@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-workspace
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit clean chromium
+.PHONY: demo test lint typecheck unit clean chromium bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ unit: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit
+
+# Benchmarks against peers, measured side by side in one run (results in benchmarks/results/).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/serving/run.py
+	$(BIN)/python benchmarks/data/run.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache
