@@ -56,6 +56,14 @@ def make_workspace(root: Path, *, run: bool = True, **overrides: object) -> tupl
     return settings, ws.config
 
 
+def make_two_pass_workspace(root: Path, seed: int) -> tuple[Settings, Path]:
+    """A workspace after two passes: the second ingested a batch with shifted activity."""
+    settings, config_path = make_workspace(root)
+    add_batch(settings.input_folder, "shifted.csv", rows=1_500, seed=seed, shift=0.8)
+    run_pass(settings, call_api=False, report=False)
+    return settings, config_path
+
+
 @contextlib.contextmanager
 def serving(config_path: Path, *extra: str) -> Iterator[str]:
     """Run ``beryl serve`` in a subprocess until the block ends; yields its base URL."""

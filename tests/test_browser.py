@@ -12,12 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.test_api import make_workspace, serving
+from tests.test_api import make_two_pass_workspace, serving
 
 from beryl.config import Settings
-from beryl.demo import add_batch
 from beryl.history import History
-from beryl.pipeline import run_pass
 from beryl.registry import Registry
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -40,10 +38,7 @@ if CHROMIUM is None:
 
 @pytest.fixture(scope="module")
 def workspace_with_two_passes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]:
-    settings, config_path = make_workspace(tmp_path_factory.mktemp("browser") / "ws")
-    add_batch(settings.input_folder, "shifted.csv", rows=1_500, seed=31, shift=0.8)
-    run_pass(settings, call_api=False, report=False)
-    return settings, config_path
+    return make_two_pass_workspace(tmp_path_factory.mktemp("browser") / "ws", seed=31)
 
 
 @pytest.fixture(scope="module")

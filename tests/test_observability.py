@@ -8,22 +8,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.test_api import make_workspace, serving
+from tests.test_api import make_two_pass_workspace, make_workspace, serving
 
 from beryl.config import Settings
-from beryl.demo import add_batch
 from beryl.history import History
-from beryl.pipeline import run_pass
 from beryl.registry import Registry
 
 
 @pytest.fixture(scope="module")
 def two_passes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]:
     """A workspace after two passes: the second ingested a shifted batch."""
-    settings, config_path = make_workspace(tmp_path_factory.mktemp("obs") / "ws")
-    add_batch(settings.input_folder, "shifted.csv", rows=1_500, seed=21, shift=0.8)
-    run_pass(settings, call_api=False, report=False)
-    return settings, config_path
+    return make_two_pass_workspace(tmp_path_factory.mktemp("obs") / "ws", seed=21)
 
 
 @pytest.fixture(scope="module")
