@@ -721,6 +721,27 @@ class PeerRun:
     batch: Load
 
 
+KINDS = ("single", "batch")
+
+
+def median_runs(rounds: list[list[PeerRun]]) -> list[PeerRun]:
+    """Per peer and body size, the round with the median requests/s (the lower one if even)."""
+    out = []
+    for index, first in enumerate(rounds[0]):
+        picked = {}
+        for kind in KINDS:
+            loads = sorted((getattr(one[index], kind) for one in rounds), key=_rate)
+            picked[kind] = loads[(len(loads) - 1) // 2]
+        checks = [one[index].check for one in rounds]
+        check = next((c for c in checks if c and not c["ok"]), checks[0])  # any mismatch shows
+        out.append(PeerRun(first.peer, first.note, check, picked["single"], picked["batch"]))
+    return out
+
+
+def _rate(load: Load) -> float:
+    return load.requests_per_s
+
+
 def bench_peer(
     peer: Peer,
     bodies: Bodies,
@@ -1012,7 +1033,8 @@ def report(runs: list[PeerRun], args: argparse.Namespace, loader: LoadGenerator)
     lines = [
         "",
         f"Single record per request: {args.connections} connections, {args.workers} workers "
-        f"each, {args.duration:g} s after a {WARMUP_S:g} s warm-up; load: {loader.name}",
+        f"each, {args.duration:g} s after a {WARMUP_S:g} s warm-up; load: {loader.name}"
+        + (f"; median of {args.rounds} rounds" if args.rounds > 1 else ""),
         *table(runs, "single"),
         "",
         f"{BATCH_RECORDS} records per request: {args.batch_connections} connections, "
@@ -1039,6 +1061,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="server workers of every peer")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--peers", default=",".join(PEER_NAMES), help="comma-separated subset")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat all peers; each figure is the median round"
+    )
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto")
     parser.add_argument("--load", choices=("auto", "python"), default="auto")
     parser.add_argument(
@@ -1049,6 +1074,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.peers.split(",") if n.strip()]
     unknown = set(names) - set(PEER_NAMES)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if unknown or "beryl" not in names:
         parser.error(f"--peers takes beryl plus any of {', '.join(PEER_NAMES)}")
     args.peer_names = [n for n in PEER_NAMES if n in names]  # Beryl first: the reference
@@ -1105,7 +1132,11 @@ def main(argv: list[str] | None = None) -> int:
     features = ", ".join(ready.model.features)
     say(f"model {ready.model.version} ({features}); load: {ready.loader.name}")
     reference = reference_for(load_pipeline(ready.model), ready.model)
-    runs = [bench_peer(p, ready.bodies, args, ready.loader, reference) for p in ready.peers]
+    rounds = [
+        [bench_peer(p, ready.bodies, args, ready.loader, reference) for p in ready.peers]
+        for _ in range(args.rounds)
+    ]
+    runs = median_runs(rounds)
     lines = report(runs, args, ready.loader)
     goals = targets(runs)
     lines += ["", f"Targets (single record, {args.connections} connections):"]
@@ -1130,6 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_records": BATCH_RECORDS,
             "workers": args.workers,
             "load_generator": ready.loader.name,
+            "rounds": args.rounds,
             "tcp_nodelay_workaround": not args.as_deployed,
         },
         "machine": machine_info(ready.loader.wrk, ready.mlflow_python),
@@ -1140,6 +1172,10 @@ def main(argv: list[str] | None = None) -> int:
             kind: [{"peer": run.peer, **asdict(getattr(run, kind))} for run in runs]
             for kind in ("single", "batch")
         },
+        "rounds": [
+            {kind: [{"peer": r.peer, **asdict(getattr(r, kind))} for r in one] for kind in KINDS}
+            for one in rounds
+        ],
         "targets": goals,
         "profile": profile,
         "notes": ready.notes,
