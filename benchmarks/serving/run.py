@@ -648,9 +648,9 @@ def wrk_argv(wrk: str, url: str, connections: int, duration: float) -> list[str]
 class LoadGenerator:
     """wrk when available, else the Python client in its own process."""
 
-    def __init__(self, wrk: str | None) -> None:
+    def __init__(self, wrk: str | None, why: str = "wrk unavailable") -> None:
         self.wrk = wrk
-        self.name = "wrk (2 threads)" if wrk else "python asyncio+httpx client (wrk unavailable)"
+        self.name = "wrk (2 threads)" if wrk else f"python asyncio+httpx client ({why})"
 
     def run(self, url: str, body: Path, connections: int, duration: float) -> Load:
         if self.wrk is not None:
@@ -1012,6 +1012,20 @@ def _mlflow_versions(python: Path | None) -> dict[str, Any] | None:
     return data
 
 
+def source_state() -> dict[str, Any]:
+    """The commit measured, and whether src/ differed from it (read-only git calls)."""
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return {"commit": head.stdout.strip() or None, "src_modified": bool(dirty.stdout.strip())}
+
+
 def machine_info(wrk: str | None, mlflow_python: Path | None) -> dict[str, Any]:
     wrk_version = None
     if wrk:
@@ -1099,8 +1113,8 @@ def setup(args: argparse.Namespace) -> Setup:
     linear = write_json(WORK / "linear.json", linear_spec(pipeline, model))
     bodies = write_bodies(WORK / "bodies")
     wrk = None if args.load == "python" else ensure_wrk()
-    loader = LoadGenerator(wrk)
-    notes = [] if wrk else ["wrk could not be installed: the Python client measured (lower bound)"]
+    loader = LoadGenerator(wrk, "--load python" if args.load == "python" else "wrk unavailable")
+    notes = [] if wrk else [f"load from the Python client ({loader.name}): a lower bound"]
     mlflow = None
     mlflow_python = None
     if "mlflow" in args.peer_names:
@@ -1165,6 +1179,7 @@ def main(argv: list[str] | None = None) -> int:
             "tcp_nodelay_workaround": not args.as_deployed,
         },
         "machine": machine_info(ready.loader.wrk, ready.mlflow_python),
+        "source": source_state(),
         "model": {"version": ready.model.version, "features": ready.model.features},
         "peers": {run.peer: run.note for run in runs},
         "verification": [run.check for run in runs],

@@ -10,12 +10,13 @@ from beryl.api.holder import ModelHolder
 from beryl.config import Settings
 
 
-def get_settings(request: Request) -> Settings:
+# ``async def``: a plain ``def`` dependency would cost a thread-pool round trip per request.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_holder(request: Request) -> ModelHolder:
+async def get_holder(request: Request) -> ModelHolder:
     holder: ModelHolder = request.app.state.holder
     return holder
 

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from beryl.api.app import ApiError
 from beryl.api.deps import HolderDep, SettingsDep
@@ -47,7 +48,10 @@ _BODY = {
 async def prediction(request: Request, settings: SettingsDep, holder: HolderDep) -> Any:
     """Predict attrition for records (JSON), a CSV body, or ``file_location`` in the workspace."""
     loaded = holder.get()
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:  # the caller went away mid-request: nobody to answer
+        return Response(status_code=499)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     data: pd.DataFrame | list[dict[str, Any]]
     if content_type in ("text/csv", "application/csv"):
