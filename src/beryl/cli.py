@@ -32,16 +32,21 @@ def _settings(ctx: click.Context, path: str | None) -> Settings:
     return config_module.load(config_module.resolve_path(chosen))
 
 
-def with_settings(func: F) -> F:
-    """Add ``--config`` to a command and pass the loaded ``Settings`` as its first argument."""
-
-    @click.option(
+def _config_option(name: str) -> Callable[[F], F]:
+    """The ``--config`` option, on the group and on every command that reads a workspace."""
+    return click.option(
         "--config",
-        "config_path",
+        name,
         type=click.Path(dir_okay=True, path_type=str),
         default=None,
         help="Workspace config file (default: $BERYL_CONFIG, else ./config.json).",
     )
+
+
+def with_settings(func: F) -> F:
+    """Add ``--config`` to a command and pass the loaded ``Settings`` as its first argument."""
+
+    @_config_option("config_path")
     @click.pass_context  # type: ignore[arg-type]
     @functools.wraps(func)
     def wrapper(ctx: click.Context, config_path: str | None, **kwargs: Any) -> Any:
@@ -74,12 +79,7 @@ def _print_json(data: Any) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    type=click.Path(dir_okay=True, path_type=str),
-    default=None,
-    help="Workspace config file (default: $BERYL_CONFIG, else ./config.json).",
-)
+@_config_option("config")
 @click.version_option(package_name="beryl")
 def cli(config: str | None) -> None:
     """Beryl: train, serve and monitor a customer-attrition model from a folder of CSV files."""

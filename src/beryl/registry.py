@@ -225,15 +225,17 @@ class Registry:
 
     def record_decision(self, version: str, decision: dict[str, Any]) -> ModelCard:
         """Record what a pass decided about a candidate (promoted or kept, and why)."""
-        card = self.card(version)
-        card.decision = decision
-        atomic_write_json(self.version_folder(version) / CARD_FILE, card.to_dict())
-        return card
+        return self._update_card(version, decision=decision)
 
     def record_metrics(self, version: str, metrics: dict[str, Any]) -> ModelCard:
         """Attach evaluation metrics to a version's card (the model itself never changes)."""
+        return self._update_card(version, metrics=metrics)
+
+    def _update_card(self, version: str, **fields: dict[str, Any]) -> ModelCard:
+        """Rewrite a card's evaluation fields atomically; the model file never changes."""
         card = self.card(version)
-        card.metrics = metrics
+        for name, value in fields.items():
+            setattr(card, name, value)
         atomic_write_json(self.version_folder(version) / CARD_FILE, card.to_dict())
         return card
 
