@@ -126,3 +126,22 @@ def test_train_before_ingest_says_what_to_do(workspace_config: Path, beryl_cli: 
     result = beryl_cli("train", config=workspace_config)
     assert result.returncode == 3
     assert "beryl ingest" in result.stderr
+
+
+def test_bad_model_parameters_stop_training_not_the_other_commands(
+    workspace_config: Path, beryl_cli: CliRunner
+) -> None:
+    """Model parameters are checked (by scikit-learn) by whatever trains; commands that never
+    train start without loading scikit-learn."""
+    data = json.loads(workspace_config.read_text())
+    data["model"] = {"bogus_param": 1, "C": -1}
+    workspace_config.write_text(json.dumps(data))
+
+    beryl_cli("ingest", config=workspace_config, check=True)
+    for args in (["train"], ["run", "--no-apicalls"]):
+        result = beryl_cli(*args, config=workspace_config)
+        assert result.returncode == 2, result.stderr
+        assert "bogus_param" in result.stderr and "'C'" in result.stderr
+        assert str(workspace_config) in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (workspace_config.parent / "models" / "versions").exists()

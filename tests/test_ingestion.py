@@ -20,10 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beryl import config
+from beryl.cleaning import clean_dataset, read_csv_bytes
 from beryl.config import Settings
 from beryl.dataset import Dataset, FileRecord
 from beryl.errors import DataError, SchemaError
-from beryl.ingestion import IngestionResult, clean_dataset, ingest, read_csv_bytes, scan_input
+from beryl.ingestion import IngestionResult, ingest, scan_input
 from beryl.schema import Schema
 
 HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
@@ -700,3 +701,130 @@ def test_membership_against_the_sorted_index_matches_isin(
     known = np.sort(np.array(existing, dtype=np.uint64))
     probe = np.array(new + existing[:5], dtype=np.uint64)
     assert _contains(known, probe).tolist() == np.isin(probe, known).tolist()
+
+
+# --- the fast Arrow path agrees with the careful path --------------------------------------------
+_ID_CELLS = [
+    "a",
+    "b",
+    " a",
+    "a ",
+    "",
+    "NA",
+    "null",
+    '"x, y"',
+    '"two\nlines"',
+    "007",
+    "\u00a0z",
+    "z\x1f",
+]
+_NUMBER_CELLS = ["1", "1.5", "-0", "1e3", "", "NA", " 5", "inf", "-Infinity", "1e400", "abc", "nan"]
+_LABEL_CELLS = ["0", "1", "1.0", " 1", "", "2", "9007199254740993", "+1", "-0"]
+_headers = st.sampled_from(
+    [
+        HEADER,
+        "exited,corporation,number_of_employees,lastyear_activity,lastmonth_activity,extra\n",
+        '"corporation","lastmonth_activity","lastyear_activity","number_of_employees","exited"\n',
+        "corporation, lastmonth_activity,lastyear_activity,number_of_employees,exited\n",
+        "\ufeff" + HEADER,
+    ]
+)
+_cells = st.tuples(
+    st.sampled_from(_ID_CELLS),
+    st.sampled_from(_NUMBER_CELLS),
+    st.sampled_from(_NUMBER_CELLS),
+    st.sampled_from(_NUMBER_CELLS),
+    st.sampled_from(_LABEL_CELLS),
+)
+
+
+def _file_text(header: str, rows: list[tuple[str, ...]], newline: str) -> bytes:
+    names = [n.strip().strip('"').lstrip("\ufeff") for n in header.strip("\n").split(",")]
+    order = ["corporation", *NUMERIC, "exited"]
+    lines = []
+    for row in rows:
+        values = dict(zip(order, row, strict=True))
+        lines.append(",".join(values.get(name, "9") for name in names))
+    return (header.replace("\n", newline) + newline.join(lines) + newline).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(_headers, st.lists(_cells, min_size=1, max_size=8), st.sampled_from(["\n", "\r\n"]))
+def test_fast_path_gives_what_the_careful_path_gives(
+    header: str, rows: list[tuple[str, ...]], newline: str
+) -> None:
+    """Whenever Arrow's direct parse is used, it equals the careful path's result exactly."""
+    from beryl.cleaning import to_arrow
+    from beryl.ingestion import _read_typed
+
+    data = _file_text(header, rows, newline)
+    fast = _read_typed(data, DEMO_SCHEMA)
+    try:
+        raw = read_csv_bytes(data, "f.csv", DEMO_SCHEMA.text_columns)
+        careful = to_arrow(clean_dataset(raw, DEMO_SCHEMA, "f.csv"), DEMO_SCHEMA)
+    except SchemaError:
+        careful = None
+    if fast is not None:
+        assert careful is not None, data
+        assert fast.schema == careful.schema
+        assert fast.to_pylist() == careful.to_pylist(), data
+
+
+def test_plain_files_take_the_fast_path() -> None:
+    from beryl.ingestion import _read_typed
+
+    for data in [
+        (HEADER + "a,1,2,3,0\nb,,2.5,3,1\n").encode(),
+        (HEADER + "a,1,2,3,0\r\nb,NA,2.5,3,1\r\n").encode(),
+        (
+            b'"corporation","lastmonth_activity","lastyear_activity","number_of_employees","exited"\n'
+            b'"x, y",1,2,3,0\n'
+        ),
+    ]:
+        table = _read_typed(data, DEMO_SCHEMA)
+        assert table is not None, data
+        assert table.num_rows == 2 if b"b," in data else 1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(files=st.lists(_file, min_size=2, max_size=4), group=st.integers(1, 7))
+def test_the_group_size_changes_nothing(files: list[list[Any]], group: int) -> None:
+    """Files are deduplicated a group at a time; any grouping gives the same batch."""
+    from unittest import mock
+
+    from beryl import ingestion
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results = []
+        for name, size in (("one", 10**9), ("small", group)):
+            ws = new_workspace(Path(tmp) / name)
+            for index, rows in enumerate(files):
+                put(ws, f"part{index}.csv", _csv(rows))
+            with mock.patch.object(ingestion, "_GROUP_ROWS", size):
+                result = ingest(ws)
+            kept = [(r.name, r.rows_read, r.rows_kept) for r in result.ingested]
+            results.append((kept, Dataset(ws.output_folder).read()))
+        assert results[0][0] == results[1][0]
+        pd.testing.assert_frame_equal(results[0][1], results[1][1])
+
+
+def test_rows_already_stored_are_found_in_a_dataset_hashed_by_an_older_version(
+    make_ws: MakeWorkspace,
+) -> None:
+    """A dataset whose row hashes came from another hash function is hashed again first."""
+    ws = make_ws()
+    put(ws, "a.csv", HEADER + "a,1,2,3,0\nb,4,5,6,1\n")
+    ingest(ws)
+    dataset = Dataset(ws.output_folder)
+    manifest = json.loads(dataset.manifest_path.read_text())
+    manifest.pop("row_hash")  # as written before row_hash existed
+    dataset.manifest_path.write_text(json.dumps(manifest))
+    for batch in dataset.batches:  # hashes no current row has
+        np.save(dataset.hashes_path(batch.id), np.array([1, 2], dtype=np.uint64))
+
+    put(ws, "b.csv", HEADER + "a,1,2,3,0\nc,7,8,9,0\n")
+    result = ingest(ws)
+
+    assert result.rows_added == 1
+    assert Dataset(ws.output_folder).manifest.row_hash == 2
+    assert not Dataset(ws.output_folder).read().duplicated().any()

@@ -6,6 +6,8 @@ catch the errors below. Importing beryl does nothing else (no files, no logging)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from beryl.config import Settings, load
 from beryl.errors import (
     BerylError,
@@ -20,7 +22,9 @@ from beryl.errors import (
     ServiceError,
     TrainingError,
 )
-from beryl.registry import Registry
+
+if TYPE_CHECKING:
+    from beryl.registry import Registry
 
 __all__ = [
     "BerylError",
@@ -38,3 +42,12 @@ __all__ = [
     "TrainingError",
     "load",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the registry (and the data libraries behind it) loads on first use, not on `import beryl`
+    if name == "Registry":
+        from beryl.registry import Registry
+
+        return Registry
+    raise AttributeError(f"module 'beryl' has no attribute {name!r}")

@@ -6,12 +6,19 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 TMP_PREFIX = ".beryl-tmp-"
 _CHUNK = 1 << 20
+
+
+def utc_now() -> str:
+    """The current UTC time as written in every Beryl record (ISO 8601, microseconds, Z)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def sha256_file(path: Path) -> str:
@@ -49,7 +56,14 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def atomic_write_with(path: Path, writer: Callable[[Path], object]) -> None:
-    """Let ``writer`` produce a file at a temporary path, then move it into place atomically.
+    """Let ``writer`` produce a file at a temporary path, then move it into place atomically."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path to write ``path``'s new content at; moved into place atomically on exit.
 
     The temporary file sits beside ``path`` and is fsynced before the rename, so a reader sees
     the old file or the new one, never a half-written one; on failure it is removed and
@@ -60,7 +74,7 @@ def atomic_write_with(path: Path, writer: Callable[[Path], object]) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        writer(tmp)
+        yield tmp
         with tmp.open("rb+") as handle:
             os.fsync(handle.fileno())
         tmp.chmod(0o644)

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from beryl._io import atomic_write_with
+from beryl.cleaning import clean_features
 from beryl.config import Settings
 from beryl.errors import DataError, SchemaError
-from beryl.ingestion import clean_features
 from beryl.registry import Registry
 from beryl.schema import Schema
 

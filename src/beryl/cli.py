@@ -29,7 +29,9 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 def _settings(ctx: click.Context, path: str | None) -> Settings:
     chosen = path or (ctx.find_root().params.get("config") if ctx.find_root() else None)
-    return config_module.load(config_module.resolve_path(chosen))
+    # model parameters are checked by whatever trains (it imports scikit-learn; most commands
+    # never need it)
+    return config_module.load(config_module.resolve_path(chosen), check_model=False)
 
 
 def _config_option(name: str) -> Callable[[F], F]:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from beryl._io import atomic_write_text
+from beryl._io import atomic_write_text, utc_now
 from beryl.config import Settings
-from beryl.dataset import utc_now
 from beryl.errors import ServiceError
 from beryl.scoring import csv_files
 

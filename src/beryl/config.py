@@ -14,7 +14,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from beryl.errors import ConfigError
 
@@ -92,27 +99,11 @@ class Settings(BaseModel):
 
     @field_validator("model")
     @classmethod
-    def _known_model_parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from sklearn.linear_model import LogisticRegression
-
-        known = set(LogisticRegression().get_params())
-        unknown = sorted(set(value) - known)
-        problems = []
-        if unknown:
-            problems.append(
-                f"unknown LogisticRegression parameter(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
-        for name in sorted(set(value) & known):
-            validate = getattr(LogisticRegression(**{name: value[name]}), "_validate_params", None)
-            if validate is None:
-                continue
-            try:
-                validate()
-            except (TypeError, ValueError) as exc:
-                problems.append(str(exc).replace("\n", " "))
-        if problems:
-            raise ValueError("; ".join(problems))
+    def _known_model_parameters(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if (info.context or {}).get("check_model", True):
+            problems = model_problems(value)
+            if problems:
+                raise ValueError("; ".join(problems))
         return value
 
     @field_validator("schedule")
@@ -167,6 +158,43 @@ class Settings(BaseModel):
         return self.api.token
 
 
+def model_problems(model: dict[str, Any]) -> list[str]:
+    """What is wrong with the ``model`` parameters, in scikit-learn's own words."""
+    from sklearn.linear_model import LogisticRegression
+
+    known = set(LogisticRegression().get_params())
+    unknown = sorted(set(model) - known)
+    problems = []
+    if unknown:
+        problems.append(
+            f"unknown LogisticRegression parameter(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    for name in sorted(set(model) & known):
+        validate = getattr(LogisticRegression(**{name: model[name]}), "_validate_params", None)
+        if validate is None:
+            continue
+        try:
+            validate()
+        except (TypeError, ValueError) as exc:
+            problems.append(str(exc).replace("\n", " "))
+    return problems
+
+
+def check_model(settings: Settings) -> None:
+    """Refuse ``model`` parameters scikit-learn would refuse, naming the config file.
+
+    ``load(..., check_model=False)`` skips this check (it imports scikit-learn, most of a
+    command's start-up); whatever trains a model calls it first.
+    """
+    problems = model_problems(settings.model)
+    if problems:
+        raise ConfigError(
+            f"invalid configuration in {settings.config_path}:",
+            problems=["model: " + "; ".join(problems)],
+        )
+
+
 def _format_problem(error: dict[str, Any]) -> str:
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -175,7 +203,13 @@ def _format_problem(error: dict[str, Any]) -> str:
     return f"{location}: {message}"
 
 
-def from_mapping(data: dict[str, Any], root: Path, config_file: Path | None = None) -> Settings:
+def from_mapping(
+    data: dict[str, Any],
+    root: Path,
+    config_file: Path | None = None,
+    *,
+    check_model: bool = True,
+) -> Settings:
     """Validate a config mapping; every problem is listed in one ``ConfigError``."""
     for private in ("root", "config_file"):
         if private in data:
@@ -186,7 +220,8 @@ def from_mapping(data: dict[str, Any], root: Path, config_file: Path | None = No
                 **data,
                 "root": root.resolve(),
                 "config_file": config_file.resolve() if config_file else None,
-            }
+            },
+            context={"check_model": check_model},
         )
     except ValidationError as exc:
         problems = [_format_problem(dict(e)) for e in exc.errors()]
@@ -205,8 +240,16 @@ def resolve_path(
     return Path(DEFAULT_CONFIG_NAME)
 
 
-def load(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Settings:
-    """Read and validate a ``config.json``; paths in it become relative to its folder."""
+def load(
+    path: str | os.PathLike[str],
+    environ: dict[str, str] | None = None,
+    *,
+    check_model: bool = True,
+) -> Settings:
+    """Read and validate a ``config.json``; paths in it become relative to its folder.
+
+    ``check_model=False`` leaves the ``model`` parameters to ``check_model`` (see there).
+    """
     env = os.environ if environ is None else environ
     config_path = Path(path).expanduser()
     if config_path.is_dir():
@@ -229,7 +272,7 @@ def load(path: str | os.PathLike[str], environ: dict[str, str] | None = None) ->
     if not isinstance(data, dict):
         raise ConfigError(f"{config_path} must hold a JSON object of settings")
     try:
-        settings = from_mapping(data, config_path.parent, config_path)
+        settings = from_mapping(data, config_path.parent, config_path, check_model=check_model)
     except ConfigError as exc:
         raise ConfigError(
             f"invalid configuration in {config_path}:", problems=exc.problems

@@ -4,47 +4,50 @@ Layout of ``output_folder_path``::
 
     dataset.json              manifest: schema, batches, the ingestion record of every file
     batches/<id>.parquet      rows that were new to the dataset when batch <id> was ingested
-    batches/<id>.hashes.npy   their 64-bit row hashes (deduplication index)
+    batches/<id>.hashes.npy   their 64-bit row hashes, sorted (the deduplication index)
     finaldata.csv             CSV snapshot of the whole dataset (``write_csv_snapshot``)
     ingestedfiles.txt         one ingested file name per line
 
 A batch file is written before the manifest that names it, so a killed ingestion leaves at most
-an orphan batch that no reader ever sees.
+an orphan batch that no reader ever sees. New rows are appended to ``finaldata.csv`` in place as
+they are ingested; the manifest records the snapshot's length, and a snapshot longer than that
+(an ingestion killed before its manifest) is cut back to it by ``repair``.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from beryl import rowhash
 from beryl._io import (
+    atomic_path,
     atomic_write_json,
     atomic_write_text,
-    atomic_write_with,
     read_json,
     remove_stale_temporaries,
 )
 from beryl.errors import DataError, EmptyDatasetError
 from beryl.schema import Schema
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 MANIFEST_NAME = "dataset.json"
 SNAPSHOT_NAME = "finaldata.csv"
 INGESTED_FILES_NAME = "ingestedfiles.txt"
 BATCH_FOLDER = "batches"
 FORMAT_VERSION = 1
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Manifest:
     files: list[FileRecord] = field(default_factory=list)
     snapshot: dict[str, Any] = field(default_factory=dict)
     classes: list[Any] = field(default_factory=list)
+    row_hash: int = rowhash.VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +104,7 @@ class Manifest:
             "batches": [b.to_dict() for b in self.batches],
             "files": [f.to_dict() for f in self.files],
             "snapshot": self.snapshot,
+            "row_hash": self.row_hash,
         }
 
     @classmethod
@@ -111,6 +116,7 @@ class Manifest:
             files=[FileRecord.from_dict(f) for f in data.get("files", [])],
             snapshot=dict(data.get("snapshot", {})),
             classes=list(data.get("classes", [])),
+            row_hash=int(data.get("row_hash", 1)),
         )
 
 
@@ -172,10 +178,30 @@ class Dataset:
 
     def row_hashes(self) -> np.ndarray:
         """Sorted 64-bit hashes of every row in the dataset."""
-        parts = [np.load(self.hashes_path(b.id)) for b in self.manifest.batches]
-        if not parts:
+        runs = self.hash_runs()
+        if not runs:
             return np.empty(0, dtype=np.uint64)
-        return np.sort(np.concatenate(parts))
+        return np.sort(np.concatenate(runs))
+
+    def hash_runs(self) -> list[np.ndarray]:
+        """Each batch's sorted row hashes, mapped from disk (only the pages searched are read)."""
+        self.upgrade_hashes()
+        return [np.load(self.hashes_path(b.id), mmap_mode="r") for b in self.manifest.batches]
+
+    def upgrade_hashes(self) -> None:
+        """Hash every batch again when the dataset was hashed by another row-hash version.
+
+        Call only while holding the workspace lock. Each hash file is replaced atomically and the
+        manifest records the version last, so an interrupted upgrade is simply done again.
+        """
+        if self.manifest.row_hash == rowhash.VERSION:
+            return
+        for batch in self.manifest.batches:
+            hashes = rowhash.row_hashes(pq.read_table(self.batch_path(batch.id)))
+            _write_hashes(self.hashes_path(batch.id), np.sort(hashes))
+        self.manifest.row_hash = rowhash.VERSION
+        if self.manifest_path.exists():
+            atomic_write_json(self.manifest_path, self.manifest.to_dict())
 
     def read_table(
         self, columns: list[str] | None = None, batches: list[str] | None = None
@@ -199,16 +225,22 @@ class Dataset:
         frame: pd.DataFrame = self.read_table(columns, batches).to_pandas()
         return frame
 
-    def write_batch(self, batch_id: str, frame: pd.DataFrame, hashes: np.ndarray) -> None:
-        """Write one immutable batch; it becomes visible only when a manifest names it."""
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        atomic_write_with(self.batch_path(batch_id), lambda p: pq.write_table(table, p))
-        atomic_write_with(self.hashes_path(batch_id), lambda p: _save_npy(p, hashes))
+    def batch_writer(
+        self, batch_id: str, write_snapshot: bool, id_columns: list[str]
+    ) -> BatchWriter:
+        """A writer for batch ``batch_id``, fed one deduplicated table at a time."""
+        return BatchWriter(self, batch_id, write_snapshot, id_columns)
 
-    def commit(self, manifest: Manifest, settings_snapshot: bool) -> None:
-        """Publish ``manifest``, then refresh the derived original-layout files."""
+    def commit(self, manifest: Manifest, settings_snapshot: bool, appended: bool = False) -> None:
+        """Publish ``manifest``, then refresh the derived original-layout files.
+
+        ``appended``: the new batches' rows were already appended to the snapshot in place.
+        """
         previous = self.manifest
-        if settings_snapshot:
+        if settings_snapshot and appended:
+            ids = [b.id for b in manifest.batches]
+            manifest.snapshot = {"batches": ids, "bytes": self.snapshot_path.stat().st_size}
+        elif settings_snapshot:
             manifest.snapshot = self._write_snapshot(previous, manifest)
         else:
             manifest.snapshot = {}
@@ -219,6 +251,18 @@ class Dataset:
         self.manifest = manifest
         names = self.ingested_names()
         atomic_write_text(self.folder / INGESTED_FILES_NAME, "".join(n + "\n" for n in names))
+
+    def snapshot_appendable(self) -> bool:
+        """Whether new rows can be appended to the snapshot: it holds exactly the dataset."""
+        recorded = self.manifest.snapshot
+        if not self.manifest.batches:
+            return True  # written from scratch, header first
+        path = self.snapshot_path
+        return (
+            path.exists()
+            and recorded.get("batches") == [b.id for b in self.manifest.batches]
+            and recorded.get("bytes") == path.stat().st_size
+        )
 
     def repair(self, write_snapshot: bool) -> list[str]:
         """After a crash: drop what no manifest names and rebuild stale derived files.
@@ -249,14 +293,18 @@ class Dataset:
             recorded = self.manifest.snapshot
             path = self.snapshot_path
             current = [b.id for b in self.manifest.batches]
-            if (
-                not path.exists()
-                or recorded.get("batches") != current
-                or recorded.get("bytes") != path.stat().st_size
-            ):
+            size = path.stat().st_size if path.exists() else -1
+            if recorded.get("batches") == current and size > recorded.get("bytes", size):
+                # rows appended by an ingestion that never published its manifest
+                os.truncate(path, recorded["bytes"])
+                repaired.append(f"cut {SNAPSHOT_NAME} back to the published dataset")
+            elif recorded.get("batches") != current or recorded.get("bytes") != size:
                 self.manifest.snapshot = self._write_snapshot(Manifest(), self.manifest)
                 atomic_write_json(self.manifest_path, self.manifest.to_dict())
                 repaired.append(f"rewrote {SNAPSHOT_NAME}")
+        elif not self.manifest.batches and self.snapshot_path.exists():
+            self.snapshot_path.unlink()
+            repaired.append(f"removed {SNAPSHOT_NAME} of an ingestion that never finished")
         return repaired
 
     def _write_snapshot(self, previous: Manifest, manifest: Manifest) -> dict[str, Any]:
@@ -272,31 +320,169 @@ class Dataset:
             and previous.snapshot.get("bytes") == path.stat().st_size
             and target_ids[: len(known)] == known
         )
-        new_ids = target_ids[len(known) :] if reusable else target_ids
         columns = manifest.schema.columns
-
-        def write(tmp: Path) -> None:
-            if reusable:
-                shutil.copyfile(path, tmp)
-            with tmp.open("ab" if reusable else "wb") as handle:
-                for index, batch_id in enumerate(new_ids):
-                    table = pq.read_table(self.batch_path(batch_id), columns=columns)
-                    header = not reusable and index == 0
-                    pacsv.write_csv(
-                        _integral_floats_as_ints(table),
-                        handle,
-                        pacsv.WriteOptions(include_header=header, quoting_style="needed"),
-                    )
-                if not new_ids and not reusable:
-                    handle.write((",".join(columns) + "\n").encode())
-
-        atomic_write_with(path, write)
+        if reusable:
+            with _Appender(path, header=None) as appender:
+                for batch_id in target_ids[len(known) :]:
+                    self._copy_batch(batch_id, columns, appender)
+                appender.done()
+        else:
+            with atomic_path(path) as tmp, _Appender(tmp, header=columns) as appender:
+                for batch_id in target_ids:
+                    self._copy_batch(batch_id, columns, appender)
+                appender.done()
         return {"batches": target_ids, "bytes": path.stat().st_size}
 
+    def _copy_batch(self, batch_id: str, columns: list[str], appender: _Appender) -> None:
+        parquet = pq.ParquetFile(self.batch_path(batch_id))
+        for group in range(parquet.num_row_groups):
+            appender.write(parquet.read_row_group(group, columns=columns))
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with path.open("wb") as handle:
-        np.save(handle, array, allow_pickle=False)
+
+class _Appender:
+    """Appends CSV rows to a file in place; undone (cut back) unless ``done()`` was called.
+
+    ``header``: the columns to write first when the file is new, or None to only append.
+    """
+
+    def __init__(self, path: Path, header: list[str] | None) -> None:
+        self.path = path
+        self.start = path.stat().st_size if header is None else 0
+        self.header = header
+        self.handle: BinaryIO = path.open("r+b" if header is None else "wb")
+        self.handle.seek(self.start)
+        self.finished = False
+        if header is not None:  # written by Arrow, quoted as Arrow quotes it
+            empty = pa.table({name: pa.array([], pa.string()) for name in header})
+            options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
+            pacsv.write_csv(empty, self.handle, options)
+
+    def write(self, table: pa.Table) -> None:
+        # Arrow's CSV writer (pyarrow 26) writes garbage for a column whose first chunk is
+        # empty, so empty record batches are dropped first (no copy).
+        batches = [batch for batch in table.to_batches() if batch.num_rows]
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches, table.schema)
+        options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+        pacsv.write_csv(_integral_floats_as_ints(table), self.handle, options)
+
+    def done(self) -> None:
+        # Flushed, not fsynced: the snapshot is derived data. If a power loss drops rows the
+        # manifest already counts, its length no longer matches and ``repair`` rewrites it.
+        self.handle.flush()
+        self.finished = True
+
+    def __enter__(self) -> _Appender:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if not self.finished:
+            self.handle.truncate(self.start)
+        self.handle.close()
+
+
+class BatchWriter:
+    """Writes one batch as its rows arrive: Parquet row groups, sorted hashes, snapshot rows.
+
+    Use as a context manager: leaving the block normally makes the batch file and its hashes
+    durable, still unnamed by any manifest until the caller commits one; leaving it with an error
+    removes the temporary batch file and cuts the snapshot back. Rows are written on background
+    threads, one per file (Arrow's writers release the GIL), while the caller reads more;
+    ``drain`` waits for them, which bounds how many tables are held.
+    """
+
+    def __init__(
+        self, dataset: Dataset, batch_id: str, write_snapshot: bool, id_columns: list[str]
+    ) -> None:
+        self.dataset = dataset
+        self.batch_id = batch_id
+        self.rows = 0
+        self.appended = write_snapshot and dataset.snapshot_appendable()
+        self._id_columns = set(id_columns)
+        self._hashes: list[np.ndarray] = []
+        self._stack = ExitStack()
+        self._parquet: pq.ParquetWriter | None = None
+        self._snapshot: _Appender | None = None
+        # one thread per writer: the Parquet file and the CSV snapshot are written side by side
+        self._threads = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"beryl-{name}")
+            for name in ("parquet", "csv")
+        ]
+        self._pending: list[Future[None]] = []
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        try:
+            for thread in self._threads:
+                thread.shutdown(wait=True)
+            for job in self._pending:
+                job.result()  # a write that failed fails the batch
+        except BaseException as failure:
+            kind, error, trace = type(failure), failure, failure.__traceback__
+            if self._parquet is not None:
+                self._parquet.close()
+            self._stack.__exit__(kind, error, trace)
+            raise
+        if self._parquet is not None:
+            self._parquet.close()
+        if error is not None:
+            self._stack.__exit__(kind, error, trace)
+            return
+        with self._stack:  # an error here still undoes everything
+            if self._hashes:
+                hashes = np.sort(np.concatenate(self._hashes))
+                _write_hashes(self.dataset.hashes_path(self.batch_id), hashes)
+            if self._snapshot is not None:
+                self._snapshot.done()
+
+    def append(self, table: pa.Table, hashes: np.ndarray) -> None:
+        """Add rows that are new to the dataset, with their row hashes."""
+        if table.num_rows == 0:
+            return
+        if self._parquet is None:
+            self._open(table.schema)
+        assert self._parquet is not None
+        parquet, csv = self._threads
+        self._pending.append(parquet.submit(self._parquet.write_table, table))
+        if self._snapshot is not None:
+            self._pending.append(csv.submit(self._snapshot.write, table))
+        self._hashes.append(hashes)
+        self.rows += table.num_rows
+
+    def drain(self) -> None:
+        """Wait until every table handed over so far is written (re-raising a failed write)."""
+        while self._pending:
+            self._pending.pop(0).result()
+
+    def _open(self, schema: pa.Schema) -> None:
+        tmp = self._stack.enter_context(atomic_path(self.dataset.batch_path(self.batch_id)))
+        # identifiers are mostly unique: a dictionary would only cost time
+        encoded = [c for c in schema.names if c not in self._id_columns]
+        self._parquet = pq.ParquetWriter(tmp, schema, use_dictionary=encoded)
+        if self.appended:
+            fresh = not self.dataset.manifest.batches
+            header = list(schema.names) if fresh else None
+            self._snapshot = self._stack.enter_context(
+                _Appender(self.dataset.snapshot_path, header)
+            )
+
+
+def _write_hashes(path: Path, hashes: np.ndarray) -> None:
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.save(handle, hashes, allow_pickle=False)
 
 
 def _integral_floats_as_ints(table: pa.Table) -> pa.Table:

@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from beryl._io import fsync_dir, read_json, sha256_file
+from beryl._io import fsync_dir, read_json, sha256_file, utc_now
 from beryl.config import Settings
-from beryl.dataset import utc_now
 from beryl.errors import IntegrityError, ModelNotFoundError
 from beryl.registry import LATEST_MODEL_FILE, LATEST_SCORE_FILE, Move, Registry
-from beryl.scoring import score
 
 MANIFEST_FILE = "manifest.json"
 INGESTED_FILES = "ingestedfiles.txt"
@@ -158,6 +156,8 @@ def deploy(
     registry = Registry(settings.model_folder)
     version = version or registry.latest()
     if registry.card(version).f1 is None:
+        from beryl.scoring import score
+
         score(settings, version)
     move = None
     if registry.production() != version:

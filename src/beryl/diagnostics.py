@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from beryl._io import atomic_write_json, read_json
+from beryl._io import atomic_write_json, read_json, utc_now
 from beryl.config import Settings
-from beryl.dataset import Dataset, utc_now
+from beryl.dataset import Dataset
 from beryl.errors import EmptyDatasetError
 from beryl.history import History
 from beryl.registry import Registry

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from beryl.dataset import utc_now
+from beryl._io import utc_now
 from beryl.errors import BerylError
 
 _SCHEMA = """

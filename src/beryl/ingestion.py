@@ -8,6 +8,7 @@ it is tried again when its content changes. The good files of the same pass stil
 
 from __future__ import annotations
 
+import csv
 import os
 import stat
 import time
@@ -18,22 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from beryl._io import sha256_bytes
+from beryl._io import sha256_bytes, utc_now
 from beryl.config import Settings
-from beryl.dataset import BatchInfo, Dataset, FileRecord, Manifest, utc_now
+from beryl.dataset import BatchInfo, BatchWriter, Dataset, FileRecord, Manifest
 from beryl.errors import DataError, SchemaError
-from beryl.schema import Schema, infer_schema
+from beryl.rowhash import as_bools, row_hashes
+from beryl.schema import MAX_EXACT_LABEL, Schema, arrow_schema, infer_schema
 
 Progress = Callable[[str, int, int], None]
 
-_MAX_SHOWN = 5
 _SETTLE_NS = 2_000_000_000
-_SNIFF_BYTES = 64 * 1024
-_MAX_LABEL = 2**53  # integer labels beyond this are not exact in the float they parse through
 
 
 @dataclass(frozen=True)
@@ -178,79 +177,6 @@ def _utf8_name(name: str) -> bool:
     return True
 
 
-def read_csv_bytes(data: bytes, source: str, text_columns: list[str] | None = None) -> pd.DataFrame:
-    """Parse CSV bytes into a frame; anything unparsable is a ``SchemaError`` naming ``source``.
-
-    ``text_columns`` (identifiers, categories, labels) are read as written: ``007`` stays
-    ``"007"`` instead of becoming the number 7.
-    """
-    if not data.strip():
-        raise SchemaError(f"{source}: the file is empty", hint="send a CSV file with a header row")
-    if b"\x00" in data[:_SNIFF_BYTES]:
-        raise SchemaError(
-            f"{source}: is a binary file, not CSV text (it contains NUL bytes)",
-            hint="export the data as CSV",
-        )
-    column_types = {name: pa.string() for name in text_columns or []}
-    note = None
-    try:
-        table = _parse(data, column_types)
-    except pa.ArrowInvalid as exc:
-        message = str(exc)
-        try:
-            if "UTF8" in message or "UTF-8" in message:
-                # Not UTF-8: Latin-1 decodes every byte, so the values survive as written.
-                table = _parse(data, column_types, encoding="latin-1")
-                note = "read as Latin-1 (the file is not valid UTF-8)"
-            elif "straddling" in message:
-                # A row longer than one parse block: parse the file as a single block.
-                table = _parse(data, column_types, block_size=len(data) + 1)
-            else:
-                raise
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as again:
-            raise _unreadable(source, again) from again
-    except pa.ArrowNotImplementedError as exc:
-        raise _unreadable(source, exc) from exc
-    names = [str(n).strip() for n in table.column_names]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise SchemaError(
-            f"{source}: column name(s) {', '.join(duplicated)} appear more than once",
-            hint="give every column a unique name",
-        )
-    frame: pd.DataFrame = table.rename_columns(names).to_pandas()
-    if frame.empty:
-        raise SchemaError(f"{source}: has a header but no data rows")
-    if note:
-        frame.attrs["note"] = note
-    return frame
-
-
-def _parse(
-    data: bytes,
-    column_types: dict[str, pa.DataType],
-    *,
-    encoding: str = "utf8",
-    block_size: int | None = None,
-) -> pa.Table:
-    read_options = pacsv.ReadOptions(encoding=encoding)
-    if block_size is not None:
-        read_options.block_size = block_size
-    return pacsv.read_csv(
-        pa.BufferReader(data),
-        read_options=read_options,
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(strings_can_be_null=True, column_types=column_types),
-    )
-
-
-def _unreadable(source: str, exc: Exception) -> SchemaError:
-    return SchemaError(
-        f"{source}: not a readable CSV file: {exc}",
-        hint="fix the file (comma-separated, UTF-8, one header row) and save it again",
-    )
-
-
 def text_columns(settings: Settings, schema: Schema | None) -> list[str]:
     """Columns read as text: identifiers, categorical features and the label."""
     if schema is not None:
@@ -258,110 +184,182 @@ def text_columns(settings: Settings, schema: Schema | None) -> list[str]:
     return [*settings.id_columns, *(settings.categorical_features or []), settings.target]
 
 
-def _rows(mask: pd.Series) -> str:
-    rows = (np.flatnonzero(mask.to_numpy()) + 1).tolist()
-    shown = ", ".join(str(r) for r in rows[:_MAX_SHOWN])
-    more = f" and {len(rows) - _MAX_SHOWN} more" if len(rows) > _MAX_SHOWN else ""
-    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+def read_clean(data: bytes, schema: Schema, source: str) -> tuple[pa.Table, str | None]:
+    """A file's rows, cleaned, as a table of the dataset's types; with a note on how it was read.
 
-
-def _clean_text(series: pd.Series) -> pd.Series:
-    text = series.astype(pd.StringDtype(na_value=np.nan)).str.strip()
-    return text.mask(text == "", np.nan)
-
-
-def _clean_numeric(series: pd.Series, column: str, source: str) -> pd.Series:
-    if pd.api.types.is_bool_dtype(series):
-        raise SchemaError(f"{source}: column {column!r} holds true/false values, not numbers")
-    if pd.api.types.is_numeric_dtype(series):
-        values = series.astype("float64")
-    else:
-        text = _clean_text(series)
-        values = pd.to_numeric(text, errors="coerce").astype("float64")
-        bad = text.notna() & values.isna()
-        if bad.any():
-            examples = ", ".join(repr(v) for v in text[bad].unique()[:3])
-            raise SchemaError(
-                f"{source}: column {column!r} has values that are not numbers ({examples}) "
-                f"at {_rows(bad)}",
-                hint="fix those values or leave them blank for missing",
-            )
-    infinite = np.isinf(values.to_numpy())
-    if infinite.any():
-        raise SchemaError(
-            f"{source}: column {column!r} has infinite values at {_rows(pd.Series(infinite))}",
-            hint="replace them with a finite number or leave them blank for missing",
-        )
-    return values
-
-
-def _clean_label(series: pd.Series, schema: Schema, source: str) -> pd.Series:
-    column = schema.target
-    text = _clean_text(series)
-    missing = text.isna()
-    if missing.any():
-        raise SchemaError(
-            f"{source}: label column {column!r} is blank at {_rows(missing)}",
-            hint="every row needs a label; remove unlabelled rows or fill them in",
-        )
-    if not schema.label_is_numeric:
-        return text
-    values = pd.to_numeric(text, errors="coerce")
-    bad = values.isna() | (values != np.floor(values)) | (values.abs() > _MAX_LABEL)
-    if bad.any():
-        examples = ", ".join(repr(v) for v in text[bad].unique()[:3])
-        raise SchemaError(
-            f"{source}: label column {column!r} has non-integer values ({examples}) "
-            f"at {_rows(bad)}",
-            hint="labels are integers because positive_label is; use a string positive_label "
-            'such as "Yes" for text labels',
-        )
-    return values.astype("int64")
-
-
-def clean_dataset(frame: pd.DataFrame, schema: Schema, source: str) -> pd.DataFrame:
-    """The one place cleaning rules live: a raw frame in, the schema's typed columns out.
-
-    Columns are matched by name (order and extra columns do not matter); text is trimmed and
-    blank text is missing; numeric columns become float64 with blanks as NaN; labels must be
-    present and, for an integer ``positive_label``, integers. Anything else is a ``SchemaError``
-    naming ``source``, the column and the rows.
+    A well-formed file is parsed straight into the dataset's types by Arrow (on all cores, no
+    Python objects); anything else takes the careful path (``read_csv_bytes`` and
+    ``clean_dataset``), which either accepts it with the same result or says what is wrong.
     """
-    return _clean(frame, schema, source, schema.columns)
+    table = _read_typed(data, schema)
+    if table is not None:
+        return table, None
+    from beryl.cleaning import clean_dataset, read_csv_bytes, to_arrow
+
+    raw = read_csv_bytes(data, source, schema.text_columns)
+    frame = clean_dataset(raw, schema, source)
+    return to_arrow(frame, schema), raw.attrs.get("note")
 
 
-def clean_features(frame: pd.DataFrame, schema: Schema, source: str) -> pd.DataFrame:
-    """The same rules for unlabelled rows (what a model predicts on): features only."""
-    return _clean(frame, schema, source, schema.features)
+# What Python's str.strip() removes (every character whose isspace() is true): a text value with
+# one at either end is trimmed by the careful path, so the fast path leaves such files to it.
+PY_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 
 
-def _clean(frame: pd.DataFrame, schema: Schema, source: str, columns: list[str]) -> pd.DataFrame:
-    frame = frame.rename(columns=lambda c: str(c).strip().lstrip("\ufeff"))
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise SchemaError(
-            f"{source}: missing column(s) {', '.join(missing)}; "
-            f"found {', '.join(map(str, frame.columns))}",
-            hint="the file needs every column of the dataset's schema",
+def _padded(values: pa.ChunkedArray) -> bool:
+    trimmed = pc.utf8_trim(values, characters=PY_WHITESPACE)
+    return not pc.all(pc.equal(trimmed, values)).as_py()
+
+
+def _read_typed(data: bytes, schema: Schema) -> pa.Table | None:
+    """Parse ``data`` directly as the dataset's columns, or None when the file needs a closer look.
+
+    The result equals what the careful path would produce: numbers, blanks and labels parse the
+    same way, and every case the careful path would change or refuse (padded text, blank labels,
+    infinities, labels beyond exact integers, odd headers) makes this return None.
+    """
+    names = _header(data)
+    if names is None or len(set(names)) != len(names) or set(schema.columns) - set(names):
+        return None
+    types = arrow_schema(schema)
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={f.name: f.type for f in types},
+                include_columns=schema.columns,
+                strings_can_be_null=True,
+            ),
         )
-    out: dict[str, pd.Series] = {}
-    for column in columns:
-        if column in schema.numeric:
-            out[column] = _clean_numeric(frame[column], column, source)
-        elif column == schema.target:
-            out[column] = _clean_label(frame[column], schema, source)
-        else:
-            out[column] = _clean_text(frame[column])
-    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))[columns]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows == 0 or table.schema != types:
+        return None
+    for column in schema.numeric:
+        if pc.any(pc.is_inf(table[column])).as_py():
+            return None
+    label = table[schema.target]
+    if label.null_count:
+        return None
+    if schema.label_is_numeric and pc.max(pc.abs(label)).as_py() > MAX_EXACT_LABEL:
+        return None
+    for column_type in types:
+        if pa.types.is_large_string(column_type.type) and _padded(table[column_type.name]):
+            return None
+    return table
 
 
-def row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """One 64-bit hash per row over every column: the deduplication key."""
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+def _header(data: bytes) -> list[str] | None:
+    """The column names of a plain header line (no quoted line breaks, no padding), else None."""
+    end = data.find(b"\n")
+    line = data[: end if end >= 0 else len(data)].rstrip(b"\r")
+    if line.count(b'"') % 2 or line.startswith(b"\xef\xbb\xbf"):
+        return None
+    try:
+        names = next(csv.reader([line.decode("utf-8")]))
+    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return None
+    return names if all(n == n.strip() and n for n in names) else None
+
+
+_GROUP_ROWS = 2_500_000  # rows read before they are deduplicated and written (bounds memory)
+
+
+class _Deduplicator:
+    """Keeps the first occurrence of every row not yet in the dataset, a group of files at a time.
+
+    Files are collected until about ``_GROUP_ROWS`` rows, then deduplicated together: one sort of
+    the group's row hashes finds the repeated ones, and set intersections with the dataset's
+    sorted hash runs (and the earlier groups of this pass) find the known ones. Only rows whose
+    hash is repeated or known are looked at one by one, so the common case costs a sort.
+    """
+
+    def __init__(self, stored: list[np.ndarray], writer: BatchWriter) -> None:
+        self.runs = [run for run in stored if len(run)]
+        self.writer = writer
+        self.records: list[FileRecord] = []
+        self.group: list[tuple[FileRecord, pa.Table, np.ndarray]] = []
+        self.rows = 0
+
+    def add(self, record: FileRecord, table: pa.Table) -> None:
+        self.group.append((record, table, row_hashes(table)))
+        self.rows += table.num_rows
+        if self.rows >= _GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.group:
+            return
+        hashes = np.concatenate([h for _, _, h in self.group])
+        ordered = np.sort(hashes)
+        repeated = ordered[1:] == ordered[:-1]
+        unique = ordered[np.concatenate([[True], ~repeated])]
+        known = [_intersect(run, unique) for run in self.runs]
+        drop = np.concatenate([*known, _distinct(ordered[1:][repeated])])
+        keep = np.ones(len(hashes), dtype=bool)
+        if drop.size:
+            rows = np.flatnonzero(as_bools(pc.is_in(_arrow(hashes), value_set=_arrow(drop))))
+            keep[rows] = False
+            # a repeated value not in the dataset stays once: at its first row
+            first_rows = rows[_first_occurrences(hashes[rows])]
+            in_dataset = np.sort(np.concatenate(known)) if known else np.empty(0, np.uint64)
+            keep[first_rows] = ~_contains(in_dataset, hashes[first_rows])
+        self.writer.drain()  # the previous group is written: at most two groups in memory
+        start = 0
+        for record, table, _ in self.group:
+            stop = start + table.num_rows
+            kept = np.flatnonzero(keep[start:stop])
+            fresh = table if len(kept) == table.num_rows else table.take(kept)
+            record.rows_kept = len(kept)
+            self.writer.append(fresh, hashes[start:stop][kept])
+            self.records.append(record)
+            start = stop
+        self.runs.append(np.sort(hashes[keep]))
+        self.group, self.rows = [], 0
+
+
+def _distinct(ordered: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array."""
+    if len(ordered) < 2:
+        return ordered
+    distinct: np.ndarray = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+    return distinct
+
+
+def _first_occurrences(values: np.ndarray) -> np.ndarray:
+    """The position of the first occurrence of each distinct value (a stable sort keeps the
+    earliest of equal values first)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.ones(len(values), dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    return np.sort(order[starts])
+
+
+def _arrow(hashes: np.ndarray) -> pa.Array:
+    """Hashes as an Arrow array, sharing memory (``pa.array`` would import pandas to check)."""
+    values = np.ascontiguousarray(hashes, dtype=np.uint64)
+    return pa.Array.from_buffers(pa.uint64(), len(values), [None, pa.py_buffer(values)])
+
+
+def _intersect(run: np.ndarray, unique: np.ndarray) -> np.ndarray:
+    """The values of sorted ``unique`` that are in the sorted ``run`` (both without repeats)."""
+    if len(unique) * 16 < len(run):  # a few binary searches beat sorting the big run
+        found: np.ndarray = unique[_contains(run, unique)]
+        return found
+    return np.asarray(np.intersect1d(run, unique, assume_unique=True))
 
 
 def ingest(settings: Settings, progress: Progress | None = None) -> IngestionResult:
-    """Ingest the new files of the input folder as one deduplicated batch."""
+    """Ingest the new files of the input folder as one deduplicated batch.
+
+    Files are read one at a time and their new rows written out at once, so memory holds one
+    file, not the whole batch.
+    """
     dataset = Dataset(settings.output_folder)
     if dataset.schema is not None:
         dataset.schema.check_settings(settings)
@@ -369,58 +367,68 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
     result = IngestionResult(records=[*scan.rejected, *scan.duplicates], unchanged=scan.known)
     schema = dataset.schema
     classes = list(dataset.manifest.classes)
-    frames: list[pd.DataFrame] = []
-    readers: list[FileRecord] = []
     same_pass: dict[str, FileRecord] = {}  # content hash -> the first file of this pass with it
-    for index, candidate in enumerate(scan.new):
-        if progress:
-            progress(candidate.name, index, len(scan.new))
-        record = FileRecord(
-            name=candidate.name,
-            sha256=candidate.sha256,
-            status="ingested",
-            time=_now(),
-            size=candidate.size,
-            mtime_ns=_trusted_mtime(candidate.mtime_ns),
-        )
-        earlier = same_pass.get(candidate.sha256)
-        if earlier is not None and earlier.status == "ingested":
-            record.status = "duplicate-file"
-            record.reason = f"same content as {earlier.name}, ingested in this pass"
-            result.records.append(record)
-            continue
-        same_pass[candidate.sha256] = record
-        try:
-            data = candidate.path.read_bytes()
-            if sha256_bytes(data) != candidate.sha256 or _changed_since(candidate):
-                del same_pass[candidate.sha256]
-                result.deferred.append(candidate.name)
+    batch_id = _batch_id()
+    snapshot = settings.write_csv_snapshot
+    with dataset.batch_writer(batch_id, snapshot, settings.id_columns) as writer:
+        deduplicate = _Deduplicator(dataset.hash_runs() if scan.new else [], writer)
+        for index, candidate in enumerate(scan.new):
+            if progress:
+                progress(candidate.name, index, len(scan.new))
+            record = FileRecord(
+                name=candidate.name,
+                sha256=candidate.sha256,
+                status="ingested",
+                time=_now(),
+                size=candidate.size,
+                mtime_ns=_trusted_mtime(candidate.mtime_ns),
+            )
+            earlier = same_pass.get(candidate.sha256)
+            if earlier is not None and earlier.status == "ingested":
+                record.status = "duplicate-file"
+                record.reason = f"same content as {earlier.name}, ingested in this pass"
+                result.records.append(record)
                 continue
-            raw = read_csv_bytes(data, candidate.name, text_columns(settings, schema))
-            file_schema = schema or infer_schema(settings, raw, candidate.name)
-            frame = clean_dataset(raw, file_schema, candidate.name)
-            classes = _check_classes(frame[file_schema.target], classes, candidate.name)
-            schema = file_schema
-            record.note = raw.attrs.get("note")
-        except SchemaError as exc:
-            record.status = "quarantined"
-            record.reason = str(exc)
-            result.records.append(record)
-            continue
-        except FileNotFoundError:
-            del same_pass[candidate.sha256]
-            result.deferred.append(candidate.name)  # moved away mid-pass: look again next time
-            continue
-        except OSError as exc:
-            record.status = "quarantined"
-            record.reason = f"{candidate.name}: cannot be read: {exc.strerror or exc}"
-            result.records.append(record)
-            continue
-        record.rows_read = len(frame)
-        frames.append(frame)
-        readers.append(record)
-    if progress and scan.new:
-        progress("", len(scan.new), len(scan.new))
+            same_pass[candidate.sha256] = record
+            try:
+                data = candidate.path.read_bytes()
+                if sha256_bytes(data) != candidate.sha256 or _changed_since(candidate):
+                    del same_pass[candidate.sha256]
+                    result.deferred.append(candidate.name)
+                    continue
+                if schema is None:
+                    from beryl.cleaning import clean_dataset, read_csv_bytes, to_arrow
+
+                    raw = read_csv_bytes(data, candidate.name, text_columns(settings, schema))
+                    file_schema = infer_schema(settings, raw, candidate.name)
+                    table = to_arrow(clean_dataset(raw, file_schema, candidate.name), file_schema)
+                    record.note = raw.attrs.get("note")
+                else:
+                    file_schema = schema
+                    table, record.note = read_clean(data, schema, candidate.name)
+                classes = _check_classes(table[file_schema.target], classes, candidate.name)
+                schema = file_schema
+            except SchemaError as exc:
+                record.status = "quarantined"
+                record.reason = str(exc)
+                result.records.append(record)
+                continue
+            except FileNotFoundError:
+                del same_pass[candidate.sha256]
+                result.deferred.append(candidate.name)  # moved away mid-pass: look again next time
+                continue
+            except OSError as exc:
+                record.status = "quarantined"
+                record.reason = f"{candidate.name}: cannot be read: {exc.strerror or exc}"
+                result.records.append(record)
+                continue
+            del data
+            record.rows_read = table.num_rows
+            deduplicate.add(record, table)
+        deduplicate.flush()
+        readers = deduplicate.records
+        if progress and scan.new:
+            progress("", len(scan.new), len(scan.new))
 
     manifest = Manifest(
         schema=schema,
@@ -429,30 +437,17 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
         snapshot=dict(dataset.manifest.snapshot),
         classes=classes,
     )
-    if frames and schema is not None:
-        combined = pd.concat(frames, ignore_index=True)
-        hashes = row_hashes(combined)
-        owner = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
-        _, first = np.unique(hashes, return_index=True)
-        keep = np.zeros(len(hashes), dtype=bool)
-        keep[first] = True
-        keep &= ~_contains(dataset.row_hashes(), hashes)
-        kept_per_file = np.bincount(owner[keep], minlength=len(frames))
-        batch_id = _batch_id()
-        rows = int(keep.sum())
-        for record, kept in zip(readers, kept_per_file, strict=True):
-            record.rows_kept = int(kept)
-            record.batch = batch_id if rows else None
-        if rows:
-            dataset.write_batch(batch_id, combined[keep].reset_index(drop=True), hashes[keep])
-            result.batch = BatchInfo(
-                id=batch_id, created=utc_now(), rows=rows, files=[r.name for r in readers]
-            )
-            manifest.batches.append(result.batch)
-        result.records.extend(readers)
+    for record in readers:
+        record.batch = batch_id if writer.rows else None
+    if writer.rows:
+        result.batch = BatchInfo(
+            id=batch_id, created=utc_now(), rows=writer.rows, files=[r.name for r in readers]
+        )
+        manifest.batches.append(result.batch)
+    result.records.extend(readers)
     manifest.files.extend(result.records)
     if result.records:
-        dataset.commit(manifest, settings.write_csv_snapshot)
+        dataset.commit(manifest, settings.write_csv_snapshot, appended=writer.appended)
     result.dataset_rows = dataset.rows
     return result
 
@@ -467,12 +462,12 @@ def _contains(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     return np.asarray(sorted_hashes[position] == hashes)
 
 
-def _check_classes(labels: pd.Series, known: list[Any], source: str) -> list[Any]:
+def _check_classes(labels: pa.ChunkedArray, known: list[Any], source: str) -> list[Any]:
     """The label values seen so far, including ``labels``; at most two (binary attrition).
 
     Once the dataset has two label values, a file with any other value is refused.
     """
-    found = sorted({_plain(v) for v in pd.unique(labels)}, key=str)
+    found = sorted(set(pc.unique(labels).to_pylist()), key=str)
     unknown = [v for v in found if v not in known]
     if unknown and len(known) + len(unknown) > 2:
         shown = ", ".join(repr(v) for v in unknown[:5])
@@ -482,10 +477,6 @@ def _check_classes(labels: pd.Series, known: list[Any], source: str) -> list[Any
             hint="attrition labels are binary; fix the labels or check positive_label",
         )
     return sorted([*known, *unknown], key=str)
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _trusted_mtime(mtime_ns: int) -> int | None:

@@ -16,19 +16,16 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from beryl._io import atomic_write_text
+from beryl._io import atomic_write_text, utc_now
 from beryl.config import Settings
-from beryl.dataset import Dataset, utc_now
+from beryl.dataset import Dataset
 from beryl.deployment import materialise
 from beryl.deployment import repair as repair_deployment
-from beryl.drift import check_batches
 from beryl.errors import EXIT_OK, EXIT_PARTIAL, PipelineBusyError
 from beryl.history import History, RunContext
 from beryl.ingestion import IngestionResult, ingest, scan_input
 from beryl.registry import LATEST_SCORE_FILE, Registry
 from beryl.schema import Schema
-from beryl.scoring import compute_metrics, evaluate
-from beryl.training import train
 
 # Commands that change the workspace and hold its lock while they run.
 EXCLUSIVE_COMMANDS = ("run", "ingest", "train", "score", "deploy", "promote", "rollback", "report")
@@ -207,6 +204,8 @@ def _pass(
     result = PassResult(run.run_id, KEPT, exit_code, "", ingestion=ingestion, production=production)
     if production is not None and ingestion is not None and ingestion.batch is not None:
         with run.step("data_drift") as detail:
+            from beryl.drift import check_batches
+
             result.data_drift = check_batches(
                 dataset,
                 sorted(trained_on_production(registry, production)),
@@ -236,11 +235,15 @@ def _pass(
             )
 
     with run.step("train") as detail:
+        from beryl.training import train
+
         card = train(settings)
         result.candidate = card.id
         detail.update(version=card.id, rows=card.training["rows"])
 
     with run.step("score") as detail:
+        from beryl.scoring import evaluate
+
         metrics = evaluate(settings, registry, card.id)
         registry.record_metrics(card.id, metrics)
         atomic_write_text(settings.model_folder / LATEST_SCORE_FILE, f"{metrics['f1']}\n")
@@ -324,6 +327,8 @@ def _drift_check(
 
     Model drift: its F1 there is lower than its recorded F1 by more than ``tolerance``.
     """
+    from beryl.scoring import compute_metrics
+
     card = registry.card(production)
     schema = Schema.from_dict(card.schema)
     frame = dataset.read(columns=[*schema.features, schema.target], batches=new_batches)

@@ -33,8 +33,8 @@ from beryl._io import (
     remove_stale_temporaries,
     sha256_bytes,
     sha256_file,
+    utc_now,
 )
-from beryl.dataset import utc_now
 from beryl.errors import IntegrityError, ModelError, ModelNotFoundError
 
 MODEL_FILE = "model.pkl"

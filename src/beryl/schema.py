@@ -7,12 +7,16 @@ in the dataset manifest, so later files are checked against the same columns and
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from beryl.config import Settings
 from beryl.errors import SchemaError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+MAX_EXACT_LABEL = 2**53  # integer labels beyond this are not exact in the float they parse through
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ class Schema:
 
 
 def _looks_numeric(series: pd.Series) -> bool:
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(series):
         return False
     if pd.api.types.is_numeric_dtype(series):
@@ -132,3 +138,19 @@ def infer_schema(settings: Settings, frame: pd.DataFrame, source: str) -> Schema
         numeric=list(numeric),
         categorical=list(categorical),
     )
+
+
+def arrow_schema(schema: Schema) -> pa.Schema:
+    """The dataset's column types: text as large strings, numbers as float64, integer labels."""
+    import pyarrow as pa
+
+    fields = []
+    for column in schema.columns:
+        if column in schema.numeric:
+            kind = pa.float64()
+        elif column == schema.target and schema.label_is_numeric:
+            kind = pa.int64()
+        else:
+            kind = pa.large_string()
+        fields.append(pa.field(column, kind))
+    return pa.schema(fields)

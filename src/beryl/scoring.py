@@ -19,11 +19,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from beryl._io import atomic_write_text
+from beryl._io import atomic_write_text, utc_now
+from beryl.cleaning import clean_dataset, read_csv_bytes
 from beryl.config import Settings
-from beryl.dataset import Dataset, utc_now
+from beryl.dataset import Dataset
 from beryl.errors import DataError, EmptyDatasetError
-from beryl.ingestion import clean_dataset, read_csv_bytes
 from beryl.registry import LATEST_SCORE_FILE, ModelCard, Registry
 from beryl.schema import Schema
 

@@ -17,8 +17,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
-from beryl.config import Settings
-from beryl.dataset import Dataset, utc_now
+from beryl._io import utc_now
+from beryl.config import Settings, check_model
+from beryl.dataset import Dataset
 from beryl.errors import EmptyDatasetError, TrainingError
 from beryl.registry import ModelCard, Registry
 from beryl.schema import Schema
@@ -101,6 +102,7 @@ def fit_pipeline(schema: Schema, params: dict[str, Any], frame: pd.DataFrame) ->
 
 def train(settings: Settings) -> ModelCard:
     """Train a candidate on the whole consolidated dataset and register it as a new version."""
+    check_model(settings)
     dataset = Dataset(settings.output_folder)
     schema = dataset.schema
     if schema is None or not dataset.batches:

@@ -19,9 +19,9 @@ from beryl.api.app import ApiError
 from beryl.api.deps import HolderDep, SettingsDep
 from beryl.api.holder import LoadedModel
 from beryl.api.schemas import PredictionResponse, error_responses
+from beryl.cleaning import clean_features, read_csv_bytes
 from beryl.config import Settings
 from beryl.errors import SchemaError
-from beryl.ingestion import clean_features, read_csv_bytes
 from beryl.schema import Schema
 
 router = APIRouter(tags=["prediction"])

@@ -1,0 +1,194 @@
+"""The careful reading path: CSV bytes to a typed frame, with errors that name file, column, rows.
+
+Every file the fast Arrow path in ``beryl.ingestion`` cannot vouch for comes here, as do uploads
+to the API and test-data files. The cleaning rules live in one place (``clean_dataset``); pandas
+is imported only by this module, so commands that never read an odd file never load it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from beryl.errors import SchemaError
+from beryl.schema import MAX_EXACT_LABEL, Schema, arrow_schema
+
+_MAX_SHOWN = 5
+_SNIFF_BYTES = 64 * 1024
+
+
+def read_csv_bytes(data: bytes, source: str, text_columns: list[str] | None = None) -> pd.DataFrame:
+    """Parse CSV bytes into a frame; anything unparsable is a ``SchemaError`` naming ``source``.
+
+    ``text_columns`` (identifiers, categories, labels) are read as written: ``007`` stays
+    ``"007"`` instead of becoming the number 7.
+    """
+    if not data.strip():
+        raise SchemaError(f"{source}: the file is empty", hint="send a CSV file with a header row")
+    if b"\x00" in data[:_SNIFF_BYTES]:
+        raise SchemaError(
+            f"{source}: is a binary file, not CSV text (it contains NUL bytes)",
+            hint="export the data as CSV",
+        )
+    column_types = {name: pa.string() for name in text_columns or []}
+    note = None
+    try:
+        table = _parse(data, column_types)
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        try:
+            if "UTF8" in message or "UTF-8" in message:
+                # Not UTF-8: Latin-1 decodes every byte, so the values survive as written.
+                table = _parse(data, column_types, encoding="latin-1")
+                note = "read as Latin-1 (the file is not valid UTF-8)"
+            elif "straddling" in message:
+                # A row longer than one parse block: parse the file as a single block.
+                table = _parse(data, column_types, block_size=len(data) + 1)
+            else:
+                raise
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as again:
+            raise _unreadable(source, again) from again
+    except pa.ArrowNotImplementedError as exc:
+        raise _unreadable(source, exc) from exc
+    names = [str(n).strip() for n in table.column_names]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise SchemaError(
+            f"{source}: column name(s) {', '.join(duplicated)} appear more than once",
+            hint="give every column a unique name",
+        )
+    frame: pd.DataFrame = table.rename_columns(names).to_pandas()
+    if frame.empty:
+        raise SchemaError(f"{source}: has a header but no data rows")
+    if note:
+        frame.attrs["note"] = note
+    return frame
+
+
+def _parse(
+    data: bytes,
+    column_types: dict[str, pa.DataType],
+    *,
+    encoding: str = "utf8",
+    block_size: int | None = None,
+) -> pa.Table:
+    read_options = pacsv.ReadOptions(encoding=encoding)
+    if block_size is not None:
+        read_options.block_size = block_size
+    return pacsv.read_csv(
+        pa.BufferReader(data),
+        read_options=read_options,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(strings_can_be_null=True, column_types=column_types),
+    )
+
+
+def _unreadable(source: str, exc: Exception) -> SchemaError:
+    return SchemaError(
+        f"{source}: not a readable CSV file: {exc}",
+        hint="fix the file (comma-separated, UTF-8, one header row) and save it again",
+    )
+
+
+def _rows(mask: pd.Series) -> str:
+    rows = (np.flatnonzero(mask.to_numpy()) + 1).tolist()
+    shown = ", ".join(str(r) for r in rows[:_MAX_SHOWN])
+    more = f" and {len(rows) - _MAX_SHOWN} more" if len(rows) > _MAX_SHOWN else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def _clean_text(series: pd.Series) -> pd.Series:
+    text = series.astype(pd.StringDtype(na_value=np.nan)).str.strip()
+    return text.mask(text == "", np.nan)
+
+
+def _clean_numeric(series: pd.Series, column: str, source: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(series):
+        raise SchemaError(f"{source}: column {column!r} holds true/false values, not numbers")
+    if pd.api.types.is_numeric_dtype(series):
+        values = series.astype("float64")
+    else:
+        text = _clean_text(series)
+        values = pd.to_numeric(text, errors="coerce").astype("float64")
+        bad = text.notna() & values.isna()
+        if bad.any():
+            examples = ", ".join(repr(v) for v in text[bad].unique()[:3])
+            raise SchemaError(
+                f"{source}: column {column!r} has values that are not numbers ({examples}) "
+                f"at {_rows(bad)}",
+                hint="fix those values or leave them blank for missing",
+            )
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        raise SchemaError(
+            f"{source}: column {column!r} has infinite values at {_rows(pd.Series(infinite))}",
+            hint="replace them with a finite number or leave them blank for missing",
+        )
+    return values
+
+
+def _clean_label(series: pd.Series, schema: Schema, source: str) -> pd.Series:
+    column = schema.target
+    text = _clean_text(series)
+    missing = text.isna()
+    if missing.any():
+        raise SchemaError(
+            f"{source}: label column {column!r} is blank at {_rows(missing)}",
+            hint="every row needs a label; remove unlabelled rows or fill them in",
+        )
+    if not schema.label_is_numeric:
+        return text
+    values = pd.to_numeric(text, errors="coerce")
+    bad = values.isna() | (values != np.floor(values)) | (values.abs() > MAX_EXACT_LABEL)
+    if bad.any():
+        examples = ", ".join(repr(v) for v in text[bad].unique()[:3])
+        raise SchemaError(
+            f"{source}: label column {column!r} has non-integer values ({examples}) "
+            f"at {_rows(bad)}",
+            hint="labels are integers because positive_label is; use a string positive_label "
+            'such as "Yes" for text labels',
+        )
+    return values.astype("int64")
+
+
+def clean_dataset(frame: pd.DataFrame, schema: Schema, source: str) -> pd.DataFrame:
+    """The one place cleaning rules live: a raw frame in, the schema's typed columns out.
+
+    Columns are matched by name (order and extra columns do not matter); text is trimmed and
+    blank text is missing; numeric columns become float64 with blanks as NaN; labels must be
+    present and, for an integer ``positive_label``, integers. Anything else is a ``SchemaError``
+    naming ``source``, the column and the rows.
+    """
+    return _clean(frame, schema, source, schema.columns)
+
+
+def clean_features(frame: pd.DataFrame, schema: Schema, source: str) -> pd.DataFrame:
+    """The same rules for unlabelled rows (what a model predicts on): features only."""
+    return _clean(frame, schema, source, schema.features)
+
+
+def _clean(frame: pd.DataFrame, schema: Schema, source: str, columns: list[str]) -> pd.DataFrame:
+    frame = frame.rename(columns=lambda c: str(c).strip().lstrip("\ufeff"))
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"{source}: missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(map(str, frame.columns))}",
+            hint="the file needs every column of the dataset's schema",
+        )
+    out: dict[str, pd.Series] = {}
+    for column in columns:
+        if column in schema.numeric:
+            out[column] = _clean_numeric(frame[column], column, source)
+        elif column == schema.target:
+            out[column] = _clean_label(frame[column], schema, source)
+        else:
+            out[column] = _clean_text(frame[column])
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))[columns]
+
+
+def to_arrow(frame: pd.DataFrame, schema: Schema) -> pa.Table:
+    table = pa.Table.from_pandas(frame, schema=arrow_schema(schema), preserve_index=False)
+    return table.replace_schema_metadata(None)
