@@ -828,3 +828,26 @@ def test_rows_already_stored_are_found_in_a_dataset_hashed_by_an_older_version(
     assert result.rows_added == 1
     assert Dataset(ws.output_folder).manifest.row_hash == 2
     assert not Dataset(ws.output_folder).read().duplicated().any()
+
+
+def test_unreadable_file_is_quarantined_and_retried_once_changed(make_ws: MakeWorkspace) -> None:
+    from unittest import mock
+
+    ws = make_ws()
+    path = put(ws, "locked.csv", HEADER + "a,1,2,3,0\n")
+    real_read = Path.read_bytes
+
+    def read(self: Path) -> bytes:
+        if self.name == "locked.csv":
+            raise PermissionError(13, "Permission denied")
+        return real_read(self)
+
+    with mock.patch.object(Path, "read_bytes", read):
+        first = ingest(ws)
+        again = ingest(ws)
+    assert [(r.name, r.status) for r in first.records] == [("locked.csv", "quarantined")]
+    assert "locked.csv: cannot be read: Permission denied" in (first.records[0].reason or "")
+    assert again.records == [] and again.unchanged == ["locked.csv"]
+
+    path.write_text(HEADER + "a,1,2,3,0\nb,4,5,6,1\n")  # readable again, and changed
+    assert ingest(ws).rows_added == 2

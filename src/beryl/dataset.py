@@ -237,7 +237,7 @@ class Dataset:
         ``appended``: the new batches' rows were already appended to the snapshot in place.
         """
         previous = self.manifest
-        if settings_snapshot and appended:
+        if settings_snapshot and appended and self.snapshot_path.exists():
             ids = [b.id for b in manifest.batches]
             manifest.snapshot = {"batches": ids, "bytes": self.snapshot_path.stat().st_size}
         elif settings_snapshot:

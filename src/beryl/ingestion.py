@@ -45,6 +45,13 @@ class Candidate:
     size: int
     mtime_ns: int
 
+    def record(self, sha256: str, status: str, reason: str | None = None) -> FileRecord:
+        """The ingestion record of this file, as of now."""
+        mtime_ns = _trusted_mtime(self.mtime_ns)
+        return FileRecord(
+            self.name, sha256, status, _now(), size=self.size, mtime_ns=mtime_ns, reason=reason
+        )
+
 
 @dataclass
 class Scan:
@@ -95,8 +102,27 @@ def _batch_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def scan_input(settings: Settings, dataset: Dataset) -> Scan:
-    """Classify every ``*.csv`` entry of the input folder against the ingestion record."""
+class _Known:
+    """What the ingestion record says about file contents: seen under a name, or ingested."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.by_name_hash = {(r.name, r.sha256) for r in dataset.files}
+        self.ingested = {r.sha256: r.name for r in dataset.files if r.status == "ingested"}
+
+    def duplicate(self, candidate: Candidate, digest: str) -> FileRecord | None:
+        """The record of a renamed copy of an ingested file, else None."""
+        if digest not in self.ingested:
+            return None
+        reason = f"same content as {self.ingested[digest]}, already ingested"
+        return candidate.record(digest, "duplicate-file", reason)
+
+
+def scan_input(settings: Settings, dataset: Dataset, *, read_new: bool = True) -> Scan:
+    """Classify every ``*.csv`` entry of the input folder against the ingestion record.
+
+    ``read_new=False`` leaves files that may be new unread (their ``sha256`` empty): ``ingest``
+    reads each once and hashes it as it goes.
+    """
     folder = settings.input_folder
     scan = Scan()
     if not folder.is_dir():
@@ -104,11 +130,11 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
             f"input folder {folder} does not exist",
             hint="create it or fix input_folder_path in config.json",
         )
-    by_name_hash = {(r.name, r.sha256) for r in dataset.files}
+    known = _Known(dataset)
+    by_name_hash = known.by_name_hash
     # A file whose name, size and modification time match its record is not read again (as git
     # and rsync do): a pass with no new data costs a directory listing, not a hash of every file.
     seen = {(r.name, r.size, r.mtime_ns) for r in dataset.files if r.mtime_ns is not None}
-    ingested_hashes = {r.sha256: r.name for r in dataset.files if r.status == "ingested"}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if not entry.name.lower().endswith(".csv"):
             continue
@@ -145,27 +171,20 @@ def scan_input(settings: Settings, dataset: Dataset) -> Scan:
         if (entry.name, info.st_size, info.st_mtime_ns) in seen:
             scan.known.append(entry.name)
             continue
-        data = Path(entry.path).read_bytes()
+        candidate = Candidate(Path(entry.path), entry.name, "", info.st_size, info.st_mtime_ns)
+        if not read_new:
+            scan.new.append(candidate)
+            continue
+        data = candidate.path.read_bytes()
         digest = sha256_bytes(data)
+        candidate = Candidate(candidate.path, entry.name, digest, len(data), info.st_mtime_ns)
+        duplicate = known.duplicate(candidate, digest)
         if (entry.name, digest) in by_name_hash:
             scan.known.append(entry.name)
-            continue
-        if digest in ingested_hashes:
-            scan.duplicates.append(
-                FileRecord(
-                    name=entry.name,
-                    sha256=digest,
-                    status="duplicate-file",
-                    time=_now(),
-                    size=len(data),
-                    mtime_ns=_trusted_mtime(info.st_mtime_ns),
-                    reason=f"same content as {ingested_hashes[digest]}, already ingested",
-                )
-            )
-            continue
-        scan.new.append(
-            Candidate(Path(entry.path), entry.name, digest, len(data), info.st_mtime_ns)
-        )
+        elif duplicate is not None:
+            scan.duplicates.append(duplicate)
+        else:
+            scan.new.append(candidate)
     return scan
 
 
@@ -312,14 +331,20 @@ class _Deduplicator:
         start = 0
         for record, table, _ in self.group:
             stop = start + table.num_rows
-            kept = np.flatnonzero(keep[start:stop])
-            fresh = table if len(kept) == table.num_rows else table.take(kept)
-            record.rows_kept = len(kept)
-            self.writer.append(fresh, hashes[start:stop][kept])
+            mask = keep[start:stop]
+            record.rows_kept = int(mask.sum())
+            fresh = table if record.rows_kept == table.num_rows else table.filter(_arrow_mask(mask))
+            self.writer.append(fresh, hashes[start:stop][mask])
             self.records.append(record)
             start = stop
         self.runs.append(np.sort(hashes[keep]))
         self.group, self.rows = [], 0
+
+
+def _arrow_mask(mask: np.ndarray) -> pa.Array:
+    """A NumPy boolean mask as an Arrow one (bit-packed, as Arrow stores booleans)."""
+    bits = np.packbits(mask, bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(mask), [None, pa.py_buffer(bits)])
 
 
 def _distinct(ordered: np.ndarray) -> np.ndarray:
@@ -363,8 +388,9 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
     dataset = Dataset(settings.output_folder)
     if dataset.schema is not None:
         dataset.schema.check_settings(settings)
-    scan = scan_input(settings, dataset)
-    result = IngestionResult(records=[*scan.rejected, *scan.duplicates], unchanged=scan.known)
+    scan = scan_input(settings, dataset, read_new=False)
+    known = _Known(dataset)
+    result = IngestionResult(records=[*scan.rejected], unchanged=scan.known)
     schema = dataset.schema
     classes = list(dataset.manifest.classes)
     same_pass: dict[str, FileRecord] = {}  # content hash -> the first file of this pass with it
@@ -375,27 +401,34 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
         for index, candidate in enumerate(scan.new):
             if progress:
                 progress(candidate.name, index, len(scan.new))
-            record = FileRecord(
-                name=candidate.name,
-                sha256=candidate.sha256,
-                status="ingested",
-                time=_now(),
-                size=candidate.size,
-                mtime_ns=_trusted_mtime(candidate.mtime_ns),
-            )
-            earlier = same_pass.get(candidate.sha256)
+            try:  # each file is read and hashed once, here
+                data = candidate.path.read_bytes()
+            except FileNotFoundError:
+                result.deferred.append(candidate.name)  # moved away mid-pass: look again next time
+                continue
+            except OSError as exc:
+                _unreadable(candidate, exc, known, result)
+                continue
+            if _changed_since(candidate):
+                result.deferred.append(candidate.name)  # still being written
+                continue
+            digest = sha256_bytes(data)
+            if (candidate.name, digest) in known.by_name_hash:
+                result.unchanged.append(candidate.name)
+                continue
+            duplicate = known.duplicate(candidate, digest)
+            if duplicate is not None:
+                result.records.append(duplicate)
+                continue
+            record = candidate.record(digest, "ingested")
+            earlier = same_pass.get(digest)
             if earlier is not None and earlier.status == "ingested":
                 record.status = "duplicate-file"
                 record.reason = f"same content as {earlier.name}, ingested in this pass"
                 result.records.append(record)
                 continue
-            same_pass[candidate.sha256] = record
+            same_pass[digest] = record
             try:
-                data = candidate.path.read_bytes()
-                if sha256_bytes(data) != candidate.sha256 or _changed_since(candidate):
-                    del same_pass[candidate.sha256]
-                    result.deferred.append(candidate.name)
-                    continue
                 if schema is None:
                     from beryl.cleaning import clean_dataset, read_csv_bytes, to_arrow
 
@@ -411,15 +444,6 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
             except SchemaError as exc:
                 record.status = "quarantined"
                 record.reason = str(exc)
-                result.records.append(record)
-                continue
-            except FileNotFoundError:
-                del same_pass[candidate.sha256]
-                result.deferred.append(candidate.name)  # moved away mid-pass: look again next time
-                continue
-            except OSError as exc:
-                record.status = "quarantined"
-                record.reason = f"{candidate.name}: cannot be read: {exc.strerror or exc}"
                 result.records.append(record)
                 continue
             del data
@@ -450,6 +474,16 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
         dataset.commit(manifest, settings.write_csv_snapshot, appended=writer.appended)
     result.dataset_rows = dataset.rows
     return result
+
+
+def _unreadable(candidate: Candidate, exc: OSError, known: _Known, result: IngestionResult) -> None:
+    """Quarantine a file that cannot be read; it is tried again once its size or time change."""
+    key = f"unreadable:{candidate.size}:{candidate.mtime_ns}"
+    if (candidate.name, key) in known.by_name_hash:
+        result.unchanged.append(candidate.name)
+        return
+    reason = f"{candidate.name}: cannot be read: {exc.strerror or exc}"
+    result.records.append(candidate.record(key, "quarantined", reason))
 
 
 def _contains(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
