@@ -36,7 +36,9 @@ unit: $(STAMP) chromium
 
 test: lint typecheck unit
 
-# Benchmarks against peers, measured side by side in one run (results in benchmarks/results/).
+# Benchmarks against peers, measured side by side in one run: tables on stdout; JSON and the
+# scaling plot (scaling.png, drawn by benchmarks/plot.py at the end of the data run) in
+# benchmarks/results/. `.venv/bin/python benchmarks/plot.py` redraws the plot from the JSON.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/serving/run.py
 	$(BIN)/python benchmarks/data/run.py

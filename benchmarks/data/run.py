@@ -2,13 +2,18 @@
 
     .venv/bin/python benchmarks/data/run.py [--files 40] [--rows-per-file 250000]
         [--loop-files 1000] [--repeat 3] [--out benchmarks/results]
-        [--only ingest,loop,stats,predict,train] [--profile]
+        [--only ingest,loop,stats,predict,train,scaling] [--profile]
 
 Every measurement is a fresh process (Beryl's and the peer's alike), run one at a time: wall
 time is measured around the process, CPU time comes from ``wait4``, and peak memory is the
 process's own VmHWM, written by the child as it exits (``tasks.py``). Beryl and its peer
 alternate which goes first; with ``--repeat N`` each figure is the median of N runs. Generated
 data is cached in ``benchmarks/.cache/data``; workspaces are rebuilt on every run.
+
+``scaling`` measures ingestion (the first 1/8, 1/4, 1/2 and all of the source files) and batch
+scoring (the same numbers of rows from the head of the scoring file) once per size, Beryl and
+pandas; the points go to ``data.json`` under ``scaling`` and into ``<out>/scaling.png``, drawn
+by ``benchmarks/plot.py``.
 
 ``--profile`` runs Beryl's commands under cProfile (with an RSS timeline of its main phases)
 and writes the summaries to ``<out>/profiles/``; its timings carry the profiler's overhead.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -30,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -39,8 +45,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 TASKS = HERE / "tasks.py"
+PLOT = HERE.parent / "plot.py"
 CACHE = REPO / "benchmarks" / ".cache" / "data"
-BENCHMARKS = ("ingest", "loop", "stats", "predict", "train")
+BENCHMARKS = ("ingest", "loop", "stats", "predict", "train", "scaling")
+SCALING_SHARES = (1 / 8, 1 / 4, 1 / 2, 1)  # of the source files, one measurement per size
 LIBRARIES = ("beryl", "pandas", "numpy", "pyarrow", "scikit-learn", "scipy", "fastapi", "httpx")
 DEAD_INDEX = "http://127.0.0.1:9/pypi"  # the outdated-packages check fails fast, offline
 GENERATOR_VERSION = 1
@@ -100,6 +108,7 @@ class Context:
     profile: bool
     rows: list[Row] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    scaling: dict[str, Any] = field(default_factory=dict)
     shared: Path | None = None
     counter: int = 0
 
@@ -207,6 +216,15 @@ def warm(paths: list[Path]) -> None:
                 pass
 
 
+def in_turn(index: int, beryl: Callable[[], Proc], peer: Callable[[], Proc]) -> tuple[Proc, Proc]:
+    """One run of each, Beryl's result first; the peer runs first when ``index`` is even."""
+    if index % 2 == 0:
+        theirs = peer()
+        return beryl(), theirs
+    ours = beryl()
+    return ours, peer()
+
+
 def alternate(
     ctx: Context, beryl: Callable[[int], Proc], peer: Callable[[int], Proc]
 ) -> tuple[list[Proc], list[Proc]]:
@@ -214,12 +232,11 @@ def alternate(
     ours: list[Proc] = []
     theirs: list[Proc] = []
     for index in range(ctx.repeat):
-        if index % 2 == 0:
-            theirs.append(peer(index))
-            ours.append(beryl(index))
-        else:
-            ours.append(beryl(index))
-            theirs.append(peer(index))
+        mine, other = in_turn(
+            index, functools.partial(beryl, index), functools.partial(peer, index)
+        )
+        ours.append(mine)
+        theirs.append(other)
     return ours, theirs
 
 
@@ -288,18 +305,29 @@ def csv_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.csv"))
 
 
-def make_workspace(ctx: Context, name: str, inputs: Path, *, test: bool = False) -> Path:
-    """A fresh workspace under ``work/name`` with Beryl's default config; its config path."""
-    root = ctx.work / name
+def workspace_config(ctx: Context, name: str) -> Path:
+    """The config path of the workspace ``work/name``."""
+    return ctx.work / name / "config.json"
+
+
+def make_workspace(
+    ctx: Context, name: str, inputs: Path, *, test: bool = False, limit: int | None = None
+) -> Path:
+    """A fresh workspace under ``work/name`` with Beryl's default config; its config path.
+
+    ``limit`` puts only the first ``limit`` CSV files of ``inputs`` (by name) in its input folder.
+    """
+    config = workspace_config(ctx, name)
     params: dict[str, Any] = {
-        "root": str(root),
+        "root": str(config.parent),
         "inputs": str(inputs),
         "overrides": {"package_index_url": DEAD_INDEX},
+        "limit": limit,
     }
     if test:
         params["test"] = str(ctx.data / "test" / "testdata.csv")
     run_task(ctx, f"workspace {name}", "workspace", params)
-    return root / "config.json"
+    return config
 
 
 def shared_workspace(ctx: Context) -> Path:
@@ -327,29 +355,56 @@ def manifest_rows(config: Path) -> int:
     return sum(int(batch["rows"]) for batch in manifest["batches"])
 
 
+def head_csv(source: Path, target: Path, rows: int) -> None:
+    """Write the header and the first ``rows`` lines of ``source`` to ``target``."""
+    wanted = rows + 1
+    with source.open("rb") as src, target.open("wb") as dst:
+        while wanted and (chunk := src.read(1 << 22)):
+            count = chunk.count(b"\n")
+            if count >= wanted:
+                end = -1
+                for _ in range(wanted):
+                    end = chunk.index(b"\n", end + 1)
+                chunk, count = chunk[: end + 1], wanted
+            dst.write(chunk)
+            wanted -= count
+
+
 # -- ingestion --------------------------------------------------------------------------------
+def ingest_pandas(ctx: Context, label: str, output: Path, limit: int | None = None) -> Proc:
+    """The pandas peer ingesting the source files (the first ``limit``) into a fresh ``output``."""
+    source = ctx.data / "source"
+    shutil.rmtree(output, ignore_errors=True)
+    warm(csv_files(source)[:limit])
+    params = {"input": str(source), "output": str(output), "limit": limit}
+    return measure(ctx, label, task_argv(ctx, "ingest-pandas", params))
+
+
+def ingest_beryl(ctx: Context, label: str, workspace: str, limit: int | None = None) -> Proc:
+    """`beryl ingest` of the source files (the first ``limit``) in a fresh ``work/workspace``."""
+    source = ctx.data / "source"
+    config = make_workspace(ctx, workspace, source, limit=limit)
+    warm(csv_files(source)[:limit])
+    return measure(ctx, label, beryl_argv(ctx, config, "ingest"), profile=TRACE_INGEST)
+
+
 def bench_ingest(ctx: Context) -> None:
     """Full ingestion of the source files vs pandas; then one new file on top of them."""
     print("ingest: the source files in the original schema, Beryl vs the pandas original")
-    source = ctx.data / "source"
-    sources = csv_files(source)
+    sources = csv_files(ctx.data / "source")
     new = ctx.data / "new" / "activity-new.csv"
     peer_out = ctx.work / "ingest-pandas"
+    config = workspace_config(ctx, "ingest")
     increments: list[Proc] = []
     checks: list[dict[str, Any]] = []
     verified: dict[str, Any] = {}
 
     def peer(index: int) -> Proc:
-        shutil.rmtree(peer_out, ignore_errors=True)
-        warm(sources)
-        argv = task_argv(ctx, "ingest-pandas", {"input": str(source), "output": str(peer_out)})
-        return measure(ctx, f"pandas ingest #{index + 1}", argv)
+        return ingest_pandas(ctx, f"pandas ingest #{index + 1}", peer_out)
 
     def beryl(index: int) -> Proc:
-        config = make_workspace(ctx, "ingest", source)
-        warm(sources)
+        full = ingest_beryl(ctx, f"beryl ingest (full) #{index + 1}", "ingest")
         argv = beryl_argv(ctx, config, "ingest")
-        full = measure(ctx, f"beryl ingest (full) #{index + 1}", argv, profile=TRACE_INGEST)
         if not verified:  # the peer went first in the first round: its output is there
             verified.update(compare_ingest(ctx, config.parent / "ingesteddata", peer_out))
         rows_before = manifest_rows(config)
@@ -523,6 +578,25 @@ def bench_stats(ctx: Context) -> None:
 
 
 # -- batch scoring ----------------------------------------------------------------------------
+def predict_beryl(ctx: Context, label: str, config: Path, source: Path, output: Path) -> Proc:
+    """`beryl predict source -o output` with the workspace's production model."""
+    warm([source])
+    argv = beryl_argv(ctx, config, "predict", str(source), "-o", str(output))
+    return measure(ctx, label, argv, profile=TRACE_PREDICT)
+
+
+def predict_pandas(ctx: Context, label: str, config: Path, source: Path, output: Path) -> Proc:
+    """The pandas peer scoring ``source`` into ``output`` with the same pickled model."""
+    warm([source])
+    params = {
+        "workspace": str(config.parent),
+        "input": str(source),
+        "output": str(output),
+        "positive_label": 1,
+    }
+    return measure(ctx, label, task_argv(ctx, "predict-pandas", params))
+
+
 def bench_predict(ctx: Context) -> None:
     """`beryl predict` on the scoring file vs read_csv + predict_proba + to_csv."""
     print("predict: batch scoring", flush=True)
@@ -533,21 +607,11 @@ def bench_predict(ctx: Context) -> None:
     out.mkdir(parents=True)
 
     def beryl(index: int) -> Proc:
-        warm([source])
-        argv = beryl_argv(ctx, config, "predict", str(source), "-o", str(out / "beryl.csv"))
-        return measure(ctx, f"beryl predict #{index + 1}", argv, profile=TRACE_PREDICT)
+        return predict_beryl(ctx, f"beryl predict #{index + 1}", config, source, out / "beryl.csv")
 
     def peer(index: int) -> Proc:
-        warm([source])
-        params = {
-            "workspace": str(config.parent),
-            "input": str(source),
-            "output": str(out / "pandas.csv"),
-            "positive_label": 1,
-        }
-        return measure(
-            ctx, f"pandas predict #{index + 1}", task_argv(ctx, "predict-pandas", params)
-        )
+        label = f"pandas predict #{index + 1}"
+        return predict_pandas(ctx, label, config, source, out / "pandas.csv")
 
     ours, theirs = alternate(ctx, beryl, peer)
     params = {
@@ -615,12 +679,114 @@ def bench_train(ctx: Context) -> None:
     add_row(ctx, ratio_row(benchmark, "s", values, "sklearn fit", 1.5, "<= 1.5", same))
 
 
+# -- scaling ----------------------------------------------------------------------------------
+def scaling_sizes(files: int) -> list[int]:
+    """How many source files each scaling point covers: 1/8, 1/4, 1/2 and all of them."""
+    return sorted({max(1, round(files * share)) for share in SCALING_SHARES})
+
+
+def point(proc: Proc) -> dict[str, Any]:
+    """One contender's figures at one scaling point."""
+    return {
+        "wall_s": proc.wall_s,
+        "cpu_s": proc.cpu_s,
+        "peak_mb": proc.peak_mb,
+        "load_before": proc.load_before,
+        "log": proc.log,
+    }
+
+
+def scaling_point(
+    kind: str, rows: int, ours: Proc, theirs: Proc, rows_out: tuple[int, int]
+) -> dict[str, Any]:
+    """A scaling point for ``data.json``; prints how Beryl compares with pandas there."""
+    same = rows_out[0] == rows_out[1]
+    wall = ours.wall_s / theirs.wall_s
+    peak = (ours.peak_mb or 0.0) / (theirs.peak_mb or float("inf"))
+    print(
+        f"  -> {kind} {rows:,} rows: wall {wall:.2f}x pandas, peak RSS {peak:.2f}x pandas, "
+        f"rows out {rows_out[0]:,} / {rows_out[1]:,} ({'same' if same else 'DIFFERENT'})",
+        flush=True,
+    )
+    return {
+        "rows": rows,
+        "beryl": point(ours),
+        "pandas": point(theirs),
+        "rows_out": {"beryl": rows_out[0], "pandas": rows_out[1]},
+        "same_rows_out": same,
+    }
+
+
+def scaling_ingest(ctx: Context, sizes: list[int]) -> list[dict[str, Any]]:
+    """Ingest the first N source files for each N in ``sizes``: fresh workspace and output."""
+    per_file = ctx.params["rows_per_file"]
+    workspace = "scaling/ingest"
+    config = workspace_config(ctx, workspace)
+    peer_out = ctx.work / "scaling" / "ingest-pandas"
+    points = []
+    for index, files in enumerate(sizes):
+        size = f"{files} files x {per_file:,} rows"
+        beryl = functools.partial(ingest_beryl, ctx, f"beryl ingest {size}", workspace, files)
+        peer = functools.partial(ingest_pandas, ctx, f"pandas ingest {size}", peer_out, files)
+        ours, theirs = in_turn(index, beryl, peer)
+        rows_out = (manifest_rows(config), int(theirs.report["rows_written"]))
+        found = scaling_point("ingest", files * per_file, ours, theirs, rows_out)
+        points.append(found | {"files": files})
+        shutil.rmtree(config.parent)
+        shutil.rmtree(peer_out)
+    return points
+
+
+def scaling_predict(ctx: Context, sizes: list[int]) -> list[dict[str, Any]]:
+    """Score the first N x rows-per-file rows of the scoring file for each N in ``sizes``."""
+    config = shared_workspace(ctx)
+    customers = ctx.data / "predict" / "customers.csv"
+    work = ctx.work / "scaling"
+    work.mkdir(parents=True, exist_ok=True)
+    outputs = (work / "predict-beryl.csv", work / "predict-pandas.csv")
+    points = []
+    for index, files in enumerate(sizes):
+        rows = files * ctx.params["rows_per_file"]
+        source = customers
+        if files < ctx.params["files"]:  # the whole file scores ``files`` x rows-per-file rows
+            source = work / f"customers-{rows}.csv"
+            head_csv(customers, source, rows)
+        label = f"predict {rows:,} rows"
+        beryl = functools.partial(predict_beryl, ctx, f"beryl {label}", config, source, outputs[0])
+        peer = functools.partial(predict_pandas, ctx, f"pandas {label}", config, source, outputs[1])
+        ours, theirs = in_turn(index, beryl, peer)
+        rows_out = (count_lines(outputs[0]) - 1, int(theirs.report["rows"]))
+        points.append(scaling_point("predict", rows, ours, theirs, rows_out))
+        for path in {*outputs, source} - {customers}:
+            path.unlink()
+    return points
+
+
+def bench_scaling(ctx: Context) -> None:
+    """Ingestion and batch scoring at growing input sizes, Beryl vs pandas, one run per size."""
+    print("scaling: ingestion and batch scoring at growing sizes, Beryl vs pandas", flush=True)
+    sizes = scaling_sizes(ctx.params["files"])
+    ctx.scaling = {
+        "ingest": {
+            "what": "beryl ingest vs pandas read_csv + concat + drop_duplicates + to_csv",
+            "x": "input rows (the first source files by name)",
+            "points": scaling_ingest(ctx, sizes),
+        },
+        "predict": {
+            "what": "beryl predict vs pandas read_csv + predict_proba + to_csv",
+            "x": "rows scored (the head of the scoring file)",
+            "points": scaling_predict(ctx, sizes),
+        },
+    }
+
+
 RUNNERS: dict[str, Callable[[Context], None]] = {
     "ingest": bench_ingest,
     "loop": bench_loop,
     "stats": bench_stats,
     "predict": bench_predict,
     "train": bench_train,
+    "scaling": bench_scaling,
 }
 
 
@@ -664,6 +830,17 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:,.0f} {unit}"
 
 
+def render(header: tuple[str, ...], lines: Sequence[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell, under a header and a rule."""
+    widths = [max(len(x) for x in column) for column in zip(header, *lines, strict=True)]
+
+    def row(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    rule = tuple("-" * w for w in widths)
+    return "\n".join(row(cells) for cells in [header, rule, *lines])
+
+
 def table(rows: list[Row]) -> str:
     header = ("benchmark", "Beryl", "peer", "ratio", "target", "result")
     lines = [
@@ -677,13 +854,36 @@ def table(rows: list[Row]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(x) for x in column) for column in zip(header, *lines, strict=True)]
+    return render(header, lines)
 
-    def render(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
-    rule = tuple("-" * w for w in widths)
-    return "\n".join(render(cells) for cells in [header, rule, *lines])
+def scaling_table(scaling: dict[str, Any]) -> str:
+    """The scaling points: Beryl's and pandas' wall time and peak RSS, and their ratios."""
+    header = ("scaling", "rows", "Beryl", "pandas", "ratio", "Beryl peak", "pandas peak", "ratio")
+    lines = []
+    for kind, series in scaling.items():
+        for p in series["points"]:
+            ours, theirs = p["beryl"], p["pandas"]
+            peaks = (ours["peak_mb"], theirs["peak_mb"])
+            lines.append(
+                (
+                    kind if p["same_rows_out"] else f"{kind} (rows out differ)",
+                    f"{p['rows']:,}",
+                    format_value(ours["wall_s"], "s"),
+                    format_value(theirs["wall_s"], "s"),
+                    f"{ours['wall_s'] / theirs['wall_s']:.3f}",
+                    format_value(peaks[0], "MB"),
+                    format_value(peaks[1], "MB"),
+                    f"{peaks[0] / peaks[1]:.3f}" if peaks[0] and peaks[1] else "-",
+                )
+            )
+    return render(header, lines)
+
+
+def draw_plot(ctx: Context) -> bool:
+    """Draw ``<out>/scaling.png`` from the results just written, with ``benchmarks/plot.py``."""
+    argv = [ctx.python, str(PLOT), "--results", str(ctx.out)]
+    return subprocess.run(argv, cwd=REPO, check=False).returncode == 0
 
 
 def write_results(ctx: Context, machine: dict[str, Any], started: float) -> Path:
@@ -697,6 +897,8 @@ def write_results(ctx: Context, machine: dict[str, Any], started: float) -> Path
         "results": [asdict(r) for r in ctx.rows],
         "details": ctx.details,
     }
+    if ctx.scaling:
+        data["scaling"] = ctx.scaling
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     return path
 
@@ -749,10 +951,19 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if ctx.profile:
         print("PROFILED RUN: Beryl's timings include cProfile's overhead")
-    print(table(ctx.rows))
+    if ctx.rows:
+        print(table(ctx.rows))
+    if ctx.scaling:
+        print("\nScaling (one run per size; no target, drawn in the plot):")
+        print(scaling_table(ctx.scaling))
     path = write_results(ctx, machine, started)
     print(f"\nwrote {path}")
-    return 0 if all(r.passed for r in ctx.rows) else 1
+    drawn = True
+    if ctx.scaling:
+        drawn = draw_plot(ctx)
+    else:
+        print("no scaling plot: the scaling benchmark was not in --only")
+    return 0 if drawn and all(r.passed for r in ctx.rows) else 1
 
 
 if __name__ == "__main__":

@@ -161,7 +161,10 @@ def task_generate(params: Params) -> Report:
 
 
 def task_workspace(params: Params) -> Report:
-    """A fresh Beryl workspace: Beryl's default config, input files linked from the cache."""
+    """A fresh Beryl workspace: Beryl's default config, input files linked from the cache.
+
+    ``limit`` (optional) links only the first ``limit`` input files by name.
+    """
     from beryl.config import default_config
 
     root = Path(params["root"])
@@ -172,12 +175,17 @@ def task_workspace(params: Params) -> Report:
     for key in ("input_folder_path", "output_folder_path", "test_data_path", "output_model_path"):
         (root / config[key]).mkdir(parents=True, exist_ok=True)
     linked = 0
-    for source in sorted(Path(params["inputs"]).glob("*.csv")):
+    for source in first_csv_files(Path(params["inputs"]), params.get("limit")):
         link(source, root / config["input_folder_path"] / source.name)
         linked += 1
     if params.get("test"):
         link(Path(params["test"]), root / config["test_data_path"] / "testdata.csv")
     return {"config": str(root / "config.json"), "inputs": linked}
+
+
+def first_csv_files(folder: Path, limit: int | None = None) -> list[Path]:
+    """The ``*.csv`` files of ``folder`` by name; only the first ``limit`` when it is given."""
+    return sorted(folder.glob("*.csv"))[:limit]
 
 
 def link(source: Path, target: Path) -> None:
@@ -190,11 +198,14 @@ def link(source: Path, target: Path) -> None:
 
 # -- peers ------------------------------------------------------------------------------------
 def task_ingest_pandas(params: Params) -> Report:
-    """The original ingestion: read_csv every file, concat, drop_duplicates, to_csv."""
+    """The original ingestion: read_csv every file, concat, drop_duplicates, to_csv.
+
+    ``limit`` (optional) reads only the first files by name, as ``workspace`` links them.
+    """
     import pandas as pd
 
     source, output = Path(params["input"]), Path(params["output"])
-    files = sorted(p for p in source.iterdir() if p.suffix == ".csv")
+    files = first_csv_files(source, params.get("limit"))
     frames = [pd.read_csv(path) for path in files]
     final = pd.concat(frames, ignore_index=True).drop_duplicates()
     output.mkdir(parents=True, exist_ok=True)
