@@ -851,3 +851,19 @@ def test_unreadable_file_is_quarantined_and_retried_once_changed(make_ws: MakeWo
 
     path.write_text(HEADER + "a,1,2,3,0\nb,4,5,6,1\n")  # readable again, and changed
     assert ingest(ws).rows_added == 2
+
+
+_FEATURE_CELLS = ["1", "2.5", "", "NA", " 7", "x", "true", "2024-01-01", "1e3", "-0"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(*[st.sampled_from(_FEATURE_CELLS)] * 3), min_size=1, max_size=6))
+def test_first_file_schema_is_what_the_careful_reader_infers(rows: list[tuple[str, ...]]) -> None:
+    from beryl.ingestion import _first_schema
+    from beryl.schema import infer_schema
+
+    ws = config.from_mapping({}, Path("."))
+    header = "corporation,f1,f2,f3,exited\n"
+    data = (header + "".join(f"c{i},{','.join(r)},{i % 2}\n" for i, r in enumerate(rows))).encode()
+    raw = read_csv_bytes(data, "f.csv", ["corporation", "exited"])
+    assert _first_schema(ws, data, "f.csv") == infer_schema(ws, raw, "f.csv")

@@ -353,7 +353,7 @@ class _Appender:
         self.handle.seek(self.start)
         self.finished = False
         if header is not None:  # written by Arrow, quoted as Arrow quotes it
-            empty = pa.table({name: pa.array([], pa.string()) for name in header})
+            empty = pa.schema([(name, pa.string()) for name in header]).empty_table()
             options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
             pacsv.write_csv(empty, self.handle, options)
 
@@ -469,9 +469,12 @@ class BatchWriter:
 
     def _open(self, schema: pa.Schema) -> None:
         tmp = self._stack.enter_context(atomic_path(self.dataset.batch_path(self.batch_id)))
-        # identifiers are mostly unique: a dictionary would only cost time
+        # identifiers are mostly unique: a dictionary would only cost time; no reader filters
+        # on column statistics, so none are computed
         encoded = [c for c in schema.names if c not in self._id_columns]
-        self._parquet = pq.ParquetWriter(tmp, schema, use_dictionary=encoded)
+        self._parquet = pq.ParquetWriter(
+            tmp, schema, use_dictionary=encoded, write_statistics=False
+        )
         if self.appended:
             fresh = not self.dataset.manifest.batches
             header = list(schema.names) if fresh else None
@@ -486,19 +489,16 @@ def _write_hashes(path: Path, hashes: np.ndarray) -> None:
 
 
 def _integral_floats_as_ints(table: pa.Table) -> pa.Table:
-    """Write 100.0 as 100 so the CSV snapshot reads like the files it came from."""
-    import pyarrow.compute as pc
+    """Write 100.0 as 100 so the CSV snapshot reads like the files it came from.
 
+    A float column becomes int64 when every value converts exactly: Arrow's safe cast refuses
+    fractions, infinities, NaN and values beyond int64, and then the floats are kept.
+    """
     for index, column in enumerate(table.columns):
         if pa.types.is_floating(column.type):
-            values = pc.drop_null(column)
-            finite = pc.is_finite(values)
-            if len(values) and not pc.all(finite).as_py():
+            try:
+                as_int = column.cast(pa.int64())
+            except pa.ArrowInvalid:
                 continue
-            if len(values) == 0 or pc.all(pc.equal(pc.floor(values), values)).as_py():
-                try:
-                    as_int = column.cast(pa.int64())
-                except pa.ArrowInvalid:  # beyond the int64 range: keep the floats
-                    continue
-                table = table.set_column(index, table.field(index).name, as_int)
+            table = table.set_column(index, table.field(index).name, as_int)
     return table

@@ -28,7 +28,7 @@ from beryl.config import Settings
 from beryl.dataset import BatchInfo, BatchWriter, Dataset, FileRecord, Manifest
 from beryl.errors import DataError, SchemaError
 from beryl.rowhash import as_bools, row_hashes
-from beryl.schema import MAX_EXACT_LABEL, Schema, arrow_schema, infer_schema
+from beryl.schema import MAX_EXACT_LABEL, Schema, arrow_schema, infer_roles, infer_schema
 
 Progress = Callable[[str, int, int], None]
 
@@ -244,10 +244,13 @@ def _read_typed(data: bytes, schema: Schema) -> pa.Table | None:
     if names is None or len(set(names)) != len(names) or set(schema.columns) - set(names):
         return None
     types = arrow_schema(schema)
+    # Only a quoted value can hold a line break; without quotes after the header, Arrow may split
+    # the file at any line end, which parses faster.
+    quoted = data.find(b'"', data.find(b"\n") + 1) >= 0
     try:
         table = pacsv.read_csv(
             pa.BufferReader(data),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            parse_options=pacsv.ParseOptions(newlines_in_values=quoted),
             convert_options=pacsv.ConvertOptions(
                 column_types={f.name: f.type for f in types},
                 include_columns=schema.columns,
@@ -270,6 +273,44 @@ def _read_typed(data: bytes, schema: Schema) -> pa.Table | None:
         if pa.types.is_large_string(column_type.type) and _padded(table[column_type.name]):
             return None
     return table
+
+
+def _first_schema(settings: Settings, data: bytes, source: str) -> Schema:
+    """The dataset's schema from its first file: the config's roles, and for features it does
+    not list, numeric when every value is a number.
+
+    Arrow's type inference decides when it finds numbers (or nothing) in every unlisted column;
+    a text column could still hold numbers the careful reader accepts (padded, say), so then the
+    careful path decides.
+    """
+    reserved = set(text_columns(settings, None))
+    names = _header(data)
+    table = None
+    if names is not None and len(set(names)) == len(names):
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(data),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in reserved if c in names},
+                    strings_can_be_null=True,
+                ),
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            table = None
+    if table is not None and table.num_rows:
+        kinds = {name: table.schema.field(name).type for name in table.column_names}
+        numeric = {
+            name
+            for name, kind in kinds.items()
+            if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)
+        }
+        if all(name in numeric for name in kinds if name not in reserved):
+            return infer_roles(settings, list(kinds), numeric.__contains__, source)
+    from beryl.cleaning import read_csv_bytes
+
+    raw = read_csv_bytes(data, source, text_columns(settings, None))
+    return infer_schema(settings, raw, source)
 
 
 def _header(data: bytes) -> list[str] | None:
@@ -429,16 +470,8 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
                 continue
             same_pass[digest] = record
             try:
-                if schema is None:
-                    from beryl.cleaning import clean_dataset, read_csv_bytes, to_arrow
-
-                    raw = read_csv_bytes(data, candidate.name, text_columns(settings, schema))
-                    file_schema = infer_schema(settings, raw, candidate.name)
-                    table = to_arrow(clean_dataset(raw, file_schema, candidate.name), file_schema)
-                    record.note = raw.attrs.get("note")
-                else:
-                    file_schema = schema
-                    table, record.note = read_clean(data, schema, candidate.name)
+                file_schema = schema or _first_schema(settings, data, candidate.name)
+                table, record.note = read_clean(data, file_schema, candidate.name)
                 classes = _check_classes(table[file_schema.target], classes, candidate.name)
                 schema = file_schema
             except SchemaError as exc:

@@ -6,6 +6,7 @@ in the dataset manifest, so later files are checked against the same columns and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -102,7 +103,13 @@ def _looks_numeric(series: pd.Series) -> bool:
 
 def infer_schema(settings: Settings, frame: pd.DataFrame, source: str) -> Schema:
     """Schema from config, with feature lists inferred from ``frame``'s columns when absent."""
-    columns = list(frame.columns)
+    return infer_roles(settings, list(frame.columns), lambda c: _looks_numeric(frame[c]), source)
+
+
+def infer_roles(
+    settings: Settings, columns: list[str], is_numeric: Callable[[str], bool], source: str
+) -> Schema:
+    """Schema from config; a feature not listed there is numeric when ``is_numeric`` says so."""
     missing = [c for c in [settings.target, *settings.id_columns] if c not in columns]
     if missing:
         raise SchemaError(
@@ -115,7 +122,7 @@ def infer_schema(settings: Settings, frame: pd.DataFrame, source: str) -> Schema
     if numeric is None or categorical is None:
         listed = set(numeric or []) | set(categorical or [])
         rest = [c for c in columns if c not in reserved and c not in listed]
-        inferred_numeric = [c for c in rest if _looks_numeric(frame[c])]
+        inferred_numeric = [c for c in rest if is_numeric(c)]
         if numeric is None:
             numeric = inferred_numeric
         if categorical is None:
