@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 from tests.conftest import CliRunner
@@ -54,6 +55,26 @@ def make_workspace(root: Path, *, run: bool = True, **overrides: object) -> tupl
     if run:
         run_pass(settings, call_api=False, report=False)
     return settings, ws.config
+
+
+def make_mixed_workspace(
+    root: Path, *, run: bool = True, seed: int = 7, **api: object
+) -> tuple[Settings, Path]:
+    """The demo workspace plus a categorical column and a numeric one with a tiny spread.
+
+    The tiny spread makes finite but huge numbers overflow once the model scales them, and the
+    category exercises the one-hot path: both are where hostile values once became 500s.
+    """
+    settings, config_path = make_workspace(root, run=False, api=api)
+    rng = np.random.default_rng(seed)
+    for path in [*settings.input_folder.glob("*.csv"), *settings.test_data.glob("*.csv")]:
+        frame = pd.read_csv(path, dtype={"corporation": str})
+        frame["segment"] = rng.choice(np.array(["smb", "mid", "enterprise", ""]), len(frame))
+        frame["margin"] = rng.normal(0.0, 0.01, len(frame))
+        frame.to_csv(path, index=False)
+    if run:
+        run_pass(settings, call_api=False, report=False)
+    return settings, config_path
 
 
 def make_two_pass_workspace(root: Path, seed: int) -> tuple[Settings, Path]:

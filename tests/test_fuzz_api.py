@@ -22,18 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-import pandas as pd
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
-from tests.test_api import make_workspace
+from tests.test_api import make_mixed_workspace
 
 from beryl.config import Settings
-from beryl.pipeline import run_pass
 
 pytestmark = pytest.mark.slow
 
@@ -120,22 +117,9 @@ def _healthy(url: str) -> bool:
 
 
 def _fuzz_workspace(root: Path, *, run: bool = True, **api: object) -> tuple[Settings, Path]:
-    """The demo workspace plus a categorical column and a numeric one with a tiny spread.
-
-    The tiny spread makes finite but huge numbers overflow once the model scales them, and the
-    category exercises the one-hot path: both are where hostile values once became 500s.
-    """
+    """``make_mixed_workspace`` with the fuzzing limits."""
     limits = {"max_body_bytes": MAX_BODY_BYTES, "max_records": MAX_RECORDS, **api}
-    settings, config_path = make_workspace(root, run=False, api=limits)
-    rng = np.random.default_rng(7)
-    for path in [*settings.input_folder.glob("*.csv"), *settings.test_data.glob("*.csv")]:
-        frame = pd.read_csv(path, dtype={"corporation": str})
-        frame["segment"] = rng.choice(np.array(["smb", "mid", "enterprise", ""]), len(frame))
-        frame["margin"] = rng.normal(0.0, 0.01, len(frame))
-        frame.to_csv(path, index=False)
-    if run:
-        run_pass(settings, call_api=False, report=False)
-    return settings, config_path
+    return make_mixed_workspace(root, run=run, **limits)
 
 
 def _api(root: Path, *, run: bool = True, **api: object) -> Iterator[Api]:

@@ -4,11 +4,15 @@
                                                [--out benchmarks/results]
 
 Setup (idempotent, cached in benchmarks/.cache/): a demo workspace with a production model, wrk
-(Debian), MLflow in its own venv with the same scikit-learn, the same fitted pipeline saved as an
-MLflow model, and the linear coefficients for the bare ASGI peer. Then, one server at a time
-(2 cores: never two under load at once), each peer is started with the same number of workers,
-checked against Beryl's probabilities (1e-9), warmed up, and loaded with wrk: single-record
-requests at ``--connections``, then 1,000-record requests at ``--batch-connections``.
+(Debian), MLflow in its own venv with the same scikit-learn, httptools and uvloop as Beryl's (so
+every peer's uvicorn picks the same HTTP parser and event loop; printed per peer), the same
+fitted pipeline saved as an MLflow model, and the linear coefficients for the bare ASGI peer.
+Beryl runs as shipped; the other peers get ``nodelay/sitecustomize.py``, the work-around for
+uvicorn's multi-worker TCP_NODELAY bug that ``beryl serve`` does not need. Then, one server at
+a time (2 cores: never two under load at once), each peer is started with the same number of
+workers, checked against Beryl's probabilities (1e-9), warmed up, and loaded with wrk:
+single-record requests at ``--connections``, then 1,000-record requests at
+``--batch-connections``.
 
 Prints both tables and the targets (Beryl ≥ 20× MLflow's requests/s, ≥ 0.5× bare ASGI's, p99 ≤
 0.1× MLflow's) and writes ``<out>/serving.json``. When a target is missed (or with
@@ -45,7 +49,7 @@ WORK = CACHE / "serving"
 WORKSPACE = WORK / "workspace"
 MLFLOW_VENV = CACHE / "mlflow-venv"
 TOOLS_VENV = CACHE / "tools"
-NODELAY = HERE / "nodelay"  # sitecustomize.py: the uvicorn#3149 work-around, for every peer
+NODELAY = HERE / "nodelay"  # sitecustomize.py: the uvicorn#3149 work-around, for the other peers
 PEER_NAMES = ("beryl", "mlflow", "plain-fastapi", "bare-asgi")
 WARMUP_S = 2.0
 VERIFY_RECORDS = 50
@@ -69,7 +73,18 @@ LIBRARIES = (
     "pandas",
     "scipy",
 )
-MLFLOW_LIBRARIES = ("mlflow", "uvicorn", "fastapi", "scikit-learn", "numpy", "pandas")
+MLFLOW_LIBRARIES = (
+    "mlflow",
+    "uvicorn",
+    "h11",
+    "httptools",
+    "uvloop",
+    "fastapi",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+)
+SAME_AS_BERYL = ("scikit-learn", "httptools", "uvloop")  # installed into MLflow's venv alike
 
 
 # -- small helpers --------------------------------------------------------------------------------
@@ -294,9 +309,12 @@ def ensure_venv(venv: Path, requirements: list[str]) -> Path:
 
 
 def mlflow_requirements() -> list[str]:
+    """requirements-mlflow.txt plus Beryl's versions of scikit-learn (so the pickle loads) and of
+    uvicorn's optional HTTP parser and event loop (so both servers run the same uvicorn stack)."""
     lines = (HERE / "requirements-mlflow.txt").read_text().splitlines()
     pinned = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    return [*pinned, f"scikit-learn=={metadata.version('scikit-learn')}"]
+    same = [f"{name}=={version}" for name, version in _versions(SAME_AS_BERYL).items() if version]
+    return [*pinned, *same]
 
 
 def ensure_mlflow_model(python: Path, model: Model) -> Path:
@@ -340,6 +358,9 @@ class Peer:
     env: dict[str, str] = field(default_factory=dict)
     mlflow_format: bool = False
     note: str = ""
+    python: str = sys.executable  # the interpreter whose uvicorn serves this peer
+    nodelay_workaround: bool = False
+    stack: dict[str, Any] = field(default_factory=dict)
 
 
 def beryl_peer(model: Model, workers: int) -> Peer:
@@ -372,6 +393,7 @@ def mlflow_peer(python: Path, model_dir: Path, workers: int) -> Peer:
         f"http://127.0.0.1:{port}/ping",
         env={**mlflow_env(python), **env},
         mlflow_format=True,
+        python=str(python),
         note="mlflow models serve --env-manager local (pyfunc predict_fn=predict_proba)",
     )
 
@@ -430,8 +452,64 @@ def build_peers(
         makers["mlflow"] = lambda: mlflow_peer(*mlflow, workers)
     peers = [makers[name]() for name in names]
     for peer in peers:
-        peer.env.update(nodelay_env(nodelay))
+        peer.stack = uvicorn_stack(peer.python)
+        if peer.name != "beryl":  # `beryl serve` sets TCP_NODELAY itself: measured as shipped
+            peer.nodelay_workaround = nodelay
+            peer.env.update(nodelay_env(nodelay))
     return peers
+
+
+# What uvicorn's "auto" HTTP protocol and event loop resolve to in an interpreter: every peer
+# (Beryl, MLflow and both uvicorn peers) runs uvicorn with the defaults, http="auto", loop="auto".
+_STACK_PROBE = """
+import json
+from importlib import metadata
+from uvicorn.loops.auto import auto_loop_factory
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+def version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+http = AutoHTTPProtocol.__module__.rsplit(".", 1)[-1].removesuffix("_impl")
+loop = auto_loop_factory().__module__.split(".")[0]
+print(json.dumps({"uvicorn": version("uvicorn"), "http": http, "http_version": version(http),
+                  "loop": loop, "loop_version": version(loop) if loop == "uvloop" else None}))
+"""
+
+
+def uvicorn_stack(python: str) -> dict[str, Any]:
+    """uvicorn's version and the HTTP parser and event loop it picks in ``python``."""
+    data: dict[str, Any] = json.loads(run_checked([python, "-c", _STACK_PROBE]))
+    return data
+
+
+def stack_label(stack: dict[str, Any]) -> str:
+    http = f"{stack['http']} {stack['http_version'] or ''}".strip()
+    loop = f"{stack['loop']} {stack['loop_version'] or ''}".strip()
+    return f"uvicorn {stack['uvicorn']}, {http}, {loop}"
+
+
+def stack_notes(peers: list[Peer]) -> list[str]:
+    """One line per peer: its uvicorn stack and TCP_NODELAY source; a warning when stacks differ."""
+    lines = []
+    for peer in peers:
+        nodelay = (
+            "TCP_NODELAY from nodelay/sitecustomize.py"
+            if peer.nodelay_workaround
+            else "TCP_NODELAY set by `beryl serve` itself (no work-around)"
+            if peer.name == "beryl"
+            else "no TCP_NODELAY work-around"
+        )
+        lines.append(f"{peer.name}: {stack_label(peer.stack)}; {nodelay}")
+    kinds = {(p.stack["http"], p.stack["loop"]) for p in peers}
+    if len(kinds) > 1:
+        lines.append("WARNING: the peers do not run the same uvicorn HTTP parser and event loop")
+    else:
+        lines.append("every peer runs the same uvicorn HTTP parser and event loop")
+    return lines
 
 
 # -- running one server ---------------------------------------------------------------------------
@@ -1083,7 +1161,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--as-deployed",
         action="store_true",
-        help="without the TCP_NODELAY work-around (uvicorn#3149); writes serving-as-deployed.json",
+        help="peers without the TCP_NODELAY work-around (uvicorn#3149); "
+        "writes serving-as-deployed.json",
     )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.peers.split(",") if n.strip()]
@@ -1122,12 +1201,14 @@ def setup(args: argparse.Namespace) -> Setup:
         mlflow = (mlflow_python, ensure_mlflow_model(mlflow_python, model))
     nodelay = not args.as_deployed
     peers = build_peers(args.peer_names, model, args.workers, mlflow, linear, nodelay)
-    if nodelay:
+    if nodelay and len(peers) > 1:
         notes.append(
-            "every peer ran with benchmarks/serving/nodelay/sitecustomize.py on PYTHONPATH: "
+            "the other peers ran with benchmarks/serving/nodelay/sitecustomize.py on PYTHONPATH: "
             "TCP_NODELAY for uvicorn's multi-worker listener (Kludex/uvicorn#3149); without it "
-            "each keep-alive answer waits ~40 ms for a delayed ACK (see --as-deployed)"
+            "each keep-alive answer waits ~40 ms for a delayed ACK (see --as-deployed). Beryl "
+            "ran without it: `beryl serve` sets TCP_NODELAY itself"
         )
+    notes += stack_notes(peers)
     return Setup(model, bodies, loader, peers, mlflow_python, notes)
 
 
@@ -1176,12 +1257,13 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
             "load_generator": ready.loader.name,
             "rounds": args.rounds,
-            "tcp_nodelay_workaround": not args.as_deployed,
+            "tcp_nodelay_workaround": {p.name: p.nodelay_workaround for p in ready.peers},
         },
         "machine": machine_info(ready.loader.wrk, ready.mlflow_python),
         "source": source_state(),
         "model": {"version": ready.model.version, "features": ready.model.features},
         "peers": {run.peer: run.note for run in runs},
+        "server_stacks": {p.name: p.stack for p in ready.peers},
         "verification": [run.check for run in runs],
         "results": {
             kind: [{"peer": run.peer, **asdict(getattr(run, kind))} for run in runs]

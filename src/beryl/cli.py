@@ -601,30 +601,9 @@ def serve(
     settings: Settings, host: str | None, port: int | None, workers: int, access_log: bool
 ) -> None:
     """Serve the production model over HTTP (see /docs)."""
-    import os
+    from beryl.api.server import serve as run_server
 
-    import uvicorn
-
-    os.environ["BERYL_CONFIG"] = str(settings.config_path.resolve())
-    if workers > 1:  # each worker writes its metrics here; a scrape adds them up
-        import shutil
-        import tempfile
-
-        from beryl.api.metrics import MULTIPROC_ENV
-
-        metrics_dir = Path(tempfile.mkdtemp(prefix="beryl-metrics-"))
-        os.environ[MULTIPROC_ENV] = str(metrics_dir)
-    uvicorn.run(
-        "beryl.api.app:app_from_environment",
-        factory=True,
-        host=host or settings.api.host,
-        port=port or settings.api.port,
-        workers=workers,
-        log_level="info",
-        access_log=access_log,
-    )
-    if workers > 1:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    run_server(settings, host=host, port=port, workers=workers, access_log=access_log)
 
 
 @cli.command()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hmac
-import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -16,7 +14,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from beryl import config as config_module
 from beryl.api.holder import ModelHolder
 from beryl.config import Settings
 from beryl.errors import (
@@ -56,6 +53,27 @@ def status_for(exc: BerylError) -> int:
     return 400
 
 
+def request_headers(scope: Scope) -> dict[str, str]:
+    """A request's headers by lower-case name (the last of a repeated header wins)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def authorised(headers: Mapping[str, str], token: str) -> bool:
+    """``Authorization: Bearer <token>``, or else ``X-API-Token: <token>``, names ``token``."""
+    supplied = headers.get("authorization", "")
+    if supplied.lower().startswith("bearer "):
+        supplied = supplied[7:].strip()
+    else:
+        supplied = headers.get("x-api-token", "")
+    return hmac.compare_digest(supplied.encode(), token.encode())
+
+
+def declares_too_large(headers: Mapping[str, str], max_body_bytes: int) -> bool:
+    """The request's Content-Length is over the limit (the body is then never read)."""
+    declared = headers.get("content-length")
+    return declared is not None and declared.isdigit() and int(declared) > max_body_bytes
+
+
 class LimitsMiddleware:
     """Refuse bodies over ``max_body_bytes`` (413) and, with a token set, unauthenticated calls."""
 
@@ -68,16 +86,15 @@ class LimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.token and scope["path"] not in OPEN_PATHS and not self._authorised(headers):
+        headers = request_headers(scope)
+        if self.token and scope["path"] not in OPEN_PATHS and not authorised(headers, self.token):
             response = _error(
                 401, "missing or wrong API token", "send 'Authorization: Bearer <token>'"
             )
             response.headers["WWW-Authenticate"] = "Bearer"
             await response(scope, receive, send)
             return
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declares_too_large(headers, self.max_body_bytes):
             await self._too_large(scope, receive, send)
             return
         received = 0
@@ -97,15 +114,6 @@ class LimitsMiddleware:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
             await self._too_large(scope, receive, send)
-
-    def _authorised(self, headers: dict[str, str]) -> bool:
-        assert self.token is not None
-        supplied = headers.get("authorization", "")
-        if supplied.lower().startswith("bearer "):
-            supplied = supplied[7:].strip()
-        else:
-            supplied = headers.get("x-api-token", "")
-        return hmac.compare_digest(supplied.encode(), self.token.encode())
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = _error(
@@ -213,21 +221,3 @@ def _package_version() -> str:
         return metadata.version("beryl")
     except metadata.PackageNotFoundError:
         return "0"
-
-
-def app_from_environment() -> FastAPI:
-    """Factory for ``beryl serve`` (each worker): the config comes from BERYL_CONFIG.
-
-    The production model is loaded before the first request, and everything loaded so far is
-    frozen out of the garbage collector's reach: a full collection over pandas, scikit-learn and
-    SciPy objects otherwise pauses a worker for tens of milliseconds under load.
-    """
-    import gc
-
-    app = create_app(config_module.load(config_module.resolve_path(None, dict(os.environ))))
-    holder: ModelHolder = app.state.holder
-    with contextlib.suppress(BerylError):
-        holder.get()  # no model yet: it is loaded when one is promoted
-    gc.collect()
-    gc.freeze()
-    return app

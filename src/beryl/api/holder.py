@@ -31,10 +31,11 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._current: LoadedModel | None = None
         self._pointer_key: tuple[int, int, int] | None = None
+        self._pointer = registry.pointer_path  # stat'ed on every request: made once
 
     def _key(self) -> tuple[int, int, int] | None:
         try:
-            info = self.registry.pointer_path.stat()
+            info = self._pointer.stat()
         except FileNotFoundError:
             return None
         return (info.st_ino, info.st_mtime_ns, info.st_size)

@@ -31,6 +31,9 @@ from beryl.history import History
 from beryl.registry import Registry
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Scope key: ``time.perf_counter()`` when a layer in front of the app took the request (the
+# prediction fast path); a request it hands on is timed from there, not from when the app got it.
+STARTED = "beryl.started"
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -131,13 +134,29 @@ class ApiMetrics:
         )
         self.workspace = WorkspaceCollector(settings)
         self.registry.register(self.workspace)
+        # Labelled series, looked up once: ``labels()`` validates and locks on every call.
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._prediction_series: dict[str, Any] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and its duration."""
+        series = self._request_series.get((route, method, status))
+        if series is None:
+            labels = {"route": route, "method": method, "status": str(status)}
+            series = (self.requests.labels(**labels), self.latency.labels(**labels))
+            self._request_series[(route, method, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def count_predictions(self, predictions: list[Any]) -> None:
         counts: dict[str, int] = {}
         for label in predictions:
             counts[str(label)] = counts.get(str(label), 0) + 1
         for label, count in counts.items():
-            self.predictions.labels(label=label).inc(count)
+            series = self._prediction_series.get(label)
+            if series is None:
+                series = self._prediction_series[label] = self.predictions.labels(label=label)
+            series.inc(count)
 
     def render(self) -> bytes:
         """The exposition text; with several workers, the sum over all of them."""
@@ -160,7 +179,9 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = scope.get(STARTED)
+        if started is None:
+            started = time.perf_counter()
         status = 500
 
         async def send_and_record(message: Message) -> None:
@@ -176,6 +197,5 @@ class MetricsMiddleware:
             path = getattr(route, "path", None)
             if path is None:  # answered outside the router (docs, errors): bound the labels
                 path = scope.get("path", "") if status < 400 else "unmatched"
-            labels = {"route": path, "method": scope.get("method", ""), "status": str(status)}
-            self.metrics.requests.labels(**labels).inc()
-            self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.observe_request(path, scope.get("method", ""), status, elapsed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from beryl.api.app import ApiError
 from beryl.api.deps import HolderDep, SettingsDep
 from beryl.api.holder import LoadedModel
+from beryl.api.metrics import ApiMetrics
 from beryl.api.schemas import PredictionResponse, error_responses
 from beryl.cleaning import clean_features, read_csv_bytes
 from beryl.config import Settings
@@ -26,6 +28,10 @@ from beryl.schema import Schema
 
 router = APIRouter(tags=["prediction"])
 _INLINE_ROWS = 64
+JSON_TYPES = frozenset({"application/json", ""})  # no Content-Type at all: JSON
+CSV_TYPES = frozenset({"text/csv", "application/csv"})
+# JSONResponse's own settings, in an encoder made once (json.dumps makes one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 _BODY = {
     "requestBody": {
@@ -52,11 +58,11 @@ async def prediction(request: Request, settings: SettingsDep, holder: HolderDep)
         body = await request.body()
     except ClientDisconnect:  # the caller went away mid-request: nobody to answer
         return Response(status_code=499)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request.headers.get("content-type", ""))
     data: pd.DataFrame | list[dict[str, Any]]
-    if content_type in ("text/csv", "application/csv"):
+    if content_type in CSV_TYPES:
         data = _frame_from_csv(body, loaded.schema, "request body", settings)
-    elif content_type in ("application/json", ""):
+    elif content_type in JSON_TYPES:
         data = _frame_from_json(body, loaded.schema, settings)
     else:
         raise ApiError(
@@ -64,13 +70,31 @@ async def prediction(request: Request, settings: SettingsDep, holder: HolderDep)
             f"unsupported content type {content_type!r}",
             "send application/json ({'records': [...]} or {'file_location': ...}) or text/csv",
         )
+    return await respond(loaded, data, request.app.state.metrics)
+
+
+def media_type(content_type: str) -> str:
+    """``Content-Type`` without parameters, lower case: ``application/json; charset=utf-8`` ->
+    ``application/json``."""
+    return content_type.split(";")[0].strip().lower()
+
+
+async def respond(
+    loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]], metrics: ApiMetrics
+) -> JSONResponse:
+    """Score validated records or a frame, count the predictions, and build the answer."""
     if isinstance(data, list) and len(data) <= _INLINE_ROWS and loaded.compiled is not None:
         answer = predict(loaded, data)  # microseconds: a thread hop would cost more
     else:
         answer = await run_in_threadpool(predict, loaded, data)
-    request.app.state.metrics.count_predictions(answer["predictions"])
+    metrics.count_predictions(answer["predictions"])
     # Built here, not by FastAPI: the answer's shape is fixed, so skip re-validating it.
-    return JSONResponse(answer)
+    return _Answer(answer)
+
+
+class _Answer(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return _ENCODER.encode(content).encode("utf-8")
 
 
 def predict(loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]]) -> dict[str, Any]:
@@ -123,6 +147,24 @@ def _plain(value: Any) -> Any:
 def _frame_from_json(
     body: bytes, schema: Schema, settings: Settings
 ) -> pd.DataFrame | list[dict[str, Any]]:
+    payload = json_request(body, schema)
+    if "file_location" in payload:
+        location = payload["file_location"]
+        if not isinstance(location, str) or not location.strip():
+            raise ApiError(
+                422, "file_location must be a non-empty string", {"field": "file_location"}
+            )
+        path = _inside_workspace(location, settings)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ApiError(422, f"cannot read {location}: {exc.strerror}") from exc
+        return _frame_from_csv(data, schema, location, settings)
+    return rows_from_records(payload["records"], record_plan(schema), settings.api.max_records)
+
+
+def json_request(body: bytes, schema: Schema) -> dict[str, Any]:
+    """A JSON body parsed: an object holding exactly one of ``records`` or ``file_location``."""
     try:
         payload = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -139,19 +181,7 @@ def _frame_from_json(
         )
     if set(payload) - {"records", "file_location"} or len(payload) != 1:
         raise ApiError(422, "send exactly one of 'records' or 'file_location'")
-    if "file_location" in payload:
-        location = payload["file_location"]
-        if not isinstance(location, str) or not location.strip():
-            raise ApiError(
-                422, "file_location must be a non-empty string", {"field": "file_location"}
-            )
-        path = _inside_workspace(location, settings)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ApiError(422, f"cannot read {location}: {exc.strerror}") from exc
-        return _frame_from_csv(data, schema, location, settings)
-    return rows_from_records(payload["records"], schema, settings.api.max_records)
+    return payload
 
 
 def _inside_workspace(location: str, settings: Settings) -> Path:
@@ -209,12 +239,21 @@ def _check_count(count: int, limit: int) -> None:
         )
 
 
-def rows_from_records(records: Any, schema: Schema, limit: int) -> list[dict[str, Any]]:
+# Each feature with the function that checks and converts its JSON value (one plan per model).
+RecordPlan = tuple[tuple[str, Callable[[Any, int, str], Any]], ...]
+
+
+def record_plan(schema: Schema) -> RecordPlan:
+    """How to read a record for this schema: each feature and its converter, in model order."""
+    numeric = set(schema.numeric)
+    return tuple((c, _number if c in numeric else _category) for c in schema.features)
+
+
+def rows_from_records(records: Any, plan: RecordPlan, limit: int) -> list[dict[str, Any]]:
     """Validate JSON records against the model's features; errors name the record and field."""
     if not isinstance(records, list) or not records:
         raise ApiError(422, "'records' must be a non-empty list of objects", {"field": "records"})
     _check_count(len(records), limit)
-    numeric = set(schema.numeric)
     rows = []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
@@ -222,12 +261,10 @@ def rows_from_records(records: Any, schema: Schema, limit: int) -> list[dict[str
                 422, f"records[{index}] must be an object", {"field": f"records[{index}]"}
             )
         row = {}
-        for column in schema.features:
+        for column, convert in plan:
             if column not in record:
-                field = f"records[{index}].{column}"
-                raise ApiError(422, f"{field} is missing", {"field": field})
-            convert = _number if column in numeric else _category
-            row[column] = convert(record[column], f"records[{index}].{column}")
+                raise _refused(index, column, "is missing")
+            row[column] = convert(record[column], index, column)
         rows.append(row)
     return rows
 
@@ -240,11 +277,16 @@ def frame_from_rows(rows: list[dict[str, Any]], schema: Schema) -> pd.DataFrame:
     return frame
 
 
-def _number(value: Any, field: str) -> float:
+def _refused(index: int, column: str, problem: str) -> ApiError:
+    field = f"records[{index}].{column}"
+    return ApiError(422, f"{field} {problem}", {"field": field})
+
+
+def _number(value: Any, index: int, column: str) -> float:
     if value is None:
         return math.nan
     if isinstance(value, bool):
-        raise ApiError(422, f"{field} must be a number, not true/false", {"field": field})
+        raise _refused(index, column, "must be a number, not true/false")
     if isinstance(value, int | float):
         try:
             number = float(value)
@@ -257,26 +299,24 @@ def _number(value: Any, field: str) -> float:
         try:
             number = float(text)
         except ValueError as exc:
-            raise ApiError(
-                422, f"{field} must be a number, got {value!r}", {"field": field}
-            ) from exc
+            raise _refused(index, column, f"must be a number, got {value!r}") from exc
     else:
-        raise ApiError(422, f"{field} must be a number", {"field": field})
+        raise _refused(index, column, "must be a number")
     if math.isinf(number):
-        raise ApiError(422, f"{field} must be finite", {"field": field})
+        raise _refused(index, column, "must be finite")
     return number
 
 
-def _category(value: Any, field: str) -> Any:
+def _category(value: Any, index: int, column: str) -> Any:
     if value is None:
         return np.nan
     if isinstance(value, str):
         if not _is_unicode(value):
-            raise ApiError(422, f"{field} contains an unpaired surrogate", {"field": field})
+            raise _refused(index, column, "contains an unpaired surrogate")
         return value.strip() or np.nan
     if isinstance(value, bool | int | float):
         return str(value)
-    raise ApiError(422, f"{field} must be a string, number or null", {"field": field})
+    raise _refused(index, column, "must be a string, number or null")
 
 
 def _is_unicode(text: str) -> bool:
