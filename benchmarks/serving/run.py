@@ -1147,14 +1147,14 @@ def report(runs: list[PeerRun], args: argparse.Namespace, loader: LoadGenerator)
 # -- main -----------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
     parser.add_argument("--connections", type=int, default=32, help="single-record table")
     parser.add_argument("--batch-connections", type=int, default=8, help="1,000-record table")
     parser.add_argument("--workers", type=int, default=2, help="server workers of every peer")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--peers", default=",".join(PEER_NAMES), help="comma-separated subset")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="repeat all peers; each figure is the median round"
+        "--rounds", type=int, default=3, help="repeat all peers; each figure is the median round"
     )
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto")
     parser.add_argument("--load", choices=("auto", "python"), default="auto")
