@@ -326,16 +326,19 @@ def _header(data: bytes) -> list[str] | None:
     return names if all(n == n.strip() and n for n in names) else None
 
 
-_GROUP_ROWS = 2_500_000  # rows read before they are deduplicated and written (bounds memory)
+# Data read (Arrow bytes) before it is deduplicated and written: two groups at most are held,
+# one being written while the next is read, so this bounds memory whatever the files' width.
+_GROUP_BYTES = 128 * 2**20
 
 
 class _Deduplicator:
     """Keeps the first occurrence of every row not yet in the dataset, a group of files at a time.
 
-    Files are collected until about ``_GROUP_ROWS`` rows, then deduplicated together: one sort of
-    the group's row hashes finds the repeated ones, and set intersections with the dataset's
-    sorted hash runs (and the earlier groups of this pass) find the known ones. Only rows whose
-    hash is repeated or known are looked at one by one, so the common case costs a sort.
+    Files are collected until about ``_GROUP_BYTES`` of data, then deduplicated together: one
+    sort of the group's row hashes finds the repeated ones, and set intersections with the
+    dataset's sorted hash runs (and the earlier groups of this pass) find the known ones. Only
+    rows whose hash is repeated or known are looked at one by one, so the common case costs a
+    sort.
     """
 
     def __init__(self, stored: list[np.ndarray], writer: BatchWriter) -> None:
@@ -343,12 +346,12 @@ class _Deduplicator:
         self.writer = writer
         self.records: list[FileRecord] = []
         self.group: list[tuple[FileRecord, pa.Table, np.ndarray]] = []
-        self.rows = 0
+        self.size = 0
 
     def add(self, record: FileRecord, table: pa.Table) -> None:
         self.group.append((record, table, row_hashes(table)))
-        self.rows += table.num_rows
-        if self.rows >= _GROUP_ROWS:
+        self.size += table.nbytes
+        if self.size >= _GROUP_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -379,7 +382,7 @@ class _Deduplicator:
             self.records.append(record)
             start = stop
         self.runs.append(np.sort(hashes[keep]))
-        self.group, self.rows = [], 0
+        self.group, self.size = [], 0
 
 
 def _arrow_mask(mask: np.ndarray) -> pa.Array:
