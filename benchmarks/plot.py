@@ -159,7 +159,7 @@ def draw_scaling(axes: Any, series: dict[str, Series], kind: str, metric: str) -
     axes.set_xticks(ours.rows)
     axes.xaxis.set_major_formatter(rows_label)
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower right", fontsize=9)
+    axes.legend(loc="upper left", fontsize=9)  # the lines rise to the right
 
 
 def draw_bars(axes: Any, bars: Bars) -> None:
