@@ -867,3 +867,10 @@ def test_first_file_schema_is_what_the_careful_reader_infers(rows: list[tuple[st
     data = (header + "".join(f"c{i},{','.join(r)},{i % 2}\n" for i, r in enumerate(rows))).encode()
     raw = read_csv_bytes(data, "f.csv", ["corporation", "exited"])
     assert _first_schema(ws, data, "f.csv") == infer_schema(ws, raw, "f.csv")
+
+
+def test_the_fast_path_knows_every_character_python_strips() -> None:
+    """A value padded with any of them takes the careful path, which strips it."""
+    from beryl.ingestion import PY_WHITESPACE
+
+    assert "".join(c for c in map(chr, range(0x110000)) if c.isspace()) == PY_WHITESPACE
