@@ -9,7 +9,9 @@ written to a temporary file beside its target and renamed into place when comple
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,28 +63,39 @@ def score_file(
         reader = _open(source, schema, block_bytes)
         keep = [c for c in schema.id_columns if c in reader.schema.names]
         writer: pacsv.CSVWriter | None = None
-        try:
-            for batch in reader:
-                if batch.num_rows == 0:
-                    continue
-                label = f"{source.name} (rows {rows + 1}-{rows + batch.num_rows})"
-                frame = clean_features(batch.to_pandas(), schema, label)
-                predictions, probabilities = _predict(model, frame, schema)
-                columns = {c: batch.column(c) for c in keep}
-                columns["prediction"] = pa.array(predictions)
-                columns["probability"] = pa.array(probabilities, type=pa.float64())
-                table = pa.table(columns)
-                if writer is None:
-                    writer = pacsv.CSVWriter(str(tmp), table.schema)
-                writer.write_table(table)
-                rows += batch.num_rows
-                if progress:
-                    progress(rows)
-        except pa.ArrowInvalid as exc:
-            raise _read_error(source, reader.schema.names, rows, exc) from exc
-        finally:
-            if writer is not None:
-                writer.close()
+        # Blocks are written on a background thread (Arrow's CSV writer releases the GIL) while
+        # the next block is read and scored; at most two wait, so memory stays bounded.
+        pending: deque[Future[None]] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="beryl-predict") as thread:
+            try:
+                for batch in reader:
+                    if batch.num_rows == 0:
+                        continue
+                    label = f"{source.name} (rows {rows + 1}-{rows + batch.num_rows})"
+                    frame = clean_features(batch.to_pandas(), schema, label)
+                    predictions, probabilities = _predict(model, frame, schema)
+                    columns = {c: batch.column(c) for c in keep}
+                    columns["prediction"] = pa.array(predictions)
+                    columns["probability"] = pa.array(probabilities, type=pa.float64())
+                    table = pa.table(columns)
+                    if writer is None:
+                        writer = pacsv.CSVWriter(str(tmp), table.schema)
+                    while len(pending) >= 2:
+                        pending.popleft().result()
+                    pending.append(thread.submit(writer.write_table, table))
+                    rows += batch.num_rows
+                    if progress:
+                        progress(rows)
+                while pending:
+                    pending.popleft().result()
+            except pa.ArrowInvalid as exc:
+                raise _read_error(source, reader.schema.names, rows, exc) from exc
+            finally:
+                for job in pending:  # after a failure: drop writes not started, await the rest
+                    if not job.cancel():
+                        job.exception()
+                if writer is not None:
+                    writer.close()
         if writer is None:
             raise SchemaError(f"{source.name}: has no data rows")
 
