@@ -86,46 +86,52 @@ def make_two_pass_workspace(root: Path, seed: int) -> tuple[Settings, Path]:
 
 
 @contextlib.contextmanager
-def serving(config_path: Path, *extra: str) -> Iterator[str]:
-    """Run ``beryl serve`` in a subprocess until the block ends; yields its base URL."""
+def serving(config_path: Path, *extra: str, log_path: Path | None = None) -> Iterator[str]:
+    """Run ``beryl serve`` in a subprocess until the block ends; yields its base URL.
+
+    The server logs to ``log_path`` (kept for reading after a failure), else to a temporary
+    file: a file, not a pipe, since a pipe nobody reads fills up and stalls the server.
+    """
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "BERYL_CONFIG"}
-    # A file, not a pipe: a pipe nobody reads fills up and stalls the server. Closed below.
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "beryl", "--config", str(config_path)),
-            *("serve", "--port", str(port), *extra),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"server exited: {log.read()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not start")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
+    env = {k: v for k, v in os.environ.items() if k not in ("BERYL_CONFIG", "BERYL_API_TOKEN")}
+    with contextlib.ExitStack() as stack:
+        if log_path is None:
+            log = stack.enter_context(tempfile.TemporaryFile(mode="w+"))
+        else:
+            log = stack.enter_context(log_path.open("w+"))
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "beryl", "--config", str(config_path)),
+                *("serve", "--port", str(port), *extra),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise AssertionError(f"server exited: {log.read()}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError("server did not start")
+                time.sleep(0.1)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture(scope="module")

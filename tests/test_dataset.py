@@ -277,16 +277,16 @@ def test_a_failed_ingestion_leaves_batches_and_snapshot_as_they_were(workspace: 
     add_batch(workspace.input_folder, "later", rows=40, seed=4)
     add_batch(workspace.input_folder, "zlater", rows=40, seed=6)
     calls = []
-    real_write = dataset_module._Appender.write
+    real_write = dataset_module._write_rows
 
-    def write_then_fail(self: Any, table: Any) -> None:
-        real_write(self, table)
+    def write_then_fail(handle: Any, table: Any) -> None:
+        real_write(handle, table)
         calls.append(table.num_rows)
         if len(calls) == 2:  # the second file's rows are half way to disk
             raise OSError(28, "No space left on device")
 
     with (
-        mock.patch.object(dataset_module._Appender, "write", write_then_fail),
+        mock.patch.object(dataset_module, "_write_rows", write_then_fail),
         pytest.raises(OSError, match="No space left"),
     ):
         ingest(workspace)
@@ -330,14 +330,13 @@ def test_snapshot_rows_from_tables_with_empty_chunks(tmp_path: Path) -> None:
     """Arrow's CSV writer mangles a column whose first chunk is empty; the snapshot must not."""
     import pyarrow as pa
 
-    from beryl.dataset import _Appender
+    from beryl.dataset import _appending
 
     def chunked(*parts: list[Any]) -> pa.ChunkedArray:
         return pa.chunked_array([pa.array(p, pa.large_string()) for p in parts])
 
     table = pa.table({"id": chunked([], ["a", "b"], [], ["c"]), "n": pa.array([1.0, 2.5, 3.0])})
     path = tmp_path / "snapshot.csv"
-    with _Appender(path, ["id", "n"]) as appender:
-        appender.write(table)
-        appender.done()
+    with _appending(path, ["id", "n"]) as write:
+        write(table)
     assert path.read_text().splitlines() == ['"id","n"', '"a",1', '"b",2.5', '"c",3']

@@ -7,14 +7,8 @@ describe. Every run is derandomized, so CI sees the same cases each time.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
 import string
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,7 +22,7 @@ import schemathesis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
-from tests.test_api import make_mixed_workspace
+from tests.test_api import make_mixed_workspace, serving
 
 from beryl.config import Settings
 
@@ -76,46 +70,6 @@ class Api:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-@contextlib.contextmanager
-def _serving(config_path: Path, log: Path) -> Iterator[str]:
-    """``beryl serve`` in a subprocess, logging to a file.
-
-    Unlike a pipe nobody reads, a file never fills up: a pipe blocks the server after some
-    hundred access-log lines, which looks exactly like a hung server.
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    env = {k: v for k, v in os.environ.items() if k not in ("BERYL_CONFIG", "BERYL_API_TOKEN")}
-    command = [sys.executable, "-m", "beryl", "--config", str(config_path)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*command, "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not _healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _fuzz_workspace(root: Path, *, run: bool = True, **api: object) -> tuple[Settings, Path]:
     """``make_mixed_workspace`` with the fuzzing limits."""
     limits = {"max_body_bytes": MAX_BODY_BYTES, "max_records": MAX_RECORDS, **api}
@@ -125,7 +79,7 @@ def _fuzz_workspace(root: Path, *, run: bool = True, **api: object) -> tuple[Set
 def _api(root: Path, *, run: bool = True, **api: object) -> Iterator[Api]:
     settings, config_path = _fuzz_workspace(root / "ws", run=run, **api)
     log = root / "server.log"
-    with _serving(config_path, log) as url:
+    with serving(config_path, log_path=log) as url:
         yield Api(url, settings, log)
 
 

@@ -1,4 +1,5 @@
-"""Atomic file writes and content hashes: the only way Beryl writes a file a reader may see."""
+"""Atomic file writes (the only way Beryl writes a file a reader may see), content hashes, and
+the small helpers every record needs: UTC time stamps and a UTF-8 check."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ from typing import Any
 
 TMP_PREFIX = ".beryl-tmp-"
 _CHUNK = 1 << 20
+
+
+def is_utf8(text: str) -> bool:
+    """False for strings UTF-8 cannot encode: lone surrogates, which JSON escapes and
+    undecodable file names (``os.fsdecode``) both produce."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def utc_now() -> str:

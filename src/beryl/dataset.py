@@ -16,9 +16,11 @@ they are ingested; the manifest records the snapshot's length, and a snapshot lo
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -184,8 +186,10 @@ class Dataset:
         return np.sort(np.concatenate(runs))
 
     def hash_runs(self) -> list[np.ndarray]:
-        """Each batch's sorted row hashes, mapped from disk (only the pages searched are read)."""
-        self.upgrade_hashes()
+        """Each batch's sorted row hashes, mapped from disk (only the pages searched are read).
+
+        Hashes written by another row-hash version are only comparable after ``upgrade_hashes``.
+        """
         return [np.load(self.hashes_path(b.id), mmap_mode="r") for b in self.manifest.batches]
 
     def upgrade_hashes(self) -> None:
@@ -322,69 +326,57 @@ class Dataset:
         )
         columns = manifest.schema.columns
         if reusable:
-            with _Appender(path, header=None) as appender:
+            with _appending(path, header=None) as write:
                 for batch_id in target_ids[len(known) :]:
-                    self._copy_batch(batch_id, columns, appender)
-                appender.done()
+                    self._copy_batch(batch_id, columns, write)
         else:
-            with atomic_path(path) as tmp, _Appender(tmp, header=columns) as appender:
+            with atomic_path(path) as tmp, _appending(tmp, header=columns) as write:
                 for batch_id in target_ids:
-                    self._copy_batch(batch_id, columns, appender)
-                appender.done()
+                    self._copy_batch(batch_id, columns, write)
         return {"batches": target_ids, "bytes": path.stat().st_size}
 
-    def _copy_batch(self, batch_id: str, columns: list[str], appender: _Appender) -> None:
+    def _copy_batch(
+        self, batch_id: str, columns: list[str], write: Callable[[pa.Table], None]
+    ) -> None:
         parquet = pq.ParquetFile(self.batch_path(batch_id))
         for group in range(parquet.num_row_groups):
-            appender.write(parquet.read_row_group(group, columns=columns))
+            write(parquet.read_row_group(group, columns=columns))
 
 
-class _Appender:
-    """Appends CSV rows to a file in place; undone (cut back) unless ``done()`` was called.
+@contextmanager
+def _appending(path: Path, header: list[str] | None) -> Iterator[Callable[[pa.Table], None]]:
+    """Append CSV rows to ``path`` in place: kept when the block ends normally, cut back to the
+    file's old length when it ends with an error.
 
-    ``header``: the columns to write first when the file is new, or None to only append.
+    ``header``: the columns to write first into a new (emptied) file, or None to only append.
+    The rows are flushed, not fsynced: the snapshot is derived data, and if a power loss drops
+    rows the manifest already counts, its length no longer matches and ``repair`` rewrites it.
     """
+    start = path.stat().st_size if header is None else 0
+    with path.open("r+b" if header is None else "wb") as handle:
+        handle.seek(start)
+        try:
+            if header is not None:  # written by Arrow, quoted as Arrow quotes it
+                empty = pa.schema([(name, pa.string()) for name in header]).empty_table()
+                options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
+                pacsv.write_csv(empty, handle, options)
+            yield functools.partial(_write_rows, handle)
+            handle.flush()
+        except BaseException:
+            handle.truncate(start)
+            raise
 
-    def __init__(self, path: Path, header: list[str] | None) -> None:
-        self.path = path
-        self.start = path.stat().st_size if header is None else 0
-        self.header = header
-        self.handle: BinaryIO = path.open("r+b" if header is None else "wb")
-        self.handle.seek(self.start)
-        self.finished = False
-        if header is not None:  # written by Arrow, quoted as Arrow quotes it
-            empty = pa.schema([(name, pa.string()) for name in header]).empty_table()
-            options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
-            pacsv.write_csv(empty, self.handle, options)
 
-    def write(self, table: pa.Table) -> None:
-        # Arrow's CSV writer (pyarrow 26) writes garbage for a column whose first chunk is
-        # empty, so empty record batches are dropped first (no copy).
-        batches = [batch for batch in table.to_batches() if batch.num_rows]
-        if not batches:
-            return
-        table = pa.Table.from_batches(batches, table.schema)
-        options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-        pacsv.write_csv(_integral_floats_as_ints(table), self.handle, options)
-
-    def done(self) -> None:
-        # Flushed, not fsynced: the snapshot is derived data. If a power loss drops rows the
-        # manifest already counts, its length no longer matches and ``repair`` rewrites it.
-        self.handle.flush()
-        self.finished = True
-
-    def __enter__(self) -> _Appender:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if not self.finished:
-            self.handle.truncate(self.start)
-        self.handle.close()
+def _write_rows(handle: BinaryIO, table: pa.Table) -> None:
+    """``table``'s rows as CSV (no header) at the end of ``handle``."""
+    # Arrow's CSV writer (pyarrow 26) writes garbage for a column whose first chunk is empty,
+    # so empty record batches are dropped first (no copy).
+    batches = [batch for batch in table.to_batches() if batch.num_rows]
+    if not batches:
+        return
+    table = pa.Table.from_batches(batches, table.schema)
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    pacsv.write_csv(_integral_floats_as_ints(table), handle, options)
 
 
 class BatchWriter:
@@ -408,7 +400,7 @@ class BatchWriter:
         self._hashes: list[np.ndarray] = []
         self._stack = ExitStack()
         self._parquet: pq.ParquetWriter | None = None
-        self._snapshot: _Appender | None = None
+        self._snapshot: Callable[[pa.Table], None] | None = None
         # one thread per writer: the Parquet file and the CSV snapshot are written side by side
         self._threads = [
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"beryl-{name}")
@@ -428,25 +420,19 @@ class BatchWriter:
         try:
             for thread in self._threads:
                 thread.shutdown(wait=True)
-            for job in self._pending:
-                job.result()  # a write that failed fails the batch
-        except BaseException as failure:
-            kind, error, trace = type(failure), failure, failure.__traceback__
             if self._parquet is not None:
                 self._parquet.close()
-            self._stack.__exit__(kind, error, trace)
+            if error is None:
+                for job in self._pending:
+                    job.result()  # a write that failed fails the batch
+                if self._hashes:
+                    hashes = np.sort(np.concatenate(self._hashes))
+                    _write_hashes(self.dataset.hashes_path(self.batch_id), hashes)
+        except BaseException as failure:  # undo everything, then report the failure
+            self._stack.__exit__(type(failure), failure, failure.__traceback__)
             raise
-        if self._parquet is not None:
-            self._parquet.close()
-        if error is not None:
-            self._stack.__exit__(kind, error, trace)
-            return
-        with self._stack:  # an error here still undoes everything
-            if self._hashes:
-                hashes = np.sort(np.concatenate(self._hashes))
-                _write_hashes(self.dataset.hashes_path(self.batch_id), hashes)
-            if self._snapshot is not None:
-                self._snapshot.done()
+        # an error undoes the batch file and the snapshot rows; success keeps both
+        self._stack.__exit__(kind, error, trace)
 
     def append(self, table: pa.Table, hashes: np.ndarray) -> None:
         """Add rows that are new to the dataset, with their row hashes."""
@@ -458,7 +444,7 @@ class BatchWriter:
         parquet, csv = self._threads
         self._pending.append(parquet.submit(self._parquet.write_table, table))
         if self._snapshot is not None:
-            self._pending.append(csv.submit(self._snapshot.write, table))
+            self._pending.append(csv.submit(self._snapshot, table))
         self._hashes.append(hashes)
         self.rows += table.num_rows
 
@@ -479,7 +465,7 @@ class BatchWriter:
             fresh = not self.dataset.manifest.batches
             header = list(schema.names) if fresh else None
             self._snapshot = self._stack.enter_context(
-                _Appender(self.dataset.snapshot_path, header)
+                _appending(self.dataset.snapshot_path, header)
             )
 
 

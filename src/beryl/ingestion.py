@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from beryl._io import sha256_bytes, utc_now
+from beryl._io import is_utf8, sha256_bytes, utc_now
 from beryl.config import Settings
 from beryl.dataset import BatchInfo, BatchWriter, Dataset, FileRecord, Manifest
 from beryl.errors import DataError, SchemaError
@@ -139,7 +139,7 @@ def scan_input(settings: Settings, dataset: Dataset, *, read_new: bool = True) -
         if not entry.name.lower().endswith(".csv"):
             continue
         info = entry.stat(follow_symlinks=False)
-        if not _utf8_name(entry.name):
+        if not is_utf8(entry.name):
             shown = os.fsencode(entry.name).decode("utf-8", errors="replace")
             key = (shown, f"bad-name:{info.st_ino}:{info.st_mtime_ns}")
             if key not in by_name_hash:
@@ -186,14 +186,6 @@ def scan_input(settings: Settings, dataset: Dataset, *, read_new: bool = True) -
         else:
             scan.new.append(candidate)
     return scan
-
-
-def _utf8_name(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def text_columns(settings: Settings, schema: Schema | None) -> list[str]:
@@ -440,8 +432,12 @@ def ingest(settings: Settings, progress: Progress | None = None) -> IngestionRes
     same_pass: dict[str, FileRecord] = {}  # content hash -> the first file of this pass with it
     batch_id = _batch_id()
     snapshot = settings.write_csv_snapshot
+    stored: list[np.ndarray] = []  # the dataset's row hashes, only when a file may be new
+    if scan.new:
+        dataset.upgrade_hashes()
+        stored = dataset.hash_runs()
     with dataset.batch_writer(batch_id, snapshot, settings.id_columns) as writer:
-        deduplicate = _Deduplicator(dataset.hash_runs() if scan.new else [], writer)
+        deduplicate = _Deduplicator(stored, writer)
         for index, candidate in enumerate(scan.new):
             if progress:
                 progress(candidate.name, index, len(scan.new))

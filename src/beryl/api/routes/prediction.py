@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from beryl._io import is_utf8
 from beryl.api.app import ApiError
 from beryl.api.deps import HolderDep, SettingsDep
 from beryl.api.holder import LoadedModel
@@ -190,7 +191,7 @@ def _inside_workspace(location: str, settings: Settings) -> Path:
     candidate = Path(location)
     if "\x00" in location:
         raise ApiError(422, "file_location contains a NUL byte", {"field": "file_location"})
-    if not _is_unicode(location):
+    if not is_utf8(location):
         raise ApiError(
             422, "file_location contains an unpaired surrogate", {"field": "file_location"}
         )
@@ -311,18 +312,9 @@ def _category(value: Any, index: int, column: str) -> Any:
     if value is None:
         return np.nan
     if isinstance(value, str):
-        if not _is_unicode(value):
+        if not is_utf8(value):
             raise _refused(index, column, "contains an unpaired surrogate")
         return value.strip() or np.nan
     if isinstance(value, bool | int | float):
         return str(value)
     raise _refused(index, column, "must be a string, number or null")
-
-
-def _is_unicode(text: str) -> bool:
-    """False for strings JSON escapes can build but UTF-8 cannot encode (lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
