@@ -380,6 +380,16 @@ def test_sigterm_ends_beryl_schedule_cleanly(workspace: Settings) -> None:
     assert "Traceback" not in stderr
 
 
+def test_beryl_schedule_with_a_bad_cron_expression_exits_2(
+    workspace_config: Path, beryl_cli: CliRunner
+) -> None:
+    out = beryl_cli("schedule", "--cron", "every ten minutes", config=workspace_config)
+
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "'every ten minutes' is not a cron expression" in out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+
+
 # -- the crontab line -----------------------------------------------------------------------------
 def split_cron_line(line: str) -> tuple[str, str]:
     """(the 5 schedule fields, the command without the trailing ``# beryl:`` comment)."""
