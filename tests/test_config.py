@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from croniter import croniter
 
 from beryl import config
 from beryl.config import Settings
@@ -205,6 +206,8 @@ def test_valid_model_parameters_are_accepted(tmp_path: Path) -> None:
         ({"api": {"colour": "blue"}}, "api.colour"),
         ({"positive_label": [1]}, "positive_label"),
         ({"write_csv_snapshot": "maybe"}, "write_csv_snapshot"),
+        ({"schedule": "every 10 minutes"}, "schedule"),
+        ({"schedule": "*/10 * * *"}, "schedule"),
     ],
 )
 def test_single_problem_names_its_key(tmp_path: Path, data: dict[str, Any], key: str) -> None:
@@ -212,6 +215,13 @@ def test_single_problem_names_its_key(tmp_path: Path, data: dict[str, Any], key:
         config.load(write_config(tmp_path, data), environ={})
     assert info.value.problems
     assert all(p.startswith(key) for p in info.value.problems), info.value.problems
+
+
+def test_the_default_schedule_is_a_cron_expression_and_others_are_kept(tmp_path: Path) -> None:
+    assert croniter.is_valid(config.DEFAULT_SCHEDULE)
+    assert config.load(write_config(tmp_path, {}), environ={}).schedule == config.DEFAULT_SCHEDULE
+    hourly = config.load(write_config(tmp_path, {"schedule": "0 * * * *"}), environ={})
+    assert hourly.schedule == "0 * * * *"
 
 
 def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
