@@ -138,14 +138,21 @@ def draw_scaling(axes: Any, series: dict[str, Series], kind: str, metric: str) -
         ys = [math.nan if v is None else float(v) for v in getattr(line, metric)]
         values[name] = ys
         axes.plot(line.rows, ys, marker=marker, color=colour, linewidth=2, label=name)
+    highest = max((v for ys in values.values() for v in ys if not math.isnan(v)), default=1.0)
     for x, mine, other in zip(ours.rows, values["Beryl"], values["pandas"], strict=True):
         if other > 0 and not math.isnan(mine):  # both measured (comparisons with NaN are false)
+            if mine >= other:
+                offset, align = (0, 8), "center"  # above the point
+            elif mine > highest * 0.12:
+                offset, align = (0, -14), "center"  # below it
+            else:
+                offset, align = (7, -9), "left"  # near the axis: beside it, not under the axis
             axes.annotate(
                 f"{mine / other:.2f}×",
                 (x, mine),
                 textcoords="offset points",
-                xytext=(0, -14 if mine < other else 8),
-                ha="center",
+                xytext=offset,
+                ha=align,
                 fontsize=8,
                 color=BERYL,
             )
@@ -154,7 +161,6 @@ def draw_scaling(axes: Any, series: dict[str, Series], kind: str, metric: str) -
     axes.set_xlabel(X_LABELS.get(kind, "rows"))
     axes.set_ylabel(f"{what} ({unit})")
     axes.set_xlim(0, max(ours.rows) * 1.08)
-    highest = max((v for ys in values.values() for v in ys if not math.isnan(v)), default=1.0)
     axes.set_ylim(0, highest * 1.18)  # room for the ratios above the points
     axes.set_xticks(ours.rows)
     axes.xaxis.set_major_formatter(rows_label)
