@@ -1204,9 +1204,10 @@ def setup(args: argparse.Namespace) -> Setup:
     if nodelay and len(peers) > 1:
         notes.append(
             "the other peers ran with benchmarks/serving/nodelay/sitecustomize.py on PYTHONPATH: "
-            "TCP_NODELAY for uvicorn's multi-worker listener (Kludex/uvicorn#3149); without it "
-            "each keep-alive answer waits ~40 ms for a delayed ACK (see --as-deployed). Beryl "
-            "ran without it: `beryl serve` sets TCP_NODELAY itself"
+            "TCP_NODELAY for uvicorn's multi-worker listener (Kludex/uvicorn#3149); on asyncio's "
+            "loop each keep-alive answer would wait ~40 ms for a delayed ACK, uvloop sets it "
+            "itself (compare --as-deployed). Beryl ran without it: `beryl serve` sets "
+            "TCP_NODELAY itself"
         )
     notes += stack_notes(peers)
     return Setup(model, bodies, loader, peers, mlflow_python, notes)

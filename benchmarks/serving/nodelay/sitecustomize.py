@@ -5,8 +5,11 @@ With ``--workers N`` uvicorn binds the listening socket itself (``Config.bind_so
 ``proto == IPPROTO_TCP``, so Nagle's algorithm stays on: an answer written as two segments
 (headers, then body) waits for the client's delayed ACK, about 40 ms on Linux, on every
 keep-alive request. Every peer here runs uvicorn with 2 workers (Beryl, MLflow, the plain
-FastAPI endpoint and the bare ASGI one), so without this all four sit on the same 40 ms floor
-and the comparison measures a kernel timer, not the servers.
+FastAPI endpoint and the bare ASGI one); on asyncio's event loop all four would sit on the same
+40 ms floor and the comparison would measure a kernel timer, not the servers. uvloop, which
+every peer runs now, sets ``TCP_NODELAY`` on its TCP connections itself, so there this changes
+nothing measurable (``run.py --as-deployed`` shows it); it stays so that a peer on asyncio's loop
+is still measured fairly.
 
 ``run.py`` puts this folder on ``PYTHONPATH`` of every peer alike (unless ``--as-deployed``).
 The listening socket is re-wrapped from its file descriptor, which lets Python read the real
