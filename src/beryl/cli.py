@@ -563,40 +563,31 @@ def schedule(settings: Settings, expression: str | None, max_passes: int | None)
     """Run a pass at every tick of the schedule until SIGTERM or Ctrl-C."""
     import signal
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     from beryl.scheduler import run_schedule
 
-    # The loop runs on a worker thread and the main thread only waits for it. Python runs signal
-    # handlers on the main thread, so the handler's ``stop.set()`` and print never wait for a lock
-    # that the interrupted main thread itself holds (that deadlocks a loop waiting in
-    # ``stop.wait`` on the main thread).
+    # The loop runs on a worker thread; the main thread only waits for its result (and gets its
+    # exception). Python runs signal handlers on the main thread, so the handler's ``stop.set()``
+    # never waits for a lock that the interrupted thread itself holds, as it could if the main
+    # thread were inside ``stop.wait``.
     stop = threading.Event()
-    failure: list[BaseException] = []
 
     def request_stop(signum: int, _frame: Any) -> None:
         console.print(f"{signal.Signals(signum).name}: stopping after the current pass")
         stop.set()
 
-    def loop() -> None:
-        try:
-            run_schedule(
-                settings,
-                stop=stop,
-                expression=expression,
-                log=lambda line: console.print(line, highlight=False),
-                max_passes=max_passes,
-            )
-        except BaseException as exc:  # handed to the main thread, which reports it
-            failure.append(exc)
-
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    worker = threading.Thread(target=loop, name="beryl-schedule")
-    worker.start()
-    while worker.is_alive():
-        worker.join(timeout=1.0)
-    if failure:
-        raise failure[0]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="beryl-schedule") as pool:
+        pool.submit(
+            run_schedule,
+            settings,
+            stop=stop,
+            expression=expression,
+            log=lambda line: console.print(line, highlight=False),
+            max_passes=max_passes,
+        ).result()
 
 
 @cli.command()
