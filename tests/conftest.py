@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,3 +74,10 @@ def beryl_cli() -> CliRunner:
 def workspace_config(workspace: Settings) -> Path:
     """The config file of the ``workspace`` fixture."""
     return workspace.root / "config.json"
+
+
+# Model signing keys go to a folder of the test session's own, never the user's config folder;
+# subprocesses (the CLI, the server) inherit it.
+os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="beryl-test-config-"))
+os.environ.pop("BERYL_SIGNING_KEY", None)
+os.environ.pop("BERYL_SIGNING_KEY_FILE", None)

@@ -545,7 +545,7 @@ class _Checker:
         if not registry.verify(version):
             self.fail("production", f"model file of {version} does not match its card's sha256")
             return
-        model = registry.load(version)
+        model = registry.pipeline(version)
         features = self._test_features(registry.card(version))
         if len(model.predict(features)) != len(features):
             self.fail("production", f"{version} does not predict one label per row")

@@ -158,7 +158,7 @@ def test_prediction_from_json_records_matches_the_model(server: Server) -> None:
     assert body["model_version"] == "v0001"
     assert len(body["predictions"]) == len(body["probabilities"]) == 20
     assert all(0.0 <= p <= 1.0 for p in body["probabilities"])
-    model = Registry(server.settings.model_folder).load("v0001")
+    model = Registry(server.settings.model_folder).pipeline("v0001")
     frame = pd.DataFrame(records)[FEATURES].astype(float)
     assert body["predictions"] == model.predict(frame).tolist()
     expected = model.predict_proba(frame)[:, list(model.classes_).index(1)]

@@ -33,7 +33,7 @@ def test_scores_match_the_model_across_many_blocks(deployed: Settings, tmp_path:
     scored = pd.read_csv(output, dtype={"corporation": str})
     assert list(scored.columns) == ["corporation", "prediction", "probability"]
     frame = pd.read_csv(source, dtype={"corporation": str})
-    model = Registry(deployed.model_folder).load("v0001")
+    model = Registry(deployed.model_folder).pipeline("v0001")
     assert scored["corporation"].tolist() == frame["corporation"].tolist()
     assert scored["prediction"].tolist() == model.predict(frame[FEATURES]).tolist()
     expected = model.predict_proba(frame[FEATURES])[:, 1]

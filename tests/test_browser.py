@@ -111,3 +111,109 @@ def test_dashboard_loads_cleanly_and_charts_hold_the_workspace_data(
             browser.close()
     assert problems == [], problems
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 20_000
+
+
+ATTACK_PAGE = """<!doctype html><title>another site</title><script>
+window.results = (async () => {
+  const api = new URL(location.href).searchParams.get("api");
+  const out = {};
+  try {
+    const r = await fetch(api + "/summarystats");
+    out.read = "read: " + (await r.text()).slice(0, 80);
+  } catch (e) { out.read = "blocked"; }
+  const body = JSON.stringify({file_location: "testdata/testdata.csv"});
+  await fetch(api + "/prediction", {method: "POST", mode: "no-cors", body: new Blob([body])});
+  await fetch(api + "/prediction", {method: "POST", mode: "no-cors",
+                                    headers: {"Content-Type": "text/plain"}, body});
+  try {
+    await fetch(api + "/prediction", {method: "POST", headers: {"Content-Type": "text/csv"},
+                                      body: "a,b\\n1,2\\n"});
+    out.csv = "sent";
+  } catch (e) { out.csv = "blocked"; }
+  return out;
+})();
+</script>"""
+
+
+def _count(metrics: str, status: str) -> float:
+    wanted = f'route="/prediction",status="{status}"'
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("beryl_http_requests_total{")
+        and wanted in line.replace('method="POST",', "")
+    )
+
+
+def test_a_page_on_another_origin_reads_nothing_and_reaches_no_file(page_url: str) -> None:
+    """Beryl sends no CORS headers and reads JSON only when it says so: a page the user visits
+    cannot read answers, and its simple cross-site POSTs never reach a workspace file."""
+    import http.server
+    import threading
+
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    api = page_url.removesuffix("/dashboard")
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = ATTACK_PAGE.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    before = httpx.get(f"{api}/metrics").text
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{site.server_port}/?api={api}")
+                results = page.evaluate("window.results")
+            finally:
+                browser.close()
+    finally:
+        site.shutdown()
+        site.server_close()
+    after = httpx.get(f"{api}/metrics").text
+    assert results == {"read": "blocked", "csv": "blocked"}  # text/csv needs a preflight: 405
+    assert _count(after, "415") - _count(before, "415") == 2
+    assert _count(after, "200") == _count(before, "200")
+
+
+def test_dns_rebinding_reaches_nothing(page_url: str) -> None:
+    """A page whose name is made to resolve to 127.0.0.1 is same-origin with the API by name,
+    so the Host check is what keeps it out."""
+    from playwright.sync_api import sync_playwright
+
+    port = page_url.removesuffix("/dashboard").rsplit(":", 1)[1]
+    rebound = f"http://rebind.test:{port}"
+    flags = [*CHROMIUM_FLAGS, "--host-resolver-rules=MAP rebind.test 127.0.0.1"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        try:
+            page = browser.new_page()
+            response = page.goto(f"{rebound}/dashboard")
+            assert response is not None and response.status == 400
+            answers = page.evaluate(
+                """async () => Promise.all(["/summarystats", "/diagnostics", "/history"].map(
+                    async (p) => {
+                        const r = await fetch(p);
+                        return [r.status, await r.text()];
+                    }))"""
+            )
+            again = page.goto(f"http://localhost:{port}/health")  # the real name still works
+            assert again is not None and again.status == 200
+        finally:
+            browser.close()
+    for status, text in answers:
+        assert status == 400 and "is not served here" in text
+        assert "mean" not in text and "missing_percent" not in text

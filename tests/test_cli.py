@@ -117,7 +117,7 @@ def test_tampered_model_is_refused(workspace_config: Path, beryl_cli: CliRunner)
     model.write_bytes(bytes(data))
     result = beryl_cli("deploy", config=workspace_config)
     assert result.returncode == 4
-    assert "does not match its model card" in result.stderr
+    assert "do not match their signature" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (workspace_config.parent / "production_deployment").exists()
 

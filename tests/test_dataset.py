@@ -15,7 +15,7 @@ from beryl import config
 from beryl.config import Settings
 from beryl.dataset import BatchInfo, Dataset, FileRecord, Manifest
 from beryl.demo import add_batch
-from beryl.errors import DataError, EmptyDatasetError
+from beryl.errors import EmptyDatasetError, StateError
 from beryl.ingestion import ingest
 from beryl.schema import Schema
 
@@ -113,10 +113,12 @@ def test_unknown_batch_set_raises_empty_dataset_error(workspace: Settings) -> No
         dataset.read(batches=[])
 
 
-def test_unreadable_manifest_is_a_data_error_naming_it(tmp_path: Path) -> None:
+def test_unreadable_manifest_is_a_state_error_naming_it(tmp_path: Path) -> None:
+    """Damaged workspace state, not bad input data: the API answers it 503, the CLI exit 7."""
     (tmp_path / "dataset.json").write_text('{"schema": {"positive_label": 1}}')
-    with pytest.raises(DataError, match=r"dataset\.json"):
+    with pytest.raises(StateError, match=r"dataset\.json") as err:
         Dataset(tmp_path)
+    assert err.value.exit_code == 7
 
 
 def test_earlier_batches_never_change(workspace: Settings) -> None:

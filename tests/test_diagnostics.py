@@ -304,6 +304,6 @@ def test_predict_test_data_gives_one_prediction_per_test_row(ingested: Settings)
     assert len(result["predictions"]) == len(test)
     assert set(result["predictions"]) <= {0, 1}
     assert all(type(p) is int for p in result["predictions"])
-    model = registry.load("v0001")
+    model = registry.pipeline("v0001")
     assert result["predictions"] == model.predict(test).tolist()
     json.dumps(result)  # JSON-able as the API returns it

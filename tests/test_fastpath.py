@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from beryl.api.fastpath import PredictionFastPath
 from beryl.config import Settings
 from beryl.demo import add_batch
 from beryl.deployment import deploy
+from beryl.errors import BerylError
 from beryl.ingestion import ingest
 from beryl.training import train
 
@@ -96,7 +98,14 @@ async def _call(app: Any, request: Request) -> Answer:
         "raw_path": request.path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers],
+        "headers": [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in (
+                request.headers
+                if any(k.lower() == "host" for k, _ in request.headers)
+                else (("host", "127.0.0.1:8000"), *request.headers)
+            )
+        ],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
         "state": {},
@@ -128,6 +137,8 @@ class Pair:
 
 def pair(settings: Settings) -> Pair:
     inner = create_app(settings)
+    with contextlib.suppress(BerylError):
+        inner.state.holder.get()  # as ``beryl serve`` does before the first request
     both = Pair(create_app(settings), PredictionFastPath(inner))
     inner.add_middleware(Spy, seen=both.reached_app)
     return both
@@ -177,7 +188,14 @@ CASES: list[tuple[str, Request, bool]] = [
         post({"records": [record()]}, ("Content-Type", "Application/JSON; charset=utf-8")),
         True,
     ),
-    ("no content type", post({"records": [record()]}, ("accept", "*/*")), True),
+    # JSON must be declared: a cross-site POST comes without a Content-Type (415 from the route)
+    ("no content type", post({"records": [record()]}, ("accept", "*/*")), False),
+    ("text/plain", post({"records": [record()]}, ("content-type", "text/plain")), False),
+    (
+        "another host",
+        post({"records": [record()]}, ("content-type", "application/json"), ("host", "evil.test")),
+        False,
+    ),
     ("body in chunks", post({"records": [record()] * 3}, chunk=17), True),
     ("a missing feature", post({"records": [{"lastmonth_activity": 1, "segment": "x"}]}), False),
     ("a bool for a number", post({"records": [record(lastyear_activity=True)]}), False),

@@ -7,10 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from beryl.errors import IntegrityError, ModelError, ModelNotFoundError
 from beryl.registry import ModelCard, Move, Registry
+from beryl.schema import Schema
+from beryl.training import build_pipeline
 
 MOVE_KEYS = {"time", "action", "from_version", "to_version", "reason", "from_f1", "to_f1"}
 
@@ -19,7 +23,7 @@ def blank_card() -> ModelCard:
     return ModelCard(
         id="",
         created="2024-01-01T00:00:00Z",
-        schema={"target": "exited", "positive_label": 1, "numeric": ["x"]},
+        schema=SCHEMA.to_dict(),
         parameters={"C": 1.0},
         classes=[0, 1],
         training={"rows": 10, "batches": ["b1"], "files": []},
@@ -27,9 +31,19 @@ def blank_card() -> ModelCard:
     )
 
 
-def add_version(registry: Registry, f1: float | None = None, payload: Any = None) -> str:
-    """Store a picklable stand-in model as a new version, scored with ``f1`` when given."""
-    card = registry.create(payload if payload is not None else {"weights": [1, 2, 3]}, blank_card())
+SCHEMA = Schema(target="exited", positive_label=1, numeric=["x"])
+
+
+def tiny_pipeline(seed: int = 0) -> Any:
+    """A fitted Beryl pipeline on a few rows; ``seed`` changes its coefficients."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"x": rng.normal(size=20)})
+    return build_pipeline(SCHEMA, {}).fit(frame, (frame["x"] > 0).astype(int))
+
+
+def add_version(registry: Registry, f1: float | None = None, seed: int = 0) -> str:
+    """Store a small fitted pipeline as a new version, scored with ``f1`` when given."""
+    card = registry.create(tiny_pipeline(seed), blank_card())
     if f1 is not None:
         registry.record_metrics(card.id, {"f1": f1})
     return card.id
@@ -62,13 +76,17 @@ def test_versions_are_numbered_and_loadable(registry: Registry) -> None:
     assert registry.ids() == []
     with pytest.raises(ModelNotFoundError, match="no trained model"):
         registry.latest()
-    first = add_version(registry, payload={"n": 1})
-    second = add_version(registry, payload={"n": 2})
+    first = add_version(registry, seed=1)
+    second = add_version(registry, seed=2)
     assert (first, second) == ("v0001", "v0002")
     assert registry.ids() == ["v0001", "v0002"]
     assert registry.latest() == "v0002"
-    assert registry.load("v0001") == {"n": 1}
-    assert registry.load("v0002") == {"n": 2}
+    for version, seed in (("v0001", 1), ("v0002", 2)):
+        fitted = tiny_pipeline(seed).named_steps["model"]
+        assert registry.model(version).coef.tolist() == fitted.coef_.tolist()
+        assert registry.pipeline(version).named_steps["model"].coef_.tolist() == (
+            fitted.coef_.tolist()
+        )
     assert (
         registry.card("v0002").model_sha256
         == hashlib.sha256(registry.model_path("v0002").read_bytes()).hexdigest()
@@ -131,8 +149,8 @@ def test_promote_moves_only_the_pointer_and_logs_the_move(registry: Registry) ->
     )
     lines = log_lines(registry)
     assert len(lines) == 2
-    assert all(set(line) == MOVE_KEYS for line in lines)
-    assert lines[1] == {
+    assert all(set(line) == MOVE_KEYS | {"signature"} for line in lines)
+    assert {k: v for k, v in lines[1].items() if k != "signature"} == {
         "time": second.time,
         "action": "promote",
         "from_version": "v0001",
@@ -205,13 +223,15 @@ def test_tampered_model_is_refused(registry: Registry) -> None:
 
     assert not registry.verify(v2)
     assert registry.verify(v1)
-    with pytest.raises(IntegrityError, match="does not match its model card"):
-        registry.load(v2)
+    with pytest.raises(IntegrityError, match="does not match its signed model file"):
+        registry.pipeline(v2)
     with pytest.raises(IntegrityError):
         registry.promote(v2)
     assert registry.production() == v1
     assert registry.log_path.read_bytes() == log_before
-    assert registry.load(v1) == {"weights": [1, 2, 3]}
+    assert registry.pipeline(v1).named_steps["model"].coef_.tolist() == (
+        tiny_pipeline().named_steps["model"].coef_.tolist()
+    )
 
 
 def test_rollback_to_a_tampered_version_is_refused(registry: Registry) -> None:
@@ -231,7 +251,7 @@ def test_unreadable_card_is_a_model_error(registry: Registry) -> None:
         registry.card(version)
     assert not isinstance(err.value, ModelNotFoundError)
     with pytest.raises(ModelError):
-        registry.load(version)
+        registry.model(version)
 
 
 def test_missing_model_file_is_an_integrity_error(registry: Registry) -> None:
@@ -239,13 +259,16 @@ def test_missing_model_file_is_an_integrity_error(registry: Registry) -> None:
     registry.model_path(version).unlink()
     assert not registry.verify(version)
     with pytest.raises(IntegrityError, match="missing"):
-        registry.load(version)
+        registry.pipeline(version)
+    registry.data_model_path(version).unlink()
+    with pytest.raises(IntegrityError, match="missing"):
+        registry.model(version)
 
 
 @pytest.mark.parametrize("version", ["v0042", "latest", "1", "../v0001", "v01"])
 def test_unknown_version_ids(registry: Registry, version: str) -> None:
     add_version(registry)
-    for call in (registry.card, registry.load, registry.promote):
+    for call in (registry.card, registry.model, registry.pipeline, registry.promote):
         with pytest.raises(ModelNotFoundError) as err:
             call(version)
         assert isinstance(err.value, LookupError)

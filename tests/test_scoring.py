@@ -138,7 +138,7 @@ def test_score_writes_latestscore_and_records_metrics_in_the_card(trained: Setti
 
 def test_score_matches_compute_metrics_by_hand(trained: Settings) -> None:
     card = score(trained)
-    model = Registry(trained.model_folder).load(card.id)
+    model = Registry(trained.model_folder).pipeline(card.id)
     test = pd.read_csv(trained.test_data / "testdata.csv")
     predicted = model.predict(test) == 1
     truth = test["exited"].to_numpy() == 1

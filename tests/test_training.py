@@ -93,7 +93,7 @@ def test_string_label_categorical_and_blanks_train_and_score(tmp_path: Path) -> 
     assert 0.6 < metrics["f1"] <= 1.0
     assert sum(map(sum, metrics["confusion_matrix"])) == 80
 
-    model = Registry(settings.model_folder).load(card.id)
+    model = Registry(settings.model_folder).pipeline(card.id)
     predictions = model.predict(test[["tenure", "region"]])
     assert set(predictions) <= {"Yes", "No"}
     west = test[test["region"] == "west"]
@@ -129,8 +129,8 @@ def test_id_column_is_never_a_feature(tmp_path: Path) -> None:
     card_a, card_b = train(first), train(second)
     assert "customer_id" not in card_a.schema["numeric"] + card_a.schema["categorical"]
 
-    model_a = Registry(first.model_folder).load(card_a.id)
-    model_b = Registry(second.model_folder).load(card_b.id)
+    model_a = Registry(first.model_folder).pipeline(card_a.id)
+    model_b = Registry(second.model_folder).pipeline(card_b.id)
     features = ["tenure", "region"]
     probe = churn_frame(50, seed=4)
     np.testing.assert_allclose(
@@ -143,7 +143,7 @@ def test_id_column_is_never_a_feature(tmp_path: Path) -> None:
 
 def test_changing_only_ids_at_predict_time_changes_nothing(ingested: Settings) -> None:
     card = train(ingested)
-    model = Registry(ingested.model_folder).load(card.id)
+    model = Registry(ingested.model_folder).pipeline(card.id)
     test = pd.read_csv(ingested.test_data / "testdata.csv")
     other = test.assign(corporation=["zzzz"] * len(test))
     np.testing.assert_array_equal(model.predict_proba(test), model.predict_proba(other))
@@ -151,7 +151,7 @@ def test_changing_only_ids_at_predict_time_changes_nothing(ingested: Settings) -
 
 def test_more_recent_activity_lowers_attrition_risk(ingested: Settings) -> None:
     card = train(ingested)
-    model = Registry(ingested.model_folder).load(card.id)
+    model = Registry(ingested.model_folder).pipeline(card.id)
     test = pd.read_csv(ingested.test_data / "testdata.csv")
     positive = list(model.classes_).index(1)
     base = model.predict_proba(test)[:, positive]
@@ -232,7 +232,7 @@ def test_trainedmodel_pkl_is_the_latest_model(ingested: Settings) -> None:
     card = train(ingested)
     with (ingested.model_folder / "trainedmodel.pkl").open("rb") as handle:
         copy = pickle.load(handle)
-    model = Registry(ingested.model_folder).load(card.id)
+    model = Registry(ingested.model_folder).pipeline(card.id)
     test = pd.read_csv(ingested.test_data / "testdata.csv")
     np.testing.assert_array_equal(copy.predict(test), model.predict(test))
     np.testing.assert_array_equal(copy.predict_proba(test), model.predict_proba(test))
@@ -243,13 +243,13 @@ def test_config_model_parameters_reach_the_estimator(workspace: Settings) -> Non
     settings = workspace.model_copy(update={"model": {"C": 0.5, "max_iter": 500}})
     ingest(settings)
     card = train(settings)
-    estimator = Registry(settings.model_folder).load(card.id).named_steps["model"]
+    estimator = Registry(settings.model_folder).pipeline(card.id).named_steps["model"]
     assert estimator.C == 0.5
     assert estimator.max_iter == 500
     assert card.parameters["C"] == 0.5
 
     regularised = train(workspace.model_copy(update={"model": {"C": 0.001, "max_iter": 500}}))
-    small = Registry(settings.model_folder).load(regularised.id).named_steps["model"]
+    small = Registry(settings.model_folder).pipeline(regularised.id).named_steps["model"]
     assert small.C == 0.001
     assert np.abs(small.coef_).sum() < np.abs(estimator.coef_).sum()
 

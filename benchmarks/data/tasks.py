@@ -342,7 +342,7 @@ def task_train_sklearn(params: Params) -> Report:
         pipeline.fit(features, labels)
     fit_s = time.perf_counter() - started
     registry = Registry(settings.model_folder)
-    beryl_model = registry.load(registry.latest())
+    beryl_model = registry.pipeline(registry.latest())
     ours, theirs = pipeline.named_steps["model"], beryl_model.named_steps["model"]
     coef_diff = float(abs(ours.coef_ - theirs.coef_).max())
     intercept_diff = float(abs(ours.intercept_ - theirs.intercept_).max())

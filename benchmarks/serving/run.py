@@ -196,7 +196,7 @@ def load_pipeline(model: Model) -> Any:
     from beryl import config as config_module
     from beryl.registry import Registry
 
-    return Registry(config_module.load(model.config).model_folder).load(model.version)
+    return Registry(config_module.load(model.config).model_folder).pipeline(model.version)
 
 
 def linear_spec(pipeline: Any, model: Model) -> dict[str, Any]:

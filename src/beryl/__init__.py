@@ -20,6 +20,8 @@ from beryl.errors import (
     PipelineBusyError,
     SchemaError,
     ServiceError,
+    StateBusyError,
+    StateError,
     TrainingError,
 )
 
@@ -39,6 +41,8 @@ __all__ = [
     "SchemaError",
     "ServiceError",
     "Settings",
+    "StateBusyError",
+    "StateError",
     "TrainingError",
     "load",
 ]

@@ -24,6 +24,7 @@ from beryl._io import atomic_write_with
 from beryl.cleaning import clean_features
 from beryl.config import Settings
 from beryl.errors import DataError, SchemaError
+from beryl.linear import LinearModel
 from beryl.registry import Registry
 from beryl.schema import Schema
 
@@ -53,7 +54,7 @@ def score_file(
     registry = Registry(settings.model_folder)
     version = version or registry.require_production()
     schema = Schema.from_dict(registry.card(version).schema)
-    model = registry.load(version)
+    model = registry.model(version)
     if not source.is_file():
         raise DataError(f"{source} is not a file", hint="give the path of a CSV file to score")
     rows = 0
@@ -138,10 +139,6 @@ def _read_error(source: Path, names: list[str], rows: int, exc: Exception) -> Sc
     )
 
 
-def _predict(model: Any, frame: Any, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
+def _predict(model: LinearModel, frame: Any, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
     """Predicted classes and positive-class probabilities, as arrays (no per-row Python)."""
-    classes = np.asarray(model.classes_)
-    proba = model.predict_proba(frame[schema.features])
-    chosen = proba.argmax(axis=1) if len(classes) != 2 else (proba[:, 1] > 0.5).astype(int)
-    positive = list(model.classes_).index(schema.positive_label)
-    return classes[chosen], proba[:, positive]
+    return model.predict_frame(frame[schema.features])

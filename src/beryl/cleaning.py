@@ -12,18 +12,29 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from beryl.errors import SchemaError
+from beryl.errors import DataError, SchemaError
 from beryl.schema import MAX_EXACT_LABEL, Schema, arrow_schema
 
 _MAX_SHOWN = 5
 _SNIFF_BYTES = 64 * 1024
 
 
-def read_csv_bytes(data: bytes, source: str, text_columns: list[str] | None = None) -> pd.DataFrame:
+class TooManyRowsError(DataError):
+    """More data rows than the reader was allowed to take (found while parsing, not after)."""
+
+
+def read_csv_bytes(
+    data: bytes,
+    source: str,
+    text_columns: list[str] | None = None,
+    *,
+    max_rows: int | None = None,
+) -> pd.DataFrame:
     """Parse CSV bytes into a frame; anything unparsable is a ``SchemaError`` naming ``source``.
 
     ``text_columns`` (identifiers, categories, labels) are read as written: ``007`` stays
-    ``"007"`` instead of becoming the number 7.
+    ``"007"`` instead of becoming the number 7. With ``max_rows``, parsing stops at the block
+    that passes it (``TooManyRowsError``), so a huge body costs one block, not its whole size.
     """
     if not data.strip():
         raise SchemaError(f"{source}: the file is empty", hint="send a CSV file with a header row")
@@ -35,17 +46,17 @@ def read_csv_bytes(data: bytes, source: str, text_columns: list[str] | None = No
     column_types = {name: pa.string() for name in text_columns or []}
     note = None
     try:
-        table = _parse(data, column_types)
+        table = _parse(data, column_types, max_rows=max_rows)
     except pa.ArrowInvalid as exc:
         message = str(exc)
         try:
             if "UTF8" in message or "UTF-8" in message:
                 # Not UTF-8: Latin-1 decodes every byte, so the values survive as written.
-                table = _parse(data, column_types, encoding="latin-1")
+                table = _parse(data, column_types, encoding="latin-1", max_rows=max_rows)
                 note = "read as Latin-1 (the file is not valid UTF-8)"
             elif "straddling" in message:
                 # A row longer than one parse block: parse the file as a single block.
-                table = _parse(data, column_types, block_size=len(data) + 1)
+                table = _parse(data, column_types, block_size=len(data) + 1, max_rows=max_rows)
             else:
                 raise
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as again:
@@ -73,16 +84,29 @@ def _parse(
     *,
     encoding: str = "utf8",
     block_size: int | None = None,
+    max_rows: int | None = None,
 ) -> pa.Table:
     read_options = pacsv.ReadOptions(encoding=encoding)
     if block_size is not None:
         read_options.block_size = block_size
-    return pacsv.read_csv(
-        pa.BufferReader(data),
-        read_options=read_options,
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(strings_can_be_null=True, column_types=column_types),
-    )
+    options = {
+        "read_options": read_options,
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
+            strings_can_be_null=True, column_types=column_types
+        ),
+    }
+    if max_rows is None:
+        return pacsv.read_csv(pa.BufferReader(data), **options)
+    # Block by block (types are inferred from the first block either way), counting rows.
+    reader = pacsv.open_csv(pa.BufferReader(data), **options)
+    batches, rows = [], 0
+    for batch in reader:
+        rows += batch.num_rows
+        if rows > max_rows:
+            raise TooManyRowsError(f"more than {max_rows} rows")
+        batches.append(batch)
+    return pa.Table.from_batches(batches, schema=reader.schema)
 
 
 def _unreadable(source: str, exc: Exception) -> SchemaError:

@@ -57,11 +57,13 @@ def with_settings(func: F) -> F:
 
 
 @contextmanager
-def recorded(settings: Settings, command: str, *, exclusive: bool = True) -> Iterator[Any]:
+def recorded(
+    settings: Settings, command: str, *, exclusive: bool = True, repair: bool = True
+) -> Iterator[Any]:
     """Record the command as a run with one timed step in the history database.
 
     ``exclusive`` commands change the workspace: they hold the workspace lock (never beside a
-    pass) and first repair what a killed pass may have left.
+    pass) and first repair what a killed pass may have left (unless ``repair`` is False).
     """
     from beryl.history import History
     from beryl.pipeline import pass_lock, recover
@@ -69,7 +71,8 @@ def recorded(settings: Settings, command: str, *, exclusive: bool = True) -> Ite
     with contextlib.ExitStack() as stack:
         if exclusive:
             stack.enter_context(pass_lock(settings))
-            recover(settings)
+            if repair:
+                recover(settings)
         run = stack.enter_context(History(settings.history_db).run(command))
         detail = stack.enter_context(run.step(command))
         yield run, detail
@@ -371,6 +374,28 @@ def models_rollback(settings: Settings) -> None:
     console.print(f"[green]rolled back: {deployment.version} is in production[/]")
 
 
+@models.command("sign")
+@with_settings
+@click.argument("versions", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every version in the models folder.")
+def models_sign(settings: Settings, versions: tuple[str, ...], every: bool) -> None:
+    """Make signed data-only models for versions an older Beryl trained, from their pickles.
+
+    This loads the pickles (which can run code): use it only on a models folder you trust.
+    It also signs the production pointer and the promotion log with the current key.
+    """
+    from beryl.registry import Registry
+
+    if not versions and not every:
+        raise click.UsageError("name the versions to sign, or give --all")
+    with recorded(settings, "sign", repair=False):  # repair needs what this signs
+        registry = Registry(settings.model_folder)
+        for version in registry.ids() if every else versions:
+            console.print(f"{version}: {registry.sign(version)}")
+        for line in registry.sign_records():
+            console.print(line)
+
+
 # -- diagnostics and reports ----------------------------------------------------------------------
 @cli.command()
 @with_settings
@@ -597,9 +622,15 @@ def schedule(settings: Settings, expression: str | None, max_passes: int | None)
 def cron(ctx: click.Context, settings: Settings, install: bool) -> None:
     """Print a crontab line that runs a pass on the schedule from any directory."""
     from beryl.scheduler import cron_line, install_cron
+    from beryl.signing import KEY_ENV, default_keyring
 
     line = cron_line(settings, settings.config_path)
     click.echo(line)
+    if default_keyring().source == f"${KEY_ENV}":
+        err_console.print(
+            f"[yellow]note[/]: the signing key comes from ${KEY_ENV}; give cron's environment "
+            "the same variable, or passes started by cron cannot use the models"
+        )
     if install:
         added = install_cron(line)
         console.print("added to your crontab" if added else "already in your crontab")

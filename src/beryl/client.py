@@ -141,8 +141,11 @@ def in_process_server(settings: Settings) -> Iterator[str]:
     from beryl.api import create_app
 
     port = _free_port()
+    local = settings.model_copy(
+        update={"api": settings.api.model_copy(update={"host": "127.0.0.1"})}
+    )
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(local), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, name="beryl-in-process-api", daemon=True)
     thread.start()

@@ -3,8 +3,9 @@
 Imputation, scaling, one-hot encoding and the logistic coefficients collapse into
 ``score = b + Σ a_j·x_j + Σ w_j[category]``, so scoring one record is a few multiplications and
 dict look-ups with no pandas and no scikit-learn call. Predictions and probabilities match the
-pipeline's to rounding (1e-9); ``CompiledModel.from_pipeline`` answers ``None`` for anything it
-cannot reproduce exactly, and callers then keep using the pipeline.
+pipeline's to rounding (1e-9). ``fold`` makes one from a two-class data-only model
+(``beryl.linear.LinearModel``) and answers ``None`` when folding would cost precision; callers
+then score with the data-only model itself.
 
 For example, with the demo schema::
 
@@ -23,22 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from beryl.linear import LinearModel, NotLinearError, is_missing
 from beryl.schema import Schema
-from beryl.training import as_object
 
 # Folding the scaler's centring into the intercept costs about 3·2**-53·Σ|mean·coef/scale| of
 # absolute precision in the score (under 1e-9 up to this bound); past it the pipeline keeps serving.
 _MAX_FOLDED = 1e6
-
-
-class _NotCompilable(Exception):
-    """The pipeline is not the shape Beryl builds, or folding it would lose precision."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,8 +107,8 @@ class CompiledModel:
     def from_pipeline(cls, pipeline: Any, schema: Schema) -> CompiledModel | None:
         """Fold a fitted ``build_pipeline`` pipeline; ``None`` when it is any other shape."""
         try:
-            return _compile(pipeline, schema)
-        except _NotCompilable:
+            return LinearModel.from_pipeline(pipeline, schema).compiled()
+        except NotLinearError:
             return None
 
     def decision(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -208,153 +200,40 @@ def _category_weight(value: Any, table: dict[str, float], missing: float) -> flo
     weight = table.get(value)
     if weight is not None:
         return weight
-    return missing if _is_missing(value) else 0.0
+    return missing if is_missing(value) else 0.0
 
 
-def _is_missing(value: Any) -> bool:
-    """What ``as_object`` (``DataFrame.notna``) counts as missing, for one value."""
-    return (
-        value is None
-        or value is pd.NA
-        or value is pd.NaT
-        or (isinstance(value, float) and math.isnan(value))
-    )
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _require(condition: bool) -> None:
-    if not condition:
-        raise _NotCompilable
-
-
-def _columns(columns: Any) -> list[str]:
-    _require(isinstance(columns, list) and all(isinstance(c, str) for c in columns))
-    return list(columns)
-
-
-def _imputer_fill(imputer: Any, width: int) -> np.ndarray:
-    """The fitted imputer's per-column fill values; it must keep every column and add none."""
-    _require(type(imputer) is SimpleImputer and not imputer.add_indicator)
-    missing = imputer.missing_values
-    _require(isinstance(missing, float) and math.isnan(missing))
-    statistics = np.asarray(imputer.statistics_)
-    _require(statistics.shape == (width,))
-    # Without keep_empty_features a column never observed has a NaN statistic and is dropped.
-    _require(not any(_is_missing(v) for v in statistics.tolist()))
-    return statistics
-
-
-@dataclass
-class _Folded:
-    numeric: list[str] = field(default_factory=list)
-    fill: list[float] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-    centring: list[float] = field(default_factory=list)  # mean·coef/scale, folded into b
-    categorical: list[str] = field(default_factory=list)
-    category_weights: list[dict[str, float]] = field(default_factory=list)
-    missing_weights: list[float] = field(default_factory=list)
-
-
-def _fold_numeric(block: Any, columns: list[str], coef: np.ndarray, out: _Folded) -> None:
-    _require(type(block) is Pipeline and len(block.steps) == 2)
-    imputer, scaler = (step for _, step in block.steps)
-    fill = _imputer_fill(imputer, len(columns)).astype(np.float64)
-    _require(type(scaler) is StandardScaler and scaler.n_features_in_ == len(columns))
-    mean = np.asarray(scaler.mean_, dtype=np.float64) if scaler.with_mean else np.zeros(len(coef))
-    scale = np.asarray(scaler.scale_, dtype=np.float64) if scaler.with_std else np.ones(len(coef))
-    _require(mean.shape == coef.shape and scale.shape == coef.shape)
-    weights = coef / scale
-    out.numeric += columns
-    out.fill += fill.tolist()
-    out.weights += weights.tolist()
-    out.centring += (mean * weights).tolist()
-
-
-def _fold_categorical(block: Any, columns: list[str], coef: np.ndarray, out: _Folded) -> None:
-    _require(type(block) is Pipeline and len(block.steps) == 3)
-    objects, imputer, encoder = (step for _, step in block.steps)
-    _require(
-        type(objects) is FunctionTransformer
-        and objects.func is as_object
-        and not objects.kw_args
-        and not objects.validate
-    )
-    fill = _imputer_fill(imputer, len(columns)).tolist()
-    _require(
-        type(encoder) is OneHotEncoder
-        and encoder.handle_unknown == "ignore"
-        and encoder.drop is None
-        and encoder.min_frequency is None
-        and encoder.max_categories is None
-        and len(encoder.categories_) == len(columns)
-    )
-    offset = 0
-    for imputed, categories in zip(fill, encoder.categories_, strict=True):
-        learned = [_plain(c) for c in categories.tolist()]
-        weights = coef[offset : offset + len(learned)].tolist()
+def fold(model: LinearModel) -> CompiledModel | None:
+    """Fold a two-class data-only model into score arrays; ``None`` when it has more classes
+    or when folding the centring would cost precision."""
+    if len(model.classes) != 2:
+        return None
+    schema = model.schema
+    coef = model.coef[0]
+    width = len(schema.numeric)
+    weights = coef[:width] / model.scale
+    centring = (model.mean * weights).tolist()
+    if math.fsum(abs(c) for c in centring) > _MAX_FOLDED:
+        return None
+    tables: list[dict[str, float]] = []
+    missing: list[float] = []
+    offset = width
+    for imputed, learned in zip(model.categorical_fill, model.categories, strict=True):
+        column = coef[offset : offset + len(learned)].tolist()
         offset += len(learned)
-        if all(isinstance(c, str) for c in learned):
-            out.category_weights.append(dict(zip(map(str, learned), weights, strict=True)))
-        else:
-            # Only a never-observed column (keep_empty_features: 0 is its one category) is served.
-            _require(learned == [imputed] and not isinstance(imputed, str))
-            out.category_weights.append({})
+        text = all(isinstance(c, str) for c in learned)
+        # A never-observed column (its one category the imputed 0) weighs only when missing.
+        tables.append(dict(zip(map(str, learned), column, strict=True)) if text else {})
         # A missing value becomes the imputer's statistic, then goes through the encoder.
-        out.missing_weights.append(
-            next((w for c, w in zip(learned, weights, strict=True) if c == imputed), 0.0)
-        )
-    _require(offset == len(coef))
-    out.categorical += columns
-
-
-def _compile(pipeline: Any, schema: Schema) -> CompiledModel:
-    _require(type(pipeline) is Pipeline and len(pipeline.steps) == 2)
-    features, model = (step for _, step in pipeline.steps)
-    _require(type(features) is ColumnTransformer and type(model) is LogisticRegression)
-    _require(features.transformer_weights is None and hasattr(model, "classes_"))
-    classes = tuple(_plain(c) for c in model.classes_.tolist())
-    coef = np.asarray(model.coef_, dtype=np.float64)
-    intercept = np.asarray(model.intercept_, dtype=np.float64)
-    _require(len(classes) == 2 and coef.ndim == 2 and coef.shape[0] == 1)
-    _require(intercept.shape == (1,))
-    positive = [i for i, c in enumerate(classes) if c == schema.positive_label]
-    _require(len(positive) == 1)
-    _require(hasattr(features, "transformers_"))
-    coef = coef[0]
-    out = _Folded()
-    offset = 0
-    for _name, block, selection in features.transformers_:
-        if isinstance(block, str):
-            _require(block == "drop")
-            continue
-        columns = _columns(selection)
-        if not columns:
-            continue
-        _require(type(block) is Pipeline)
-        last = block.steps[-1][1]
-        if type(last) is StandardScaler:
-            width = len(columns)
-            _fold_numeric(block, columns, coef[offset : offset + width], out)
-        elif type(last) is OneHotEncoder and hasattr(last, "categories_"):
-            width = sum(len(c) for c in last.categories_)
-            _fold_categorical(block, columns, coef[offset : offset + width], out)
-        else:
-            raise _NotCompilable
-        offset += width
-    _require(offset == len(coef))
-    _require(out.numeric == list(schema.numeric) and out.categorical == list(schema.categorical))
-    _require(math.fsum(abs(c) for c in out.centring) <= _MAX_FOLDED)
+        missing.append(next((w for c, w in zip(learned, column, strict=True) if c == imputed), 0.0))
     return CompiledModel(
-        numeric=tuple(out.numeric),
-        fill=np.array(out.fill, dtype=np.float64),
-        weights=np.array(out.weights, dtype=np.float64),
-        categorical=tuple(out.categorical),
-        category_weights=tuple(out.category_weights),
-        missing_category_weight=tuple(out.missing_weights),
-        intercept=math.fsum([float(intercept[0]), *(-c for c in out.centring)]),
-        classes=(classes[0], classes[1]),
-        positive_index=positive[0],
+        numeric=tuple(schema.numeric),
+        fill=model.numeric_fill,
+        weights=weights,
+        categorical=tuple(schema.categorical),
+        category_weights=tuple(tables),
+        missing_category_weight=tuple(missing),
+        intercept=math.fsum([float(model.intercept[0]), *(-c for c in centring)]),
+        classes=(model.classes[0], model.classes[1]),
+        positive_index=model.positive_index,
     )

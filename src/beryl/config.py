@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,81 @@ DEFAULT_SCHEDULE = "*/10 * * * *"  # every 10 minutes
 
 
 class ApiSettings(BaseModel):
-    """Where `beryl serve` listens and `beryl apicalls` calls."""
+    """Where `beryl serve` listens and `beryl apicalls` calls, and what the server accepts."""
 
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     token: str | None = None
+    # ``Host`` names the server answers to; None: the loopback names when bound to loopback.
+    allowed_hosts: list[str] | None = None
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_records: int = Field(default=10_000, gt=0)
+    max_file_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # a ``file_location`` file
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # request line and headers
+    header_timeout_s: float = Field(default=10.0, gt=0.0)  # to receive the request line + headers
+    body_timeout_s: float = Field(default=30.0, gt=0.0)  # to receive the whole body
+    keepalive_timeout_s: float = Field(default=5.0, gt=0.0)  # an idle keep-alive connection
+    max_connections: int = Field(default=1000, ge=1)  # open connections per worker
+    shutdown_grace_s: float = Field(default=30.0, ge=0.0)  # to finish requests on SIGTERM
+    db_timeout_s: float = Field(default=5.0, gt=0.0)  # to wait for the history database
+
+    @field_validator("token")
+    @classmethod
+    def _token_characters(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = token_problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            bad = [h for h in value if h != "*" and not _is_host_name(h)]
+            if bad:
+                raise ValueError(
+                    f"{', '.join(map(repr, bad))}: give host names or addresses without a port "
+                    "(e.g. 'beryl.example.com', '10.0.0.5', '::1'), or '*' for any host"
+                )
+        return [h.lower().strip("[]") for h in value] if value is not None else None
+
+
+# RFC 6750's b64token: what a Bearer token may hold, so every HTTP client sends it unchanged.
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_HOST_NAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?")
+
+
+def _is_host_name(host: str) -> bool:
+    """A host name or an IP address, without a port (an IPv6 address may be in brackets)."""
+    import ipaddress
+
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" in bare:
+        try:
+            ipaddress.IPv6Address(bare)
+        except ValueError:
+            return False
+        return True
+    return bare == host and _HOST_NAME.fullmatch(host) is not None
+
+
+def token_problem(token: str) -> str | None:
+    """What is wrong with an API token, or None: non-empty, RFC 6750 token characters only."""
+    if not token:
+        return (
+            "must not be empty (remove the key to switch authentication off, or set a token of "
+            "letters, digits and -._~+/)"
+        )
+    if not _TOKEN.fullmatch(token):
+        return (
+            "may hold only ASCII letters, digits and the characters -._~+/ (with = only at the "
+            "end), so that every HTTP client sends it unchanged; e.g. `python -c 'import "
+            "secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    return None
 
 
 class DriftSettings(BaseModel):
@@ -280,7 +347,10 @@ def load(
         raise ConfigError(
             f"invalid configuration in {config_path}:", problems=exc.problems
         ) from exc
-    if settings.api.token is None and env.get(TOKEN_ENV):
+    if settings.api.token is None and TOKEN_ENV in env:
+        problem = token_problem(env[TOKEN_ENV])
+        if problem:
+            raise ConfigError(f"invalid {TOKEN_ENV} in the environment: the token {problem}")
         api = settings.api.model_copy(update={"token": env[TOKEN_ENV]})
         settings = settings.model_copy(update={"api": api})
     return settings

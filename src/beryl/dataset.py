@@ -39,7 +39,7 @@ from beryl._io import (
     read_json,
     remove_stale_temporaries,
 )
-from beryl.errors import DataError, EmptyDatasetError
+from beryl.errors import EmptyDatasetError, StateError
 from beryl.schema import Schema
 
 if TYPE_CHECKING:
@@ -159,9 +159,13 @@ class Dataset:
         try:
             return Manifest.from_dict(read_json(self.manifest_path))
         except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(
+            raise StateError(
                 f"dataset manifest {self.manifest_path} is unreadable: {exc}",
                 hint="restore it from a backup; Beryl never writes it partially",
+            ) from exc
+        except OSError as exc:
+            raise StateError(
+                f"cannot read the dataset manifest {self.manifest_path}: {exc.strerror}"
             ) from exc
 
     def batch_path(self, batch_id: str) -> Path:
@@ -219,8 +223,18 @@ class Dataset:
                 f"no data has been ingested into {self.folder} yet",
                 hint="put CSV files into the input folder and run `beryl ingest`",
             )
-        tables = [pq.read_table(self.batch_path(b.id), columns=columns) for b in wanted]
+        tables = [self._read_batch(b.id, columns) for b in wanted]
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+    def _read_batch(self, batch_id: str, columns: list[str] | None) -> pa.Table:
+        path = self.batch_path(batch_id)
+        try:
+            return pq.read_table(path, columns=columns)
+        except (OSError, pa.ArrowException) as exc:  # ArrowInvalid: a damaged file
+            raise StateError(
+                f"dataset batch {path} cannot be read: {exc}",
+                hint="restore it from a backup",
+            ) from exc
 
     def read(
         self, columns: list[str] | None = None, batches: list[str] | None = None

@@ -43,7 +43,7 @@ def materialise(settings: Settings, registry: Registry) -> Path:
     version = registry.require_production()
     card = registry.card(version)
     if not registry.verify(version):
-        raise IntegrityError(f"model file of {version} does not match its model card")
+        raise IntegrityError(f"model files of {version} do not match their signature")
     prod = settings.prod_folder
     store = _store(prod)
     store.mkdir(parents=True, exist_ok=True)

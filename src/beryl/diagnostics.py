@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -72,19 +74,50 @@ def compute_profile(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def profile(dataset: Dataset) -> dict[str, Any]:
-    """The dataset profile, from the cache when it matches the dataset's batches."""
-    path = dataset.folder / PROFILE_FILE
-    batches = [b.id for b in dataset.batches]
+def _saved_profile(dataset: Dataset) -> dict[str, Any] | None:
+    """The profile saved in the dataset folder, if it describes the dataset's batches now."""
     try:
-        cached = dict(read_json(path))
-        if cached.get("batches") == batches:
-            return cached
-    except (FileNotFoundError, ValueError):
-        pass
+        cached = dict(read_json(dataset.folder / PROFILE_FILE))
+    except (OSError, ValueError, TypeError):
+        return None
+    return cached if cached.get("batches") == [b.id for b in dataset.batches] else None
+
+
+def profile(dataset: Dataset) -> dict[str, Any]:
+    """The dataset profile, from the cache when it matches the dataset's batches (a fresh one
+    is saved for the next reader)."""
+    cached = _saved_profile(dataset)
+    if cached is not None:
+        return cached
     fresh = compute_profile(dataset)
-    atomic_write_json(path, fresh)
+    atomic_write_json(dataset.folder / PROFILE_FILE, fresh)
     return fresh
+
+
+ProfileSource = Callable[[Dataset], dict[str, Any]]
+
+
+class ProfileCache:
+    """Profiles for a reader that never writes to the workspace (the API): the saved profile
+    when it matches the dataset, else one computed in memory and kept until the batches change.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[str, Any] | None = None
+
+    def __call__(self, dataset: Dataset) -> dict[str, Any]:
+        batches = [b.id for b in dataset.batches]
+        kept = self._kept
+        if kept is not None and kept["batches"] == batches:
+            return kept
+        with self._lock:  # one computation at a time; the others then find it kept
+            kept = self._kept
+            if kept is not None and kept["batches"] == batches:
+                return kept
+            found = _saved_profile(dataset) or compute_profile(dataset)
+            self._kept = found
+            return found
 
 
 # -- predictions ----------------------------------------------------------------------------------
@@ -96,7 +129,7 @@ def predict_test_data(settings: Settings, registry: Registry) -> dict[str, Any]:
     card = registry.card(version)
     schema = Schema.from_dict(card.schema)
     frame, _ = read_labelled(settings.test_data, schema)
-    model = registry.load(version)
+    model = registry.model(version)
     predictions = model.predict(frame[schema.features])
     return {"version": version, "predictions": [_plain(p) for p in predictions.tolist()]}
 
@@ -213,22 +246,66 @@ def cached_outdated(settings: Settings, *, max_age_s: float = 6 * 3600) -> dict[
     path = settings.model_folder / OUTDATED_CACHE_FILE
     try:
         cached = dict(read_json(path))
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError, TypeError):
         return None
-    if time.time() - float(cached.get("checked_epoch", 0)) > max_age_s:
+    epoch = cached.get("checked_epoch")
+    if not isinstance(epoch, int | float) or time.time() - float(epoch) > max_age_s:
         return None
     return cached
 
 
-def refresh_outdated(settings: Settings, *, timeout: float = 3.0) -> dict[str, Any]:
-    """Check the package index now and save the table for later readers."""
-    result = {
+def check_outdated(settings: Settings, *, timeout: float = 3.0) -> dict[str, Any]:
+    """Check the package index now (nothing is written)."""
+    return {
         "checked_at": utc_now(),
         "checked_epoch": time.time(),
         "packages": outdated_packages(index_url=settings.package_index_url, timeout=timeout),
     }
+
+
+def refresh_outdated(settings: Settings, *, timeout: float = 3.0) -> dict[str, Any]:
+    """Check the package index now and save the table for later readers."""
+    result = check_outdated(settings, timeout=timeout)
     atomic_write_json(settings.model_folder / OUTDATED_CACHE_FILE, result)
     return result
+
+
+class OutdatedCache:
+    """The outdated-packages table for a reader that never writes to the workspace (the API):
+    the table last saved in the workspace, or one checked in the background and kept in memory.
+    """
+
+    def __init__(self, settings: Settings, *, max_age_s: float = 6 * 3600) -> None:
+        self.settings = settings
+        self.max_age_s = max_age_s
+        self._checking = threading.Lock()
+        self._kept: dict[str, Any] | None = None
+
+    def _fresh(self, table: dict[str, Any] | None) -> bool:
+        return table is not None and time.time() - float(table["checked_epoch"]) <= self.max_age_s
+
+    def current(self) -> dict[str, Any] | None:
+        """The newest table known (None before any check); a stale one starts a new check."""
+        saved = cached_outdated(self.settings, max_age_s=float("inf"))
+        candidates = [t for t in (self._kept, saved) if t is not None]
+        newest = max(candidates, key=lambda t: float(t["checked_epoch"]), default=None)
+        if not self._fresh(newest):
+            self.refresh_in_background()
+        return newest
+
+    def refresh_in_background(self) -> bool:
+        """Start one check on a thread (none while another runs)."""
+        if not self._checking.acquire(blocking=False):
+            return False
+
+        def work() -> None:
+            try:
+                self._kept = check_outdated(self.settings)
+            finally:
+                self._checking.release()
+
+        threading.Thread(target=work, name="beryl-outdated", daemon=True).start()
+        return True
 
 
 # -- everything -----------------------------------------------------------------------------------
@@ -257,10 +334,16 @@ def diagnose(
     return result
 
 
-def dashboard_data(settings: Settings, *, runs: int = 15) -> dict[str, Any]:
+def dashboard_data(
+    settings: Settings,
+    *,
+    runs: int = 15,
+    profile_of: ProfileSource = profile,
+    history: History | None = None,
+) -> dict[str, Any]:
     """Everything the monitoring dashboard shows, from what the loop recorded."""
     registry = Registry(settings.model_folder)
-    history = History(settings.history_db)
+    history = history or History(settings.history_db)
     production = registry.production()
     cards = registry.cards()
     by_id = {card.id: card for card in cards}
@@ -271,7 +354,7 @@ def dashboard_data(settings: Settings, *, runs: int = 15) -> dict[str, Any]:
             (m.time for m in reversed(registry.moves()) if m.to_version == production), None
         )
     try:
-        missing = profile(Dataset(settings.output_folder))["missing_percent"]
+        missing = profile_of(Dataset(settings.output_folder))["missing_percent"]
     except EmptyDatasetError:
         missing = {}
     matrix = None

@@ -12,7 +12,12 @@ The tree::
     │   ├── IntegrityError                          a model file does not match its card
     │   └── TrainingError                           the estimator refused the data or parameters
     ├── PipelineBusyError(RuntimeError)    exit 5   another pass holds the lock
-    └── ServiceError(RuntimeError)         exit 6   the API server is unreachable or answered badly
+    ├── ServiceError(RuntimeError)         exit 6   the API server is unreachable or answered badly
+    └── StateError(RuntimeError)           exit 7   workspace state damaged or unavailable
+        └── StateBusyError                          held by another process past the wait
+
+The API answers ``StateError`` and ``IntegrityError`` with 503 (a server fault, never the
+caller's), ``StateBusyError`` with 503 and ``Retry-After``.
 
 A partially successful ingestion (some files quarantined) is not an error: commands report it with
 exit code ``EXIT_PARTIAL`` (10).
@@ -76,7 +81,7 @@ class ModelNotFoundError(ModelError, LookupError):
 
 
 class IntegrityError(ModelError):
-    """A model file's sha256 does not match its model card: it is never loaded."""
+    """A model file does not match its signature (or its pickle the signed sha256): never loaded."""
 
 
 class TrainingError(ModelError, ValueError):
@@ -93,3 +98,17 @@ class ServiceError(BerylError, RuntimeError):
     """The API server could not be reached or gave an unusable answer."""
 
     exit_code = 6
+
+
+class StateError(BerylError, RuntimeError):
+    """A state file of the workspace (history database, dataset record, a batch) is damaged,
+    missing or unavailable: not the caller's input, and not something a retry with other
+    input fixes."""
+
+    exit_code = 7
+
+
+class StateBusyError(StateError):
+    """Another process holds a state file (the history database) longer than Beryl waits."""
+
+    retry_after_s = 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from beryl._io import utc_now
-from beryl.errors import BerylError
+from beryl.errors import StateBusyError, StateError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -79,8 +80,12 @@ CREATE TABLE IF NOT EXISTS drift (
 """
 
 
-class HistoryError(BerylError):
-    """The history database cannot be opened or written."""
+class HistoryError(StateError):
+    """The history database cannot be opened, read or written."""
+
+
+class HistoryBusyError(HistoryError, StateBusyError):
+    """Another process held the history database longer than this reader waits."""
 
 
 @dataclass
@@ -128,9 +133,61 @@ class History:
             conn.row_factory = sqlite3.Row
             yield conn
         except sqlite3.Error as exc:
-            raise HistoryError(f"history database {self.path}: {exc}") from exc
+            raise self._error(exc) from exc
         finally:
             conn.close()
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection | None]:
+        """A read-only connection (never creates or changes a file); None: no database yet.
+
+        On a workspace nobody may write to, WAL's shared-memory file cannot be made, so the
+        database is then read as immutable.
+        """
+        if not self.path.exists():
+            yield None
+            return
+        uri = self.path.resolve().as_uri()
+        writable = os.access(self.path.parent, os.W_OK) and os.access(self.path, os.W_OK)
+        try:
+            conn = sqlite3.connect(
+                f"{uri}?mode=ro" + ("" if writable else "&immutable=1"),
+                uri=True,
+                timeout=self.timeout,
+                isolation_level=None,
+            )
+        except sqlite3.Error as exc:
+            raise HistoryError(f"cannot open history database {self.path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            conn.row_factory = sqlite3.Row
+            tables = conn.execute("SELECT name FROM sqlite_master WHERE name = 'runs'").fetchall()
+            yield conn if tables else None  # a database another process is still creating
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        except ValueError as exc:  # a recorded detail that is not JSON
+            raise HistoryError(
+                f"history database {self.path} holds a damaged record: {exc}"
+            ) from exc
+        finally:
+            conn.close()
+
+    def _error(self, exc: sqlite3.Error) -> HistoryError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return HistoryBusyError(
+                f"history database {self.path} is held by another process ({text})",
+                hint="try again in a moment",
+            )
+        if "no such table" in text:
+            return HistoryError(
+                f"history database {self.path} has none of Beryl's tables ({text})",
+                hint="a command that writes history (e.g. `beryl run`) creates them",
+            )
+        return HistoryError(
+            f"history database {self.path}: {text}",
+            hint="if the file is damaged, move it aside; Beryl starts a new history",
+        )
 
     def _initialise(self, conn: sqlite3.Connection) -> None:
         """Switch to WAL and create the tables, waiting for a writer that holds the database.
@@ -247,7 +304,9 @@ class History:
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
         """The most recent runs, newest first, with their steps."""
-        with self._connect() as conn:
+        with self._reader() as conn:
+            if conn is None:
+                return []
             rows = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
             records = []
             for row in rows:
@@ -281,7 +340,9 @@ class History:
 
     def last_step(self, name: str) -> StepRecord | None:
         """The latest successful step of that name (e.g. the last ingestion's timing)."""
-        with self._connect() as conn:
+        with self._reader() as conn:
+            if conn is None:
+                return None
             row = conn.execute(
                 "SELECT * FROM steps WHERE name = ? AND status = 'ok' ORDER BY id DESC LIMIT 1",
                 (name,),
@@ -316,7 +377,9 @@ class History:
         )
 
     def scores(self, limit: int = 500) -> list[dict[str, Any]]:
-        with self._connect() as conn:
+        with self._reader() as conn:
+            if conn is None:
+                return []
             rows = conn.execute(
                 "SELECT run_id, time, version, role, data, f1 FROM scores ORDER BY id DESC LIMIT ?",
                 (limit,),
@@ -340,7 +403,9 @@ class History:
         )
 
     def promotions(self, limit: int = 500) -> list[dict[str, Any]]:
-        with self._connect() as conn:
+        with self._reader() as conn:
+            if conn is None:
+                return []
             rows = conn.execute(
                 "SELECT run_id, time, action, from_version, to_version, from_f1, to_f1, reason"
                 " FROM promotions ORDER BY id DESC LIMIT ?",
@@ -364,9 +429,11 @@ class History:
         )
 
     def latest_drift(self) -> dict[str, Any] | None:
-        with self._connect() as conn:
+        with self._reader() as conn:
+            if conn is None:
+                return None
             row = conn.execute("SELECT result FROM drift ORDER BY id DESC LIMIT 1").fetchone()
-        return json.loads(row["result"]) if row else None
+            return json.loads(row["result"]) if row else None
 
 
 class RunContext:

@@ -332,7 +332,7 @@ def _drift_check(
     card = registry.card(production)
     schema = Schema.from_dict(card.schema)
     frame = dataset.read(columns=[*schema.features, schema.target], batches=new_batches)
-    metrics = compute_metrics(registry.load(production), frame, schema)
+    metrics = compute_metrics(registry.model(production), frame, schema)
     recorded = card.f1
     return {
         "version": production,

@@ -2,15 +2,18 @@
 
 Layout of ``output_model_path``::
 
-    versions/<id>/model.pkl    the fitted pipeline (pickle)
+    versions/<id>/model.json   the data-only model Beryl serves and scores with (signed)
+    versions/<id>/model.pkl    the fitted pipeline as a pickle (original layout; never loaded)
     versions/<id>/card.json    the model card (sha256 of model.pkl, metrics, provenance)
-    production.json            the pointer: which version is in production
-    promotions.jsonl           append-only log of every pointer move
+    production.json            the pointer: which version is in production (signed)
+    promotions.jsonl           append-only log of every pointer move (each line signed)
     trainedmodel.pkl           copy of the latest trained model (original layout)
     latestscore.txt            F1 of the latest scored model (original layout)
 
-Promotion and rollback only move the pointer. A model file is unpickled only after its sha256
-matches the card.
+Promotion and rollback only move the pointer. Beryl never unpickles: it loads ``model.json``,
+whose signature (``beryl.signing``, a key kept outside the workspace) covers everything that
+changes an answer, and the version id it belongs to; a pointer or log line without a valid
+signature is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from beryl._io import (
     append_line,
@@ -35,9 +38,13 @@ from beryl._io import (
     sha256_file,
     utc_now,
 )
-from beryl.errors import IntegrityError, ModelError, ModelNotFoundError
+from beryl.errors import IntegrityError, ModelError, ModelNotFoundError, TrainingError
+from beryl.linear import LinearModel, NotLinearError
+from beryl.schema import Schema
+from beryl.signing import Keyring, default_keyring
 
 MODEL_FILE = "model.pkl"
+DATA_MODEL_FILE = "model.json"
 CARD_FILE = "card.json"
 POINTER_FILE = "production.json"
 LOG_FILE = "promotions.jsonl"
@@ -88,10 +95,22 @@ class Move:
 
 
 class Registry:
-    """Model versions in ``output_model_path`` and the production pointer."""
+    """Model versions in ``output_model_path`` and the production pointer.
 
-    def __init__(self, folder: Path) -> None:
+    ``keyring`` signs and checks the data-only models, the pointer and the log; by default the
+    key the environment names (``beryl.signing``).
+    """
+
+    def __init__(self, folder: Path, keyring: Keyring | None = None) -> None:
         self.folder = folder
+        self._keyring = keyring
+
+    @property
+    def keyring(self) -> Keyring:
+        if self._keyring is None:
+            self._keyring = default_keyring()
+            self._keyring.check_outside(self.folder)
+        return self._keyring
 
     @property
     def versions_folder(self) -> Path:
@@ -139,9 +158,17 @@ class Registry:
             )
         return ids[-1]
 
-    def create(self, model: Any, card: ModelCard, *, latest: bool = True) -> ModelCard:
-        """Store a fitted model as a new immutable version; returns its card with the new id."""
-        payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    def create(self, pipeline: Any, card: ModelCard, *, latest: bool = True) -> ModelCard:
+        """Store a fitted pipeline as a new immutable version; returns its card with the new id.
+
+        The version holds the pipeline's data-only form (signed; what Beryl loads) and its
+        pickle (the original layout's artifact).
+        """
+        try:
+            model = LinearModel.from_pipeline(pipeline, Schema.from_dict(card.schema))
+        except NotLinearError as exc:
+            raise TrainingError(f"the fitted model cannot be stored as data: {exc}") from exc
+        payload = pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
         card.model_sha256 = sha256_bytes(payload)
         self.versions_folder.mkdir(parents=True, exist_ok=True)
         staging = self.versions_folder / f".staging-{os.getpid()}-{utc_now().replace(':', '')}"
@@ -151,8 +178,11 @@ class Registry:
             while True:
                 existing = [int(v[1:]) for v in self._all_version_dirs()]
                 card.id = f"v{(max(existing) + 1) if existing else 1:04d}"
+                (staging / DATA_MODEL_FILE).write_text(
+                    json.dumps(self._signed_model(card, model), indent=1) + "\n"
+                )
                 (staging / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
-                for name in (MODEL_FILE, CARD_FILE):
+                for name in (MODEL_FILE, DATA_MODEL_FILE, CARD_FILE):
                     with (staging / name).open("rb") as handle:
                         os.fsync(handle.fileno())
                 try:
@@ -170,19 +200,25 @@ class Registry:
             atomic_write_bytes(self.folder / LATEST_MODEL_FILE, payload)
         return card
 
+    def _signed_model(self, card: ModelCard, model: LinearModel) -> dict[str, Any]:
+        """What ``model.json`` holds: the model bound to its version id and its pickle."""
+        return self.keyring.sign(
+            {"version": card.id, "model_sha256": card.model_sha256, "model": model.to_dict()}
+        )
+
     def repair(self) -> list[str]:
         """After a crash: remove half-written versions and temporary files (under the lock)."""
         repaired = []
         if remove_stale_temporaries(self.folder):
             repaired.append(f"removed temporary files in {self.folder}")
         moves = self.moves()
-        if (
-            moves
-            and moves[-1].to_version != self.production()
-            and self.verify(moves[-1].to_version)
-        ):
+        try:
+            current = self.production()
+        except IntegrityError:
+            current = None  # a damaged pointer: restored from the log below
+        if moves and moves[-1].to_version != current and self.verify(moves[-1].to_version):
             last = moves[-1]
-            atomic_write_json(self.pointer_path, {"version": last.to_version, "since": last.time})
+            self._write_pointer(last.to_version, last.time)
             repaired.append(f"finished the logged {last.action} to {last.to_version}")
         if self.versions_folder.is_dir():
             for staging in self.versions_folder.glob(".staging-*"):
@@ -199,29 +235,119 @@ class Registry:
         return [p.name for p in self.versions_folder.iterdir() if _VERSION_RE.match(p.name)]
 
     def model_path(self, version: str) -> Path:
+        """The pickle of a version (the original layout's artifact; Beryl never loads it)."""
         return self.version_folder(version) / MODEL_FILE
 
-    def load(self, version: str) -> Any:
-        """Unpickle a version's model, after checking its sha256 against the card."""
-        card = self.card(version)
+    def data_model_path(self, version: str) -> Path:
+        return self.version_folder(version) / DATA_MODEL_FILE
+
+    def model(self, version: str) -> LinearModel:
+        """A version's data-only model, after checking its signature; never unpickles."""
+        return self._signed(version)[0]
+
+    def pipeline(self, version: str) -> Any:
+        """A version's scikit-learn pipeline, for exporting it to other tools: unpickled only
+        after the pickle matches the sha256 its signed model file names. Beryl itself serves,
+        predicts and scores with ``model``."""
         path = self.model_path(version)
+        _, sha256 = self._signed(version)
         try:
             payload = path.read_bytes()
         except FileNotFoundError as exc:
             raise IntegrityError(f"model file {path} is missing") from exc
         digest = sha256_bytes(payload)
-        if digest != card.model_sha256:
+        if digest != sha256:
             raise IntegrityError(
-                f"model file {path} does not match its model card "
-                f"(sha256 {digest[:12]}… ≠ {card.model_sha256[:12]}…); refusing to load it",
+                f"model file {path} does not match its signed model file "
+                f"(sha256 {digest[:12]}… ≠ {sha256[:12]}…); refusing to load it",
                 hint="the file was changed after training; retrain or restore it",
             )
         return pickle.loads(payload)
 
-    def verify(self, version: str) -> bool:
+    def _signed(self, version: str) -> tuple[LinearModel, str]:
+        """The verified data-only model of a version and the sha256 of its pickle."""
         card = self.card(version)
-        path = self.model_path(version)
-        return path.exists() and sha256_file(path) == card.model_sha256
+        path = self.data_model_path(version)
+        try:
+            data = read_json(path)
+        except FileNotFoundError as exc:
+            raise IntegrityError(
+                f"model file {path} is missing",
+                hint="a version made by an older Beryl: `beryl models sign --all` makes it "
+                "from the pickle (only for a models folder you trust), or retrain",
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(f"model file {path} is unreadable: {exc}") from exc
+        body = self.keyring.verify(data, str(path))
+        if body.get("version") != version:
+            raise IntegrityError(
+                f"model file {path} belongs to version {body.get('version')!r}, not {version}",
+                hint="a model file was copied between versions; restore it or retrain",
+            )
+        try:
+            model = LinearModel.from_dict(body.get("model"))
+        except NotLinearError as exc:
+            raise IntegrityError(f"model file {path} holds no valid model: {exc}") from exc
+        if card.schema != model.schema.to_dict() or list(card.classes) != list(model.classes):
+            raise IntegrityError(
+                f"model card {path.parent / CARD_FILE} disagrees with its signed model file "
+                "(schema or classes changed); refusing to load it",
+                hint="restore card.json, or retrain",
+            )
+        return model, str(body.get("model_sha256", ""))
+
+    def verify(self, version: str) -> bool:
+        """The version's signed data-only model holds, and so does its pickle (which goes to
+        ``prod_deployment_path`` for the original layout)."""
+        try:
+            _, sha256 = self._signed(version)
+            path = self.model_path(version)
+            return path.is_file() and sha256_file(path) == sha256
+        except IntegrityError:
+            return False
+
+    def sign(self, version: str) -> Literal["signed", "already signed"]:
+        """Make a version's signed data-only model from its pickle (a version an older Beryl
+        made). This unpickles the file: run it only on a models folder you trust."""
+        card = self.card(version)
+        path = self.data_model_path(version)
+        if path.exists() and self.verify(version):
+            return "already signed"
+        pickled = self.model_path(version)
+        try:
+            payload = pickled.read_bytes()
+        except OSError as exc:
+            raise IntegrityError(f"cannot read {pickled}: {exc.strerror}") from exc
+        if sha256_bytes(payload) != card.model_sha256:
+            raise IntegrityError(
+                f"model file {pickled} does not match its model card; refusing to sign it",
+                hint="the file was changed after training; retrain",
+            )
+        pipeline = pickle.loads(payload)  # the user vouched for this folder
+        try:
+            model = LinearModel.from_pipeline(pipeline, Schema.from_dict(card.schema))
+        except NotLinearError as exc:
+            raise IntegrityError(f"{pickled} is not a model Beryl can serve: {exc}") from exc
+        atomic_write_json(path, self._signed_model(card, model))
+        return "signed"
+
+    def sign_records(self) -> list[str]:
+        """Re-sign the pointer and every log line with this key (after ``sign``)."""
+        done = []
+        raw = self._raw_log()
+        if raw:
+            lines = [json.dumps(self.keyring.sign(entry)) for entry, _ in raw]
+            atomic_write_bytes(self.log_path, "".join(line + "\n" for line in lines).encode())
+            done.append(f"signed {len(lines)} line(s) of {self.log_path.name}")
+        if self.pointer_path.exists():
+            try:
+                pointer = read_json(self.pointer_path)
+                version = str(pointer["version"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise IntegrityError(f"{self.pointer_path} is unreadable: {exc}") from exc
+            self._write_pointer(version, str(pointer.get("since", utc_now())))
+            done.append(f"signed {self.pointer_path.name} ({version})")
+        return done
 
     def record_decision(self, version: str, decision: dict[str, Any]) -> ModelCard:
         """Record what a pass decided about a candidate (promoted or kept, and why)."""
@@ -250,9 +376,24 @@ class Registry:
 
     def production(self) -> str | None:
         """The production version id, or None before the first promotion."""
-        if not self.pointer_path.exists():
+        try:
+            data = read_json(self.pointer_path)
+        except FileNotFoundError:
             return None
-        return str(read_json(self.pointer_path)["version"])
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(
+                f"production pointer {self.pointer_path} is unreadable: {exc}"
+            ) from exc
+        body = self.keyring.verify(data, str(self.pointer_path))
+        version = body.get("version")
+        if not isinstance(version, str) or not _VERSION_RE.match(version):
+            raise IntegrityError(f"production pointer {self.pointer_path} names no version")
+        return version
+
+    def _write_pointer(self, version: str, since: str) -> None:
+        atomic_write_json(
+            self.pointer_path, self.keyring.sign({"version": version, "since": since})
+        )
 
     def require_production(self) -> str:
         version = self.production()
@@ -263,16 +404,35 @@ class Registry:
         return version
 
     def moves(self) -> list[Move]:
-        if not self.log_path.exists():
-            return []
+        """The logged moves whose signature holds (a torn or foreign line is not a move)."""
         moves = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+        for entry, _ in self._raw_log():
+            try:
+                moves.append(Move(**self.keyring.verify(entry, str(self.log_path))))
+            except (IntegrityError, TypeError):
+                continue
+        return moves
+
+    def unsigned_moves(self) -> int:
+        """How many complete log lines lack a valid signature (shown by ``repair``)."""
+        return len(self._raw_log()) - len(self.moves())
+
+    def _raw_log(self) -> list[tuple[dict[str, Any], int]]:
+        """Every complete JSON object line of the log, with its line number."""
+        try:
+            text = self.log_path.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        entries = []
+        for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    moves.append(Move(**json.loads(line)))
-                except (ValueError, TypeError):
-                    continue  # a line torn by a crash mid-append is not a move
-        return moves
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line torn by a crash mid-append
+                if isinstance(entry, dict):
+                    entries.append((entry, number))
+        return entries
 
     def _move(
         self,
@@ -284,9 +444,9 @@ class Registry:
         self.card(to_version)
         if not self.verify(to_version):
             raise IntegrityError(
-                f"model file of {to_version} does not match its model card; it cannot go to "
+                f"model files of {to_version} do not match their signature; it cannot go to "
                 "production",
-                hint="retrain, or restore the original file",
+                hint="retrain, or restore the original files",
             )
         current = self.production()
         if current == to_version:
@@ -307,8 +467,8 @@ class Registry:
         )
         # The log line first: a move that is logged but not yet on the pointer is finished by
         # ``repair`` (roll forward); a pointer that moved without its log line cannot happen.
-        append_line(self.log_path, json.dumps(asdict(move)))
-        atomic_write_json(self.pointer_path, {"version": to_version, "since": move.time})
+        append_line(self.log_path, json.dumps(self.keyring.sign(asdict(move))))
+        self._write_pointer(to_version, move.time)
         return move
 
     def promote(

@@ -22,6 +22,7 @@ from croniter import croniter
 from beryl.config import Settings
 from beryl.errors import BerylError, ConfigError, PipelineBusyError
 from beryl.pipeline import PassResult, run_pass
+from beryl.signing import KEY_FILE_ENV, Keyring, default_keyring
 
 Clock = Callable[[], datetime]
 Log = Callable[[str], None]
@@ -99,14 +100,25 @@ def run_schedule(
     return stats
 
 
-def cron_line(settings: Settings, config_path: Path, expression: str | None = None) -> str:
-    """A crontab line that runs one pass from any directory, with a log file."""
+def cron_line(
+    settings: Settings,
+    config_path: Path,
+    expression: str | None = None,
+    keyring: Keyring | None = None,
+) -> str:
+    """A crontab line that runs one pass from any directory, with a log file.
+
+    cron's environment is bare, so the line names the signing key file this process uses
+    (a key given as ``$BERYL_SIGNING_KEY`` must be given to cron's environment as well).
+    """
     config = config_path.resolve()
     root = settings.root.resolve()
     log_file = root / "logs" / "beryl-cron.log"
+    keyring = keyring or default_keyring()
+    key = "" if keyring.source.startswith("$") else f"{KEY_FILE_ENV}={shlex.quote(keyring.source)} "
     command = (
         f"mkdir -p {shlex.quote(str(log_file.parent))} && "
-        f"{shlex.quote(sys.executable)} -m beryl --config {shlex.quote(str(config))} run "
+        f"{key}{shlex.quote(sys.executable)} -m beryl --config {shlex.quote(str(config))} run "
         f">> {shlex.quote(str(log_file))} 2>&1"
     )
     command = command.replace("%", "\\%")  # cron turns a bare % into a newline

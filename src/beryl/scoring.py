@@ -110,7 +110,7 @@ def evaluate(settings: Settings, registry: Registry, version: str) -> dict[str, 
     card = registry.card(version)
     schema = Schema.from_dict(card.schema)
     frame, digest = read_labelled(settings.test_data, schema)
-    metrics = compute_metrics(registry.load(version), frame, schema)
+    metrics = compute_metrics(registry.model(version), frame, schema)
     metrics["test_data"] = {"path": str(settings.test_data), "sha256": digest, "rows": len(frame)}
     metrics["scored_at"] = utc_now()
     return metrics

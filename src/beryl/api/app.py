@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import hmac
-import threading
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,10 +18,13 @@ from beryl.api.holder import ModelHolder
 from beryl.config import Settings
 from beryl.errors import (
     BerylError,
+    ConfigError,
     DataError,
     EmptyDatasetError,
     IntegrityError,
+    ModelError,
     ModelNotFoundError,
+    StateError,
 )
 from beryl.registry import Registry
 
@@ -45,12 +48,17 @@ def _error(
 
 
 def status_for(exc: BerylError) -> int:
-    """HTTP status of a domain error: the caller's fault is 4xx; a missing model is 503."""
-    if isinstance(exc, ModelNotFoundError | EmptyDatasetError | IntegrityError):
+    """HTTP status of a domain error: 4xx only for the caller's mistakes; a missing model and
+    damaged or unavailable workspace state are 503 (server faults the caller cannot fix)."""
+    if isinstance(
+        exc, ModelNotFoundError | EmptyDatasetError | IntegrityError | StateError | ModelError
+    ):
         return 503
+    if isinstance(exc, ConfigError):
+        return 503  # the server's own configuration
     if isinstance(exc, DataError):
         return 422
-    return 400
+    return 503
 
 
 def request_headers(scope: Scope) -> dict[str, str]:
@@ -58,14 +66,94 @@ def request_headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-def authorised(headers: Mapping[str, str], token: str) -> bool:
-    """``Authorization: Bearer <token>``, or else ``X-API-Token: <token>``, names ``token``."""
+def authorised(headers: Mapping[str, str], token: bytes) -> bool:
+    """``Authorization: Bearer <token>``, or else ``X-API-Token: <token>``, names ``token``.
+
+    Compared as bytes, exactly as sent (headers are decoded as Latin-1, which maps every byte).
+    """
     supplied = headers.get("authorization", "")
-    if supplied.lower().startswith("bearer "):
-        supplied = supplied[7:].strip()
+    if supplied[:7].lower() == "bearer ":
+        supplied = supplied[7:].strip(" \t")
     else:
         supplied = headers.get("x-api-token", "")
-    return hmac.compare_digest(supplied.encode(), token.encode())
+    return hmac.compare_digest(supplied.encode("latin-1"), token)
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "*"})  # noqa: S104  (names, not a bind)
+
+
+def is_loopback(host: str) -> bool:
+    name = host.lower().strip("[]").rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(settings: Settings) -> frozenset[str] | None:
+    """The ``Host`` names the API answers to; None: any (``api.allowed_hosts: ["*"]``).
+
+    The configured names, or by default the address it listens on; listening on every
+    interface needs the names spelled out. The loopback names are always answered: DNS
+    rebinding needs a name the attacker controls, and a page cannot be same-origin with
+    ``localhost`` or ``127.0.0.1``.
+    """
+    configured = settings.api.allowed_hosts
+    if configured is not None:
+        return None if "*" in configured else frozenset(configured) | LOOPBACK_NAMES
+    host = settings.api.host.lower().strip("[]")
+    if is_loopback(host):
+        return LOOPBACK_NAMES | {host}
+    if host in _WILDCARDS:
+        raise ConfigError(
+            f"api.host {settings.api.host!r} listens on every interface, so api.allowed_hosts "
+            "must name the host names clients use",
+            hint='e.g. "allowed_hosts": ["beryl.example.com", "10.0.0.5"] in config.json, or '
+            '["*"] to answer any Host header (DNS rebinding then reaches the API)',
+        )
+    return frozenset({host}) | LOOPBACK_NAMES
+
+
+class HostCheck:
+    """Whether a ``Host`` header names this server: its name is allowed, whatever the port."""
+
+    def __init__(self, allowed: frozenset[str] | None) -> None:
+        self.allowed = allowed
+        self._seen: dict[str, bool] = {}  # raw header value -> verdict, bounded below
+
+    def __call__(self, host: str | None) -> bool:
+        if self.allowed is None:
+            return True
+        if host is None:
+            return False
+        verdict = self._seen.get(host)
+        if verdict is None:
+            verdict = self._name(host) in self.allowed
+            if len(self._seen) < 256:
+                self._seen[host] = verdict
+        return verdict
+
+    @staticmethod
+    def _name(host: str) -> str:
+        host = host.strip().lower()
+        if host.startswith("["):  # [::1]:8000
+            return host[1 : host.find("]")] if "]" in host else host
+        name, _, port = host.rpartition(":")
+        if name and port.isdigit() and ":" not in name:
+            host = name
+        return host.rstrip(".")
+
+
+def refuse_host(host: str | None) -> JSONResponse:
+    shown = "no Host header" if host is None else f"Host {host[:100]!r}"
+    return _error(
+        400,
+        f"{shown} is not served here",
+        "call the API by a loopback name or by one in api.allowed_hosts (config.json)",
+    )
 
 
 def declares_too_large(headers: Mapping[str, str], max_body_bytes: int) -> bool:
@@ -75,18 +163,25 @@ def declares_too_large(headers: Mapping[str, str], max_body_bytes: int) -> bool:
 
 
 class LimitsMiddleware:
-    """Refuse bodies over ``max_body_bytes`` (413) and, with a token set, unauthenticated calls."""
+    """Refuse other hosts (400), bodies over ``max_body_bytes`` (413) and, with a token set,
+    unauthenticated calls (401)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, token: str | None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, token: str | None, hosts: HostCheck
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.token = token
+        self.token = token.encode("ascii") if token else None
+        self.hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = request_headers(scope)
+        if not self.hosts(headers.get("host")):
+            await refuse_host(headers.get("host"))(scope, receive, send)
+            return
         if self.token and scope["path"] not in OPEN_PATHS and not authorised(headers, self.token):
             response = _error(
                 401, "missing or wrong API token", "send 'Authorization: Bearer <token>'"
@@ -132,6 +227,7 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the API for one workspace."""
     from beryl.api.metrics import ApiMetrics, MetricsMiddleware
     from beryl.api.routes import health, monitoring, observability, prediction
+    from beryl.diagnostics import OutdatedCache, ProfileCache
 
     app = FastAPI(
         title="Beryl",
@@ -139,8 +235,10 @@ def create_app(settings: Settings) -> FastAPI:
         version=_package_version(),
     )
     app.state.settings = settings
+    app.state.hosts = HostCheck(allowed_hosts(settings))
     app.state.holder = ModelHolder(Registry(settings.model_folder))
-    app.state.outdated_lock = threading.Lock()
+    app.state.profiles = ProfileCache()
+    app.state.outdated = OutdatedCache(settings)
 
     app.include_router(prediction.router)
     app.include_router(monitoring.router)
@@ -154,7 +252,21 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(BerylError)
     async def _beryl_error(_: Request, exc: BerylError) -> JSONResponse:
-        return _error(status_for(exc), exc.message, exc.hint)
+        status = status_for(exc)
+        retry = getattr(exc, "retry_after_s", None)
+        headers = {"Retry-After": str(retry)} if retry is not None else None
+        return _error(status, exc.message, exc.hint, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback after this answer; the caller gets JSON, not text.
+        return _error(500, "internal error", "a fault in Beryl: the server log has the details")
+
+    @app.exception_handler(OSError)
+    async def _os_error(_: Request, exc: OSError) -> JSONResponse:
+        # The disk or the file system failed the server (full, read-only, permissions).
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _error(503, f"the server cannot use its workspace: {exc.strerror}{where}")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -172,6 +284,7 @@ def create_app(settings: Settings) -> FastAPI:
         LimitsMiddleware,
         max_body_bytes=settings.api.max_body_bytes,
         token=settings.api_token,
+        hosts=app.state.hosts,
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: sees 401/413
     # FastAPI's documented way to extend the document: replace the app's ``openapi`` method.

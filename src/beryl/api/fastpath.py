@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from beryl.api.app import ApiError, authorised, declares_too_large, request_headers
+from beryl.api.app import ApiError, HostCheck, authorised, declares_too_large, request_headers
 from beryl.api.holder import LoadedModel, ModelHolder
 from beryl.api.metrics import STARTED, ApiMetrics
 from beryl.api.routes.prediction import (
@@ -47,7 +47,10 @@ class PredictionFastPath:
         self.metrics: ApiMetrics = app.state.metrics
         self.max_body_bytes: int = settings.api.max_body_bytes
         self.max_records: int = settings.api.max_records
-        self.token: str | None = settings.api_token
+        self.token: bytes | None = (
+            settings.api_token.encode("ascii") if settings.api_token else None
+        )
+        self.hosts: HostCheck = app.state.hosts
         self._plan: tuple[LoadedModel, RecordPlan] | None = None  # for one model snapshot
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,6 +87,8 @@ class PredictionFastPath:
         headers = request_headers(scope)
         if len(headers) != len(scope["headers"]):
             return None  # a repeated header: the app and the route each decide which counts
+        if not self.hosts(headers.get("host")):
+            return None
         if self.token and not authorised(headers, self.token):
             return None
         if declares_too_large(headers, self.max_body_bytes):
@@ -93,8 +98,10 @@ class PredictionFastPath:
         body = await self._body(receive, read)
         if body is None:
             return None
+        loaded = self.holder.peek()
+        if loaded is None:
+            return None  # no model yet, or a promotion to load: the route loads it off the loop
         try:
-            loaded = self.holder.get()
             payload = json_request(body, loaded.schema)
             if "records" not in payload:
                 return None  # file_location: a file to read, the route's job

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from beryl.compiled import CompiledModel
 from beryl.errors import ModelNotFoundError
+from beryl.linear import LinearModel
 from beryl.registry import ModelCard, Registry
 from beryl.schema import Schema
 
@@ -17,10 +17,10 @@ class LoadedModel:
     """One immutable snapshot: a request keeps the snapshot it started with."""
 
     version: str
-    model: Any
+    model: LinearModel  # the signed data-only model
     schema: Schema
     card: ModelCard
-    compiled: CompiledModel | None = None  # the pipeline as arrays; None: use the pipeline
+    compiled: CompiledModel | None = None  # its folded fast path; None: score with ``model``
 
 
 class ModelHolder:
@@ -57,10 +57,8 @@ class ModelHolder:
                 )
             if self._current is None or self._current.version != version:
                 card = self.registry.card(version)
-                model = self.registry.load(version)
-                schema = Schema.from_dict(card.schema)
-                compiled = CompiledModel.from_pipeline(model, schema)
-                self._current = LoadedModel(version, model, schema, card, compiled)
+                model = self.registry.model(version)
+                self._current = LoadedModel(version, model, model.schema, card, model.compiled())
             else:
                 # Same version, pointer rewritten (e.g. promoted again): refresh the card only.
                 card = self.registry.card(version)
@@ -70,6 +68,23 @@ class ModelHolder:
                 )
             self._pointer_key = key
             return self._current
+
+    def peek(self) -> LoadedModel | None:
+        """The current model if the pointer has not moved (one ``stat``); None: load first."""
+        current = self._current
+        if current is not None and self._key() == self._pointer_key:
+            return current
+        return None
+
+    async def aget(self) -> LoadedModel:
+        """``get`` for the event loop: loading a model (reading and checking its files) runs
+        on a worker thread."""
+        current = self.peek()
+        if current is not None:
+            return current
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(self.get)
 
     def ready(self) -> bool:
         try:

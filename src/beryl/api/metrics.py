@@ -45,7 +45,7 @@ class WorkspaceCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         registry = Registry(self.settings.model_folder)
-        history = History(self.settings.history_db)
+        history = History(self.settings.history_db, timeout=self.settings.api.db_timeout_s)
         info = GaugeMetricFamily(
             "beryl_production_model_info",
             "The production model version (value 1)",

@@ -1,7 +1,10 @@
 """``beryl serve``: uvicorn in one process or several, each answering with ``TCP_NODELAY`` set.
 
 Each worker builds its app with ``app_from_environment``: the API from ``create_app`` behind the
-prediction fast path, the production model loaded and frozen out of the collector's reach.
+prediction fast path, the production model loaded and frozen out of the collector's reach. Each
+serves HTTP with ``LimitedHttpProtocol`` (``beryl.api.protocol``), under the ``api`` section's
+limits on header size, slow clients, idle connections and open connections. On SIGTERM a worker
+stops accepting, answers the requests it has (for up to ``api.shutdown_grace_s``), then exits.
 
 With several workers uvicorn binds the shared listening socket itself and leaves its ``proto``
 at 0 (Kludex/uvicorn#3149). Accepted connections inherit that, asyncio then skips
@@ -13,19 +16,23 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from beryl import config as config_module
-from beryl.api.app import create_app
+from beryl.api.app import allowed_hosts, create_app
 from beryl.api.fastpath import PredictionFastPath
 from beryl.config import CONFIG_ENV, Settings
 from beryl.errors import BerylError
 
 APP_FACTORY = "beryl.api.server:app_from_environment"
+HOST_ENV = "BERYL_SERVE_HOST"  # the address ``serve`` listens on, for each worker's Host check
 
 
 def serve(
@@ -33,13 +40,30 @@ def serve(
 ) -> None:
     """Serve the workspace's API until interrupted (each worker loads the config itself)."""
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
+    from beryl.api.protocol import HttpLimits, LimitedConfig
 
     os.environ[CONFIG_ENV] = str(settings.config_path.resolve())
     host, port = host or settings.api.host, port or settings.api.port
+    allowed_hosts(listening_on(settings, host))  # refuse a listen address without its names now
+    os.environ[HOST_ENV] = host
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "access_log": access_log,
+    }
+    limits = HttpLimits.from_api(settings.api)
     if workers <= 1:
-        uvicorn.run(
-            APP_FACTORY, factory=True, host=host, port=port, log_level="info", access_log=access_log
-        )
+        config = LimitedConfig(APP_FACTORY, limits=limits, **options)
+        raise_open_file_limit(settings.api.max_connections)  # logged the way uvicorn logs
+        server = uvicorn.Server(config)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        if not server.started:
+            sys.exit(STARTUP_FAILURE)
         return
     from uvicorn.supervisors import Multiprocess
 
@@ -49,18 +73,49 @@ def serve(
     metrics_dir = Path(tempfile.mkdtemp(prefix="beryl-metrics-"))
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     try:
-        config = uvicorn.Config(
-            APP_FACTORY,
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="info",
-            access_log=access_log,
-        )
+        config = LimitedConfig(APP_FACTORY, limits=limits, workers=workers, **options)
+        raise_open_file_limit(settings.api.max_connections)  # the workers inherit it
         Multiprocess(config, sockets=[tcp_listener(config.bind_socket())]).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+# Descriptors a worker needs besides its connections: the listener, log and model files, the
+# history database, connections closing after a refusal, the event loop's own.
+_SPARE_DESCRIPTORS = 256
+
+
+def raise_open_file_limit(max_connections: int) -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` (inherited by the workers it starts) so that
+    ``max_connections`` connections fit, as far as the hard limit allows; the soft limit after.
+
+    A hard limit too low is logged as one warning: connections past it fail to be accepted.
+    """
+    try:
+        import resource
+    except ImportError:  # not on Windows, which has no such limit
+        return max_connections + _SPARE_DESCRIPTORS
+    needed = max_connections + _SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        logging.getLogger("uvicorn.error").warning(
+            "The open-file limit is %d, too low for api.max_connections %d (needs %d): raise "
+            "the hard limit (ulimit -Hn, LimitNOFILE=) or lower api.max_connections",
+            soft,
+            max_connections,
+            needed,
+        )
+    return int(soft)
+
+
+def listening_on(settings: Settings, host: str) -> Settings:
+    """The settings as a server listening on ``host`` (``--host`` overrides ``api.host``)."""
+    if host == settings.api.host:
+        return settings
+    return settings.model_copy(update={"api": settings.api.model_copy(update={"host": host})})
 
 
 def tcp_listener(sock: socket.socket) -> socket.socket:
@@ -84,7 +139,8 @@ def app_from_environment() -> PredictionFastPath:
     frozen out of the garbage collector's reach: a full collection over pandas, scikit-learn and
     SciPy objects otherwise pauses a worker for tens of milliseconds under load.
     """
-    app = create_app(config_module.load(config_module.resolve_path(None, dict(os.environ))))
+    settings = config_module.load(config_module.resolve_path(None, dict(os.environ)))
+    app = create_app(listening_on(settings, os.environ.get(HOST_ENV) or settings.api.host))
     with contextlib.suppress(BerylError):
         app.state.holder.get()  # no model yet: it is loaded when one is promoted
     gc.collect()

@@ -26,7 +26,7 @@ async def health() -> HealthResponse:
 async def ready(holder: HolderDep) -> JSONResponse:
     """A production model is loaded and verified; 503 until then."""
     try:
-        loaded = holder.get()
+        loaded = await holder.aget()
     except ModelError:
         return JSONResponse(ReadyResponse(ready=False, model_version=None).model_dump(), 503)
     return JSONResponse(ReadyResponse(ready=True, model_version=loaded.version).model_dump())

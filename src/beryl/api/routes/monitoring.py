@@ -1,13 +1,17 @@
-"""Answers from what the loop recorded: scoring, summary statistics, diagnostics."""
+"""Answers from what the loop recorded: scoring, summary statistics, diagnostics.
+
+Each route reads the workspace on a worker thread, never on the event loop, and writes nothing
+to it: a read-only workspace can be served.
+"""
 
 from __future__ import annotations
 
-import threading
-
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from beryl.api.app import ApiError
 from beryl.api.deps import HolderDep, SettingsDep
+from beryl.api.holder import ModelHolder
 from beryl.api.schemas import (
     DiagnosticsResponse,
     DriftSummary,
@@ -17,7 +21,7 @@ from beryl.api.schemas import (
 )
 from beryl.config import Settings
 from beryl.dataset import Dataset
-from beryl.diagnostics import cached_outdated, profile, recorded_timings, refresh_outdated
+from beryl.diagnostics import OutdatedCache, ProfileCache, recorded_timings
 from beryl.errors import ModelError
 from beryl.history import History
 
@@ -27,7 +31,7 @@ router = APIRouter(tags=["monitoring"], responses=error_responses(503))
 @router.get("/scoring", response_model=ScoringResponse)
 async def scoring(holder: HolderDep) -> ScoringResponse:
     """F1 (and the other metrics) of the production model on the test data, as last scored."""
-    loaded = holder.get()
+    loaded = await holder.aget()
     metrics = loaded.card.metrics
     if metrics.get("f1") is None:
         raise ApiError(503, f"{loaded.version} has not been scored yet", "run `beryl score`")
@@ -37,19 +41,22 @@ async def scoring(holder: HolderDep) -> ScoringResponse:
     )
 
 
-def _version(holder: HolderDep) -> str | None:
+async def _version(holder: ModelHolder) -> str | None:
     try:
-        return holder.get().version
-    except ModelError:
+        return (await holder.aget()).version
+    except ModelError:  # no model, or one that fails its checks: these answers do not need it
         return None
 
 
 @router.get("/summarystats", response_model=SummaryStatsResponse)
-async def summarystats(settings: SettingsDep, holder: HolderDep) -> SummaryStatsResponse:
+async def summarystats(
+    request: Request, settings: SettingsDep, holder: HolderDep
+) -> SummaryStatsResponse:
     """Mean, median, std, count, min and max of each numeric column of the dataset."""
-    data = profile(Dataset(settings.output_folder))
+    profiles: ProfileCache = request.app.state.profiles
+    data = await run_in_threadpool(lambda: profiles(Dataset(settings.output_folder)))
     return SummaryStatsResponse(
-        model_version=_version(holder),
+        model_version=await _version(holder),
         rows=data["rows"],
         computed_at=data["computed_at"],
         columns=data["summary_stats"],
@@ -61,40 +68,34 @@ async def diagnostics(
     request: Request, settings: SettingsDep, holder: HolderDep
 ) -> DiagnosticsResponse:
     """Missing values, step timings, outdated dependencies and the production version."""
-    data = profile(Dataset(settings.output_folder))
-    outdated = cached_outdated(settings)
-    if outdated is None:
-        start_outdated_refresh(request.app.state.outdated_lock, settings)
-        outdated = cached_outdated(settings, max_age_s=float("inf")) or {}
-    history = History(settings.history_db)
-    drift = history.latest_drift()
-    return DiagnosticsResponse(
-        model_version=_version(holder),
-        missing_percent=data["missing_percent"],
-        timings=recorded_timings(history),
-        outdated_packages=outdated.get("packages", []),
-        outdated_checked_at=outdated.get("checked_at"),
-        data_drift=None
-        if drift is None
-        else DriftSummary(
-            dataset_drift=drift["dataset_drift"],
-            drift_share=drift["drift_share"],
-            drifted_features=drift["drifted_features"],
-            checked_batches=drift["current"].get("batches", []),
-        ),
-    )
+    profiles: ProfileCache = request.app.state.profiles
+    outdated: OutdatedCache = request.app.state.outdated
+    history = history_of(settings)
+    version = await _version(holder)
+
+    def read() -> DiagnosticsResponse:
+        data = profiles(Dataset(settings.output_folder))
+        table = outdated.current() or {}
+        drift = history.latest_drift()
+        return DiagnosticsResponse(
+            model_version=version,
+            missing_percent=data["missing_percent"],
+            timings=recorded_timings(history),
+            outdated_packages=table.get("packages", []),
+            outdated_checked_at=table.get("checked_at"),
+            data_drift=None
+            if drift is None
+            else DriftSummary(
+                dataset_drift=drift["dataset_drift"],
+                drift_share=drift["drift_share"],
+                drifted_features=drift["drifted_features"],
+                checked_batches=drift["current"].get("batches", []),
+            ),
+        )
+
+    return await run_in_threadpool(read)
 
 
-def start_outdated_refresh(lock: threading.Lock, settings: Settings) -> bool:
-    """Refresh the outdated-packages cache in a background thread (one at a time)."""
-    if not lock.acquire(blocking=False):
-        return False
-
-    def work() -> None:
-        try:
-            refresh_outdated(settings)
-        finally:
-            lock.release()
-
-    threading.Thread(target=work, name="beryl-outdated", daemon=True).start()
-    return True
+def history_of(settings: Settings) -> History:
+    """The history database as the API reads it: waits bounded by ``api.db_timeout_s``."""
+    return History(settings.history_db, timeout=settings.api.db_timeout_s)

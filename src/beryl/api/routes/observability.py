@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from beryl.api.app import ApiError
 from beryl.api.deps import SettingsDep
+from beryl.api.routes.monitoring import history_of
 from beryl.api.schemas import DriftResponse, ErrorResponse, HistoryResponse
 from beryl.history import History
 
@@ -23,7 +24,7 @@ router = APIRouter(tags=["monitoring"])
 )
 async def drift(settings: SettingsDep) -> Any:
     """Data drift of the latest batch against the production model's training data."""
-    latest = History(settings.history_db).latest_drift()
+    latest = await run_in_threadpool(history_of(settings).latest_drift)
     if latest is None:
         raise ApiError(
             404,
@@ -38,7 +39,10 @@ async def history(
     settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> HistoryResponse:
     """Passes, scores and promotions over time (newest runs first; scores oldest first)."""
-    records = History(settings.history_db)
+    return await run_in_threadpool(_history, history_of(settings), limit)
+
+
+def _history(records: History, limit: int) -> HistoryResponse:
     runs = [
         {
             "id": r.id,
@@ -71,10 +75,15 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
-async def dashboard(settings: SettingsDep) -> HTMLResponse:
+async def dashboard(request: Request, settings: SettingsDep) -> HTMLResponse:
     """One page: model versions, F1 over time, drift, missing values, passes, confusion matrix."""
     from beryl.dashboard import render_dashboard
     from beryl.diagnostics import dashboard_data
 
-    page = await run_in_threadpool(lambda: render_dashboard(dashboard_data(settings)))
+    profiles = request.app.state.profiles
+    page = await run_in_threadpool(
+        lambda: render_dashboard(
+            dashboard_data(settings, profile_of=profiles, history=history_of(settings))
+        )
+    )
     return HTMLResponse(page)

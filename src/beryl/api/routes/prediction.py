@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,14 +21,18 @@ from beryl.api.deps import HolderDep, SettingsDep
 from beryl.api.holder import LoadedModel
 from beryl.api.metrics import ApiMetrics
 from beryl.api.schemas import PredictionResponse, error_responses
-from beryl.cleaning import clean_features, read_csv_bytes
+from beryl.cleaning import TooManyRowsError, clean_features, read_csv_bytes
 from beryl.config import Settings
+from beryl.confined import ConfinedError, RootUnavailableError, read_confined
 from beryl.errors import SchemaError
 from beryl.schema import Schema
 
 router = APIRouter(tags=["prediction"])
 _INLINE_ROWS = 64
-JSON_TYPES = frozenset({"application/json", ""})  # no Content-Type at all: JSON
+_INLINE_JSON_BYTES = 64 * 1024  # parsed on the event loop below this size, else on a thread
+# JSON must say so: a browser sends a cross-site POST without a Content-Type (or as text/plain)
+# with no preflight, and such a request must not make the server read a workspace file.
+JSON_TYPES = frozenset({"application/json"})
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
 # JSONResponse's own settings, in an encoder made once (json.dumps makes one per call).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -53,24 +56,41 @@ _BODY = {
     openapi_extra=_BODY,
 )
 async def prediction(request: Request, settings: SettingsDep, holder: HolderDep) -> Any:
-    """Predict attrition for records (JSON), a CSV body, or ``file_location`` in the workspace."""
-    loaded = holder.get()
+    """Predict attrition for records (JSON), a CSV body, or ``file_location`` in the workspace.
+
+    Parsing a CSV body, reading a file and parsing a large JSON body run on a worker thread,
+    never on the event loop.
+    """
+    content_type = media_type(request.headers.get("content-type", ""))
+    if content_type not in CSV_TYPES and content_type not in JSON_TYPES:
+        raise ApiError(
+            415,
+            f"unsupported content type {content_type or '(none)'!r}",
+            "send Content-Type: application/json ({'records': [...]} or {'file_location': ...}) "
+            "or text/csv",
+        )
+    loaded = await holder.aget()
     try:
         body = await request.body()
     except ClientDisconnect:  # the caller went away mid-request: nobody to answer
         return Response(status_code=499)
-    content_type = media_type(request.headers.get("content-type", ""))
     data: pd.DataFrame | list[dict[str, Any]]
     if content_type in CSV_TYPES:
-        data = _frame_from_csv(body, loaded.schema, "request body", settings)
-    elif content_type in JSON_TYPES:
-        data = _frame_from_json(body, loaded.schema, settings)
-    else:
-        raise ApiError(
-            415,
-            f"unsupported content type {content_type!r}",
-            "send application/json ({'records': [...]} or {'file_location': ...}) or text/csv",
+        data = await run_in_threadpool(
+            _frame_from_csv, body, loaded.schema, "request body", settings
         )
+    else:
+        parsed = (
+            _frame_from_json(body, loaded.schema, settings)
+            if len(body) <= _INLINE_JSON_BYTES
+            else await run_in_threadpool(_frame_from_json, body, loaded.schema, settings)
+        )
+        if isinstance(parsed, _FileRequest):
+            data = await run_in_threadpool(
+                _frame_from_file, parsed.location, loaded.schema, settings
+            )
+        else:
+            data = parsed
     return await respond(loaded, data, request.app.state.metrics)
 
 
@@ -102,7 +122,7 @@ def predict(loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]]) -> d
     """Predictions and positive-class probabilities of one model snapshot.
 
     Validated JSON records go straight to the compiled model (no DataFrame); frames from CSV go
-    to its vectorised path; a model that does not compile is called as the pipeline.
+    to its vectorised path; a model that does not fold is scored as its data-only form.
     """
     try:
         if loaded.compiled is not None:
@@ -116,7 +136,12 @@ def predict(loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]]) -> d
                 "model_version": loaded.version,
             }
         frame = frame_from_rows(data, loaded.schema) if isinstance(data, list) else data
-        return _predict_pipeline(loaded, frame)
+        labels, chances = loaded.model.predict_frame(frame)
+        return {
+            "predictions": [_plain(label) for label in labels.tolist()],
+            "probabilities": chances.tolist(),
+            "model_version": loaded.version,
+        }
     except ValueError as exc:
         # Finite but extreme numbers can overflow once the model scales them.
         raise ApiError(
@@ -126,28 +151,20 @@ def predict(loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]]) -> d
         ) from exc
 
 
-def _predict_pipeline(loaded: LoadedModel, frame: pd.DataFrame) -> dict[str, Any]:
-    model = loaded.model
-    classes = list(model.classes_)
-    proba = model.predict_proba(frame)
-    positive = classes.index(loaded.schema.positive_label)
-    binary = len(classes) == 2
-    chosen = model.predict(frame) if binary else [classes[i] for i in proba.argmax(axis=1)]
-    predictions = [_plain(label) for label in chosen]
-    return {
-        "predictions": predictions,
-        "probabilities": proba[:, positive].astype(float).tolist(),
-        "model_version": loaded.version,
-    }
-
-
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+@dataclass(frozen=True)
+class _FileRequest:
+    """A valid ``file_location`` request: the file is read on a worker thread."""
+
+    location: str
+
+
 def _frame_from_json(
     body: bytes, schema: Schema, settings: Settings
-) -> pd.DataFrame | list[dict[str, Any]]:
+) -> list[dict[str, Any]] | _FileRequest:
     payload = json_request(body, schema)
     if "file_location" in payload:
         location = payload["file_location"]
@@ -155,13 +172,37 @@ def _frame_from_json(
             raise ApiError(
                 422, "file_location must be a non-empty string", {"field": "file_location"}
             )
-        path = _inside_workspace(location, settings)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ApiError(422, f"cannot read {location}: {exc.strerror}") from exc
-        return _frame_from_csv(data, schema, location, settings)
+        return _FileRequest(location)
     return rows_from_records(payload["records"], record_plan(schema), settings.api.max_records)
+
+
+# A refusal of ``read_confined`` as an answer: whose fault, and in what words.
+_REFUSALS: dict[str, tuple[int, str]] = {
+    "outside": (403, "file_location must name a file inside the workspace"),
+    "link": (403, "file_location must name a regular file inside the workspace, not a link"),
+    "not-found": (404, "no such file in the workspace"),
+    "too-large": (413, "file_location names a file over api.max_file_bytes"),
+    "bad-name": (422, "file_location is not a usable file name"),
+    "not-a-file": (422, "file_location must name a regular file"),
+    "unreadable": (422, "file_location names a file the server cannot read"),
+}
+
+
+def _frame_from_file(location: str, schema: Schema, settings: Settings) -> pd.DataFrame:
+    """Read a workspace file once, confined on its descriptor, bounded by api.max_file_bytes."""
+    try:
+        data = read_confined(settings.root, location, max_bytes=settings.api.max_file_bytes)
+    except RootUnavailableError as exc:
+        raise ApiError(503, "the server cannot open its workspace", str(exc)) from exc
+    except ConfinedError as exc:
+        status, error = _REFUSALS[exc.kind]
+        detail: dict[str, Any] = {"field": "file_location", "problem": str(exc)}
+        if exc.kind in ("outside", "link"):
+            detail["workspace"] = str(settings.root)
+        if exc.kind == "too-large":
+            detail["problem"] = f"{exc.message} (send a smaller file, or raise api.max_file_bytes)"
+        raise ApiError(status, error, detail) from exc
+    return _frame_from_csv(data, schema, location, settings)
 
 
 def json_request(body: bytes, schema: Schema) -> dict[str, Any]:
@@ -185,49 +226,20 @@ def json_request(body: bytes, schema: Schema) -> dict[str, Any]:
     return payload
 
 
-def _inside_workspace(location: str, settings: Settings) -> Path:
-    """Resolve ``location`` (relative to the workspace) and refuse anything outside it."""
-    root = settings.root.resolve()
-    candidate = Path(location)
-    if "\x00" in location:
-        raise ApiError(422, "file_location contains a NUL byte", {"field": "file_location"})
-    if not is_utf8(location):
-        raise ApiError(
-            422, "file_location contains an unpaired surrogate", {"field": "file_location"}
-        )
-    path = candidate if candidate.is_absolute() else root / candidate
-    if not Path(os.path.normpath(path)).is_relative_to(root):
-        raise ApiError(
-            403,
-            "file_location must name a file inside the workspace",
-            {"field": "file_location", "workspace": str(root)},
-        )
-    try:
-        real = path.resolve(strict=True)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise ApiError(
-            404, f"no file {location} in the workspace", {"field": "file_location"}
-        ) from exc
-    except (OSError, RuntimeError) as exc:
-        raise ApiError(422, f"cannot resolve {location}", {"field": "file_location"}) from exc
-    if not real.is_relative_to(root):
-        raise ApiError(
-            403,
-            "file_location must name a file inside the workspace",
-            {"field": "file_location", "workspace": str(root)},
-        )
-    if not real.is_file():
-        raise ApiError(422, f"{location} is not a file", {"field": "file_location"})
-    return real
-
-
 def _frame_from_csv(data: bytes, schema: Schema, source: str, settings: Settings) -> pd.DataFrame:
+    limit = settings.api.max_records
     try:
-        raw = read_csv_bytes(data, source, schema.text_columns)
+        raw = read_csv_bytes(data, source, schema.text_columns, max_rows=limit)
         frame = clean_features(raw, schema, source)
+    except TooManyRowsError as exc:
+        raise ApiError(
+            413,
+            f"{source}: more than {limit} records in one request; the limit is {limit}",
+            "split the request, or raise api.max_records",
+        ) from exc
     except SchemaError as exc:
         raise ApiError(422, exc.message, exc.hint) from exc
-    _check_count(len(frame), settings.api.max_records)
+    _check_count(len(frame), limit)
     return frame
 
 

@@ -1,0 +1,399 @@
+"""The data-only model: a fitted Beryl pipeline as plain numbers, exact and safe to load.
+
+Beryl's pipeline is imputation, scaling and one-hot encoding in front of a logistic regression,
+so every fitted model is a handful of arrays: per numeric feature its fill value, mean and
+scale; per categorical feature its fill value and categories; the coefficients and intercepts.
+``LinearModel`` holds exactly those, scores frames with them as the pipeline does (to rounding,
+tested to 1e-9), and round-trips through JSON. Serving, prediction and scoring load it instead of
+unpickling, so a model file can be read without running any code it contains::
+
+    model = LinearModel.from_pipeline(pipeline, schema)
+    labels, chances = model.predict_frame(frame)   # predicted classes, P(positive_label)
+    LinearModel.from_dict(model.to_dict())         # the same model, from data only
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, softmax
+
+from beryl.schema import Schema
+
+if TYPE_CHECKING:
+    from beryl.compiled import CompiledModel
+
+FORMAT = "beryl-linear-model"
+FORMAT_VERSION = 1
+
+
+class NotLinearError(ValueError):
+    """The pipeline is not the shape Beryl builds, or a model file does not hold a valid model."""
+
+
+def _require(condition: bool, why: str) -> None:
+    if not condition:
+        raise NotLinearError(why)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def is_missing(value: Any) -> bool:
+    """What ``DataFrame.notna`` counts as missing, for one value."""
+    return (
+        value is None
+        or value is pd.NA
+        or value is pd.NaT
+        or (isinstance(value, float) and math.isnan(value))
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class LinearModel:
+    """A fitted Beryl pipeline as arrays; see the module docstring."""
+
+    schema: Schema
+    classes: tuple[Any, ...]
+    numeric_fill: np.ndarray  # per numeric feature, in schema order
+    mean: np.ndarray
+    scale: np.ndarray
+    categorical_fill: tuple[Any, ...]  # per categorical feature, in schema order
+    categories: tuple[tuple[Any, ...], ...]
+    coef: np.ndarray  # (1, width) for two classes, else (classes, width)
+    intercept: np.ndarray  # (1,) or (classes,)
+
+    def __post_init__(self) -> None:
+        n_numeric, n_categorical = len(self.schema.numeric), len(self.schema.categorical)
+        for name in ("numeric_fill", "mean", "scale"):
+            array = np.array(getattr(self, name), dtype=np.float64)
+            _require(array.shape == (n_numeric,), f"{name} needs one value per numeric feature")
+            array.flags.writeable = False
+            object.__setattr__(self, name, array)
+        _require(
+            len(self.categorical_fill) == n_categorical == len(self.categories),
+            "categorical fill values and categories need one entry per categorical feature",
+        )
+        _require(len(self.classes) >= 2, "a model needs at least two classes")
+        _require(len(set(self.classes)) == len(self.classes), "classes are repeated")
+        _require(
+            sum(c == self.schema.positive_label for c in self.classes) == 1,
+            f"positive_label {self.schema.positive_label!r} is not one of the classes",
+        )
+        width = n_numeric + sum(len(c) for c in self.categories)
+        rows = 1 if len(self.classes) == 2 else len(self.classes)
+        coef = np.array(self.coef, dtype=np.float64)
+        intercept = np.array(self.intercept, dtype=np.float64)
+        _require(coef.shape == (rows, width), f"coefficients must be {rows} x {width}")
+        _require(intercept.shape == (rows,), f"intercepts must be {rows}")
+        for array in (coef, intercept, self.numeric_fill, self.mean, self.scale):
+            _require(bool(np.isfinite(array).all()), "parameters must be finite numbers")
+        _require(bool((self.scale != 0).all()), "scales must not be zero")
+        coef.flags.writeable = False
+        intercept.flags.writeable = False
+        object.__setattr__(self, "coef", coef)
+        object.__setattr__(self, "intercept", intercept)
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "categories", tuple(tuple(c) for c in self.categories))
+        object.__setattr__(self, "categorical_fill", tuple(self.categorical_fill))
+        # Per categorical feature: its categories, and their weights with a zero row appended
+        # for a value the encoder never learned (``get_indexer`` gives -1).
+        tables, offset = [], n_numeric
+        for known in self.categories:
+            block = coef[:, offset : offset + len(known)].T
+            tables.append(np.vstack([block, np.zeros((1, rows))]))
+            offset += len(known)
+        object.__setattr__(
+            self, "_index", tuple(pd.Index(list(c), dtype=object) for c in self.categories)
+        )
+        object.__setattr__(self, "_tables", tuple(tables))
+
+    # -- what scikit-learn callers expect -------------------------------------------------------
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.array(self.classes, dtype=object if self._text_labels else None)
+
+    @property
+    def _text_labels(self) -> bool:
+        return any(isinstance(c, str) for c in self.classes)
+
+    @property
+    def positive_index(self) -> int:
+        return next(i for i, c in enumerate(self.classes) if c == self.schema.positive_label)
+
+    def decision_function(self, frame: pd.DataFrame) -> np.ndarray:
+        """Scores of a frame holding the feature columns: (rows,) for two classes, else
+        (rows, classes); as the pipeline's ``decision_function``."""
+        rows = len(frame)
+        scores = np.tile(self.intercept, (rows, 1))
+        if self.schema.numeric:
+            matrix = frame[self.schema.numeric].to_numpy(dtype=np.float64, na_value=np.nan)
+            matrix = np.where(np.isnan(matrix), self.numeric_fill, matrix)
+            scaled = (matrix - self.mean) / self.scale
+            # Column by column, not a matrix product: a row's score then never depends on which
+            # other rows share its block (BLAS kernels sum in an order that does).
+            for j in range(len(self.schema.numeric)):
+                scores += scaled[:, j : j + 1] * self.coef[:, j]
+        index: tuple[pd.Index, ...] = self._index  # type: ignore[attr-defined]
+        tables: tuple[np.ndarray, ...] = self._tables  # type: ignore[attr-defined]
+        for column, fill, known, table in zip(
+            self.schema.categorical, self.categorical_fill, index, tables, strict=True
+        ):
+            values = frame[column].astype(object).where(frame[column].notna(), fill)
+            scores += table[known.get_indexer(pd.Index(values, dtype=object))]
+        if not np.isfinite(scores).all():
+            raise ValueError(
+                "the model cannot score these records: a score is not finite (inputs too extreme)"
+            )
+        return scores[:, 0] if len(self.classes) == 2 else scores
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Probability of each class (columns in ``classes`` order), as the pipeline's."""
+        scores = self.decision_function(frame)
+        if len(self.classes) == 2:
+            positive = expit(scores)
+            return np.column_stack([1.0 - positive, positive])
+        return np.asarray(softmax(scores, axis=1))
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predicted classes, as the pipeline's ``predict``."""
+        return self._labels(self.decision_function(frame))
+
+    def predict_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted classes and the probability of ``positive_label``, per row."""
+        scores = self.decision_function(frame)
+        if len(self.classes) == 2:
+            chances = expit(scores)
+            if self.positive_index == 0:
+                chances = 1.0 - chances
+        else:
+            chances = np.asarray(softmax(scores, axis=1))[:, self.positive_index]
+        return self._labels(scores), np.asarray(chances, dtype=np.float64)
+
+    def _labels(self, scores: np.ndarray) -> np.ndarray:
+        classes = self.classes_
+        if len(self.classes) == 2:
+            return np.asarray(classes[(scores > 0).astype(np.intp)])
+        return np.asarray(classes[scores.argmax(axis=1)])
+
+    def compiled(self) -> CompiledModel | None:
+        """The folded fast path for two classes, when folding keeps 1e-9 precision."""
+        from beryl.compiled import fold
+
+        return fold(self)
+
+    # -- data only --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "schema": self.schema.to_dict(),
+            "classes": list(self.classes),
+            "numeric": {
+                "fill": self.numeric_fill.tolist(),
+                "mean": self.mean.tolist(),
+                "scale": self.scale.tolist(),
+            },
+            "categorical": {
+                "fill": list(self.categorical_fill),
+                "categories": [list(c) for c in self.categories],
+            },
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LinearModel:
+        """A model from ``to_dict``'s output; anything else is ``NotLinearError``."""
+        try:
+            _require(isinstance(data, dict), "not a JSON object")
+            _require(
+                data.get("format") == FORMAT and data.get("format_version") == FORMAT_VERSION,
+                f"not a {FORMAT} file of version {FORMAT_VERSION}",
+            )
+            schema = Schema.from_dict(data["schema"])
+            numeric, categorical = data["numeric"], data["categorical"]
+            for value in (
+                *categorical["fill"],
+                *(c for cs in categorical["categories"] for c in cs),
+            ):
+                _require(
+                    isinstance(value, str | int | float) and not isinstance(value, bool),
+                    "categories must be text or numbers",
+                )
+            for label in data["classes"]:
+                _require(
+                    isinstance(label, str | int) and not isinstance(label, bool),
+                    "classes must be text or integers",
+                )
+            return cls(
+                schema=schema,
+                classes=tuple(data["classes"]),
+                numeric_fill=_numbers(numeric["fill"]),
+                mean=_numbers(numeric["mean"]),
+                scale=_numbers(numeric["scale"]),
+                categorical_fill=tuple(categorical["fill"]),
+                categories=tuple(tuple(c) for c in categorical["categories"]),
+                coef=_numbers(data["coef"]),
+                intercept=_numbers(data["intercept"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, NotLinearError):
+                raise
+            raise NotLinearError(f"not a valid model: {exc!r}") from exc
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Any, schema: Schema) -> LinearModel:
+        """Read a fitted ``build_pipeline`` pipeline; ``NotLinearError`` for any other shape."""
+        return _extract(pipeline, schema)
+
+
+def _numbers(value: Any) -> np.ndarray:
+    """A JSON list (of lists) of numbers as floats; text or true/false in it is refused."""
+    flat = [value]
+    while flat:
+        item = flat.pop()
+        if isinstance(item, list):
+            flat.extend(item)
+        else:
+            _require(isinstance(item, int | float) and not isinstance(item, bool), "not a number")
+    return np.asarray(value, dtype=np.float64)
+
+
+# -- reading a fitted pipeline --------------------------------------------------------------------
+def _columns(columns: Any) -> list[str]:
+    _require(
+        isinstance(columns, list) and all(isinstance(c, str) for c in columns),
+        "columns are selected by name",
+    )
+    return list(columns)
+
+
+def _imputer_fill(imputer: Any, width: int) -> list[Any]:
+    """The fitted imputer's per-column fill values; it must keep every column and add none."""
+    from sklearn.impute import SimpleImputer
+
+    _require(type(imputer) is SimpleImputer and not imputer.add_indicator, "imputer")
+    missing = imputer.missing_values
+    _require(isinstance(missing, float) and math.isnan(missing), "imputer missing values")
+    statistics = [_plain(v) for v in np.asarray(imputer.statistics_).tolist()]
+    _require(len(statistics) == width, "imputer width")
+    # Without keep_empty_features a column never observed has a NaN statistic and is dropped.
+    _require(not any(is_missing(v) for v in statistics), "imputer dropped a column")
+    return statistics
+
+
+def _numeric_block(block: Any, columns: list[str]) -> tuple[list[float], Any, Any]:
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _require(type(block) is Pipeline and len(block.steps) == 2, "numeric steps")
+    imputer, scaler = (step for _, step in block.steps)
+    fill = [float(v) for v in _imputer_fill(imputer, len(columns))]
+    _require(type(scaler) is StandardScaler and scaler.n_features_in_ == len(columns), "scaler")
+    width = len(columns)
+    mean = np.asarray(scaler.mean_, dtype=np.float64) if scaler.with_mean else np.zeros(width)
+    scale = np.asarray(scaler.scale_, dtype=np.float64) if scaler.with_std else np.ones(width)
+    _require(mean.shape == (width,) and scale.shape == (width,), "scaler width")
+    return fill, mean, scale
+
+
+def _categorical_block(block: Any, columns: list[str]) -> tuple[list[Any], list[list[Any]]]:
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+
+    from beryl.training import as_object
+
+    _require(type(block) is Pipeline and len(block.steps) == 3, "categorical steps")
+    objects, imputer, encoder = (step for _, step in block.steps)
+    _require(
+        type(objects) is FunctionTransformer
+        and objects.func is as_object
+        and not objects.kw_args
+        and not objects.validate,
+        "categorical columns as objects",
+    )
+    fill = _imputer_fill(imputer, len(columns))
+    _require(
+        type(encoder) is OneHotEncoder
+        and encoder.handle_unknown == "ignore"
+        and encoder.drop is None
+        and encoder.min_frequency is None
+        and encoder.max_categories is None
+        and len(encoder.categories_) == len(columns),
+        "one-hot encoder",
+    )
+    categories = []
+    for imputed, learned in zip(fill, encoder.categories_, strict=True):
+        values = [_plain(c) for c in learned.tolist()]
+        # Text categories; or a never-observed column, whose one category is its imputed 0.
+        _require(
+            all(isinstance(c, str) for c in values)
+            or (values == [imputed] and not isinstance(imputed, str)),
+            "categories are text",
+        )
+        categories.append(values)
+    return fill, categories
+
+
+def _extract(pipeline: Any, schema: Schema) -> LinearModel:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    _require(type(pipeline) is Pipeline and len(pipeline.steps) == 2, "two steps")
+    features, model = (step for _, step in pipeline.steps)
+    _require(
+        type(features) is ColumnTransformer and type(model) is LogisticRegression, "step types"
+    )
+    _require(features.transformer_weights is None and hasattr(model, "classes_"), "fitted")
+    _require(hasattr(features, "transformers_"), "fitted")
+    numeric: dict[str, Any] = {"columns": [], "fill": [], "mean": [], "scale": []}
+    categorical: dict[str, Any] = {"columns": [], "fill": [], "categories": []}
+    for _name, block, selection in features.transformers_:
+        if isinstance(block, str):
+            _require(block == "drop", "remainder is dropped")
+            continue
+        columns = _columns(selection)
+        if not columns:
+            continue
+        _require(type(block) is Pipeline, "block")
+        last = block.steps[-1][1]
+        if type(last) is StandardScaler:
+            _require(not categorical["columns"], "numeric features come first")
+            fill, mean, scale = _numeric_block(block, columns)
+            numeric["columns"] += columns
+            numeric["fill"] += fill
+            numeric["mean"] += mean.tolist()
+            numeric["scale"] += scale.tolist()
+        elif type(last) is OneHotEncoder and hasattr(last, "categories_"):
+            fill, categories = _categorical_block(block, columns)
+            categorical["columns"] += columns
+            categorical["fill"] += fill
+            categorical["categories"] += categories
+        else:
+            raise NotLinearError("unknown block")
+    _require(
+        numeric["columns"] == list(schema.numeric)
+        and categorical["columns"] == list(schema.categorical),
+        "the pipeline's features are not the schema's",
+    )
+    coef = np.asarray(model.coef_, dtype=np.float64)
+    intercept = np.asarray(model.intercept_, dtype=np.float64)
+    return LinearModel(
+        schema=schema,
+        classes=tuple(_plain(c) for c in model.classes_.tolist()),
+        numeric_fill=np.asarray(numeric["fill"], dtype=np.float64),
+        mean=np.asarray(numeric["mean"], dtype=np.float64),
+        scale=np.asarray(numeric["scale"], dtype=np.float64),
+        categorical_fill=tuple(categorical["fill"]),
+        categories=tuple(tuple(c) for c in categorical["categories"]),
+        coef=coef,
+        intercept=intercept,
+    )
