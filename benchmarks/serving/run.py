@@ -363,16 +363,36 @@ class Peer:
     stack: dict[str, Any] = field(default_factory=dict)
 
 
-def beryl_peer(model: Model, workers: int) -> Peer:
+def beryl_peer(model: Model, workers: int, baseline: str | None = None) -> Peer:
+    """``beryl serve`` as shipped; with ``baseline``, the same command from that git revision's
+    source (on PYTHONPATH), to measure a change against the code before it in one run."""
     port = free_port()
     argv = [sys.executable, "-m", "beryl", "--config", str(model.config), "serve"]
+    env = {}
+    if baseline is not None:
+        env["PYTHONPATH"] = str(baseline_source(baseline))
     return Peer(
-        "beryl",
+        "beryl" if baseline is None else f"beryl@{baseline}",
         [*argv, "--port", str(port), "--workers", str(workers)],
         f"http://127.0.0.1:{port}/prediction",
         f"http://127.0.0.1:{port}/ready",
-        note="beryl serve, as shipped (its own uvicorn settings)",
+        env=env,
+        note="beryl serve, as shipped (its own uvicorn settings)"
+        + ("" if baseline is None else f", from the source of {baseline}"),
     )
+
+
+def baseline_source(revision: str) -> Path:
+    """The ``src`` folder of a git revision, unpacked once into the cache."""
+    commit = run_checked(["git", "-C", str(REPO), "rev-parse", "--short", revision]).strip()
+    target = CACHE / f"baseline-{commit}"
+    if not (target / "src" / "beryl").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target / "src"
 
 
 def mlflow_peer(python: Path, model_dir: Path, workers: int) -> Peer:
@@ -429,6 +449,7 @@ def build_peers(
     mlflow: tuple[Path, Path] | None,
     linear: Path,
     nodelay: bool,
+    baseline: str | None = None,
 ) -> list[Peer]:
     model_env = {
         "BENCH_MODEL": str(model.pickle),
@@ -451,9 +472,11 @@ def build_peers(
     if mlflow is not None:
         makers["mlflow"] = lambda: mlflow_peer(*mlflow, workers)
     peers = [makers[name]() for name in names]
+    if baseline is not None:
+        peers.insert(1, beryl_peer(model, workers, baseline))
     for peer in peers:
         peer.stack = uvicorn_stack(peer.python)
-        if peer.name != "beryl":  # `beryl serve` sets TCP_NODELAY itself: measured as shipped
+        if not peer.name.startswith("beryl"):  # `beryl serve` sets TCP_NODELAY itself
             peer.nodelay_workaround = nodelay
             peer.env.update(nodelay_env(nodelay))
     return peers
@@ -500,7 +523,7 @@ def stack_notes(peers: list[Peer]) -> list[str]:
             "TCP_NODELAY from nodelay/sitecustomize.py"
             if peer.nodelay_workaround
             else "TCP_NODELAY set by `beryl serve` itself (no work-around)"
-            if peer.name == "beryl"
+            if peer.name.startswith("beryl")
             else "no TCP_NODELAY work-around"
         )
         lines.append(f"{peer.name}: {stack_label(peer.stack)}; {nodelay}")
@@ -1159,6 +1182,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto")
     parser.add_argument("--load", choices=("auto", "python"), default="auto")
     parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="also serve Beryl from this git revision (e.g. HEAD~1): a change against before",
+    )
+    parser.add_argument(
         "--as-deployed",
         action="store_true",
         help="peers without the TCP_NODELAY work-around (uvicorn#3149); "
@@ -1200,7 +1229,9 @@ def setup(args: argparse.Namespace) -> Setup:
         mlflow_python = ensure_venv(MLFLOW_VENV, mlflow_requirements())
         mlflow = (mlflow_python, ensure_mlflow_model(mlflow_python, model))
     nodelay = not args.as_deployed
-    peers = build_peers(args.peer_names, model, args.workers, mlflow, linear, nodelay)
+    peers = build_peers(
+        args.peer_names, model, args.workers, mlflow, linear, nodelay, args.baseline
+    )
     if nodelay and len(peers) > 1:
         notes.append(
             "the other peers ran with benchmarks/serving/nodelay/sitecustomize.py on PYTHONPATH: "
