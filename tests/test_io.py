@@ -16,6 +16,7 @@ from beryl._io import (
     sha256_bytes,
     sha256_file,
 )
+from beryl.errors import StateError
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -26,8 +27,9 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
         path.write_text("half of the new")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StateError, match="disk full") as err:  # named by the file, one line
         atomic_write_with(target, broken)
+    assert str(target) in str(err.value) and ".beryl-tmp" not in str(err.value)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["data.json"]
 

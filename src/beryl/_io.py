@@ -3,6 +3,7 @@ the small helpers every record needs: UTC time stamps and a UTF-8 check."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,6 +13,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from beryl.errors import StateError, describe_os_error
 
 TMP_PREFIX = ".beryl-tmp-"
 _CHUNK = 1 << 20
@@ -80,8 +83,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     the old file or the new one, never a half-written one; on failure it is removed and
     ``path`` is untouched.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent, suffix=path.suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent, suffix=path.suffix)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -91,9 +97,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.chmod(0o644)
         tmp.replace(path)
         fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise _write_error(path, exc) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_error(path: Path, exc: OSError) -> StateError:
+    """A failed atomic write, named by the file it was for (never the temporary one)."""
+    message, hint = describe_os_error(exc, path)
+    return StateError(f"cannot write {path}: {message}", hint=hint)
 
 
 def append_line(path: Path, line: str) -> None:

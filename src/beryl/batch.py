@@ -57,6 +57,11 @@ def score_file(
     model = registry.model(version)
     if not source.is_file():
         raise DataError(f"{source} is not a file", hint="give the path of a CSV file to score")
+    if output.exists() and source.samefile(output):  # also through a link
+        raise DataError(
+            f"the output {output} is the input file: scoring would replace it with its scores",
+            hint="give -o another file name",
+        )
     rows = 0
 
     def write(tmp: Path) -> None:

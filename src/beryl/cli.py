@@ -17,7 +17,7 @@ from rich.table import Table
 
 from beryl import config as config_module
 from beryl.config import Settings
-from beryl.errors import EXIT_PARTIAL, BerylError
+from beryl.errors import EXIT_PARTIAL, BerylError, StateError, describe_os_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,9 +73,26 @@ def recorded(
             stack.enter_context(pass_lock(settings))
             if repair:
                 recover(settings)
-        run = stack.enter_context(History(settings.history_db).run(command))
+        try:
+            run = stack.enter_context(History(settings.history_db).run(command))
+        except StateError as exc:
+            if exclusive:
+                raise
+            # A command that changes nothing still works where the history cannot be written
+            # (a read-only workspace); it is then not recorded.
+            err_console.print(f"[yellow]note[/]: not recorded in the history ({exc.message})")
+            yield _Unrecorded(), {}
+            return
         detail = stack.enter_context(run.step(command))
         yield run, detail
+
+
+class _Unrecorded:
+    """Stands in for a recorded run when the history cannot be written."""
+
+    run_id = 0
+    status = "ok"
+    exit_code = 0
 
 
 def _print_json(data: Any) -> None:
@@ -570,6 +587,8 @@ def run_command(settings: Settings, as_json: bool, no_apicalls: bool) -> None:
                 "production": result.production,
                 "production_f1": result.production_f1,
                 "drift_check": result.drift_check,
+                "test_overlap": result.test_overlap,
+                "errors": result.errors,
                 "timings": result.timings,
                 "api_calls": result.api_calls,
             }
@@ -677,6 +696,10 @@ def main(argv: list[str] | None = None) -> None:
     except BerylError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # the disk or the file system: never a traceback
+        message, hint = describe_os_error(exc)
+        err_console.print(f"[red]error:[/] {message} ({hint})", highlight=False, soft_wrap=True)
+        sys.exit(StateError.exit_code)
     except click.exceptions.Abort:
         err_console.print("aborted")
         sys.exit(130)

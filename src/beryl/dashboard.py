@@ -28,6 +28,8 @@ _CSS = """*{box-sizing:border-box}
 body{margin:0;background:#f3f5f8;color:#1f2937;font:15px/1.5 system-ui,-apple-system,sans-serif}
 main{max-width:1320px;margin:0 auto;padding:1.5rem}h1{font-size:1.35rem;margin:0}
 .banner,.card{background:#fff;border:1px solid #e3e8ef;border-radius:12px;padding:1.1rem 1.4rem}
+.warning{background:#fff7ed;border:1px solid #fdba74;border-left:5px solid #ea580c;
+border-radius:8px;padding:.6rem 1rem;margin:.8rem 0 0}
 .banner{display:flex;flex-wrap:wrap;gap:1rem 2.5rem;align-items:center;margin-bottom:1.25rem;
 justify-content:space-between;border-left:5px solid #0f766e}.muted{color:#6b7280;margin:0 0 .6rem}
 .stats{display:flex;flex-wrap:wrap;gap:.75rem 2.25rem}.stat{display:flex;flex-direction:column}
@@ -474,6 +476,14 @@ def _banner(data: Mapping[str, Any]) -> str:
     )
 
 
+def _warnings(warnings: list[str]) -> str:
+    """Problems that stay visible until they are fixed, above everything else."""
+    if not warnings:
+        return ""
+    items = "".join(f'<p class="warning" role="alert">{_esc(w)}</p>' for w in warnings)
+    return f'<section id="warnings">{items}</section>'
+
+
 def render_dashboard(data: dict[str, Any]) -> str:
     """The whole monitoring page: a status banner and one card per view, working offline."""
     cards = [
@@ -489,6 +499,7 @@ def render_dashboard(data: dict[str, Any]) -> str:
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         '<link rel="icon" href="data:,">'  # no favicon request: the page needs nothing else
         f"<title>{_esc(data.get('title') or 'Beryl')}</title><style>{_CSS}</style></head>"
-        f'<body><main>{_banner(data)}<div class="grid">{"".join(cards)}</div></main></body>'
+        f'<body><main>{_banner(data)}{_warnings(data.get("warnings") or [])}'
+        f'<div class="grid">{"".join(cards)}</div></main></body>'
         "</html>\n"
     )

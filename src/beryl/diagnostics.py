@@ -6,6 +6,7 @@ the dataset's batches, so asking again costs a file read until new data arrives.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 from beryl._io import atomic_write_json, read_json, utc_now
 from beryl.config import Settings
 from beryl.dataset import Dataset
-from beryl.errors import EmptyDatasetError
+from beryl.errors import EmptyDatasetError, StateError
 from beryl.history import History
 from beryl.registry import Registry
 from beryl.schema import Schema
@@ -90,7 +91,8 @@ def profile(dataset: Dataset) -> dict[str, Any]:
     if cached is not None:
         return cached
     fresh = compute_profile(dataset)
-    atomic_write_json(dataset.folder / PROFILE_FILE, fresh)
+    with contextlib.suppress(StateError):  # a read-only workspace: the cache is only a cache
+        atomic_write_json(dataset.folder / PROFILE_FILE, fresh)
     return fresh
 
 
@@ -266,7 +268,8 @@ def check_outdated(settings: Settings, *, timeout: float = 3.0) -> dict[str, Any
 def refresh_outdated(settings: Settings, *, timeout: float = 3.0) -> dict[str, Any]:
     """Check the package index now and save the table for later readers."""
     result = check_outdated(settings, timeout=timeout)
-    atomic_write_json(settings.model_folder / OUTDATED_CACHE_FILE, result)
+    with contextlib.suppress(StateError):  # a read-only workspace keeps no cache
+        atomic_write_json(settings.model_folder / OUTDATED_CACHE_FILE, result)
     return result
 
 
@@ -364,8 +367,17 @@ def dashboard_data(
             "labels": prod_card.metrics.get("confusion_labels", []),
             "version": production,
         }
+    warnings = []
+    overlap = (prod_card.metrics.get("test_overlap") or {}) if prod_card else {}
+    if overlap.get("shared"):
+        warnings.append(
+            f"{overlap['shared']} of {overlap['rows']} test rows ({overlap['share']:.0%}) are also "
+            f"in {production}'s training data: its test score is flattered (was test data copied "
+            "into the input folder?)"
+        )
     return {
         "title": f"Beryl — workspace {settings.root}",
+        "warnings": warnings,
         "generated_at": utc_now(),
         "production": None
         if prod_card is None

@@ -20,14 +20,17 @@ The API answers ``StateError`` and ``IntegrityError`` with 503 (a server fault, 
 caller's), ``StateBusyError`` with 503 and ``Retry-After``.
 
 A partially successful ingestion (some files quarantined) is not an error: commands report it with
-exit code ``EXIT_PARTIAL`` (10).
+exit code ``EXIT_PARTIAL`` (10); a pass that promoted but then failed a later step reports
+``EXIT_PROMOTED_WITH_ERRORS`` (11).
 """
 
 from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_PARTIAL = 10
-EXIT_NO_NEW_DATA = 0
+# Production moved, but a later step (deployment folder, records, report, API calls) failed;
+# the next pass repairs what it can.
+EXIT_PROMOTED_WITH_ERRORS = 11
 
 
 class BerylError(Exception):
@@ -106,6 +109,36 @@ class StateError(BerylError, RuntimeError):
     input fixes."""
 
     exit_code = 7
+
+
+def describe_os_error(exc: OSError, path: object = None) -> tuple[str, str]:
+    """One line for an OS error (what failed, on which path) and what to do about it."""
+    import errno as codes
+
+    where = path if path is not None else exc.filename
+    shown = f" {where}" if where else ""
+    reason = exc.strerror or str(exc)
+    number = exc.errno
+    text = str(exc)
+    if number in (codes.ENOSPC, codes.EDQUOT) or "No space left" in text:
+        return (
+            f"no space left on the disk holding{shown or ' the workspace'}",
+            "free some space there, then run the command again (files Beryl had published "
+            "are as they were)",
+        )
+    if number in (codes.EACCES, codes.EPERM):
+        return (
+            f"permission denied:{shown or ' a workspace file'}",
+            "give the user running Beryl access to it (or run Beryl as its owner), then run "
+            "the command again",
+        )
+    if number == codes.EROFS:
+        return (
+            f"{where or 'the workspace'} is on a read-only file system",
+            "read-only commands (history, models list, diagnose, predict, serve) work there; "
+            "run the others where the workspace can be written",
+        )
+    return f"{reason}:{shown}" if shown else reason, "check the file and run the command again"
 
 
 class StateBusyError(StateError):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from beryl._io import utc_now
-from beryl.errors import StateBusyError, StateError
+from beryl.errors import StateBusyError, StateError, describe_os_error
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -124,8 +124,11 @@ class History:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-        except (sqlite3.Error, OSError) as exc:
-            raise HistoryError(f"cannot open history database {self.path}: {exc}") from exc
+        except OSError as exc:
+            message, hint = describe_os_error(exc, self.path)
+            raise HistoryError(f"cannot open history database: {message}", hint=hint) from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             if not self._ready:
@@ -174,10 +177,45 @@ class History:
 
     def _error(self, exc: sqlite3.Error) -> HistoryError:
         text = str(exc)
+        closed = [
+            p
+            for p in (self.path, self.path.parent)
+            if p.exists() and not os.access(p, os.W_OK | (os.X_OK if p.is_dir() else 0))
+        ]
+        if closed and ("unable to open" in text or "readonly" in text):
+            if os.statvfs(closed[0]).f_flag & os.ST_RDONLY:
+                return HistoryError(
+                    f"{closed[0]} is on a read-only file system (the history database cannot "
+                    "be written)",
+                    hint="read-only commands (history, models list, diagnose, predict, serve) "
+                    "work there; run the others where the workspace can be written",
+                )
+            return HistoryError(
+                f"permission denied: {closed[0]} (the history database cannot be written)",
+                hint="give the user running Beryl write access to it (or run Beryl as its "
+                "owner); on a read-only workspace, read-only commands work",
+            )
         if "locked" in text or "busy" in text:
             return HistoryBusyError(
                 f"history database {self.path} is held by another process ({text})",
                 hint="try again in a moment",
+            )
+        if "disk is full" in text or "disk I/O error" in text:
+            return HistoryError(
+                f"no space left on the disk holding {self.path} ({text})",
+                hint="free some space there, then run the command again (the history is as it "
+                "was)",
+            )
+        if "readonly" in text or "read-only" in text:
+            return HistoryError(
+                f"history database {self.path} cannot be written: {text}",
+                hint="the workspace is read-only (or the file is not yours): read-only commands "
+                "work there; run the others where it can be written",
+            )
+        if "unable to open" in text:
+            return HistoryError(
+                f"cannot open history database {self.path}: {text}",
+                hint="check that the workspace folder exists and that you may write to it",
             )
         if "no such table" in text:
             return HistoryError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,17 @@ from beryl.config import Settings
 from beryl.dataset import Dataset
 from beryl.deployment import materialise
 from beryl.deployment import repair as repair_deployment
-from beryl.errors import EXIT_OK, EXIT_PARTIAL, PipelineBusyError
+from beryl.errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_PROMOTED_WITH_ERRORS,
+    BerylError,
+    PipelineBusyError,
+    describe_os_error,
+)
 from beryl.history import History, RunContext
 from beryl.ingestion import IngestionResult, ingest, scan_input
-from beryl.registry import LATEST_SCORE_FILE, Registry
+from beryl.registry import LATEST_SCORE_FILE, Move, Registry
 from beryl.schema import Schema
 
 # Commands that change the workspace and hold its lock while they run.
@@ -52,6 +59,9 @@ class PassResult:
     timings: dict[str, float] = field(default_factory=dict)
     reports: dict[str, Path] = field(default_factory=dict)
     api_calls: dict[str, Any] | None = None
+    test_overlap: dict[str, Any] | None = None  # test rows also in the training data
+    errors: list[str] = field(default_factory=list)  # steps that failed after production moved
+    notes: list[str] = field(default_factory=list)  # what was not checked, and why
 
     @property
     def promoted(self) -> bool:
@@ -75,6 +85,7 @@ class PassResult:
                 f"{'DRIFT' if drift['dataset_drift'] else 'no dataset drift'} "
                 f"(share {drift['drift_share']:.2f}; drifted features: {drifted})."
             )
+        lines.extend(self.notes)
         if self.drift_check is not None:
             d = self.drift_check
             verdict = "model drift" if d["model_drift"] else "no model drift"
@@ -87,7 +98,14 @@ class PassResult:
                 f"Candidate {self.candidate}: F1 {_f(self.candidate_f1)}; production "
                 f"{self.production or 'none'}: F1 {_f(self.production_f1)} (same test data)."
             )
+        if self.test_overlap and self.test_overlap["shared"]:
+            o = self.test_overlap
+            lines.append(
+                f"WARNING: {o['shared']} of {o['rows']} test rows ({o['share']:.0%}) are also in "
+                "the training data: the test score is flattered."
+            )
         lines.append(f"Decision: {self.outcome} ({self.reason}).")
+        lines.extend(f"  FAILED after the promotion: {e}" for e in self.errors)
         for label, path in self.reports.items():
             lines.append(f"  {label}: {path}")
         if self.api_calls is not None:
@@ -152,7 +170,10 @@ def run_pass(settings: Settings, *, call_api: bool = True, report: bool = True) 
                     detail={"repaired": repaired},
                 )
             result = _pass(settings, run, history, call_api=call_api, report=report)
-            run.status = "partial" if result.exit_code == EXIT_PARTIAL else "ok"
+            run.status = {
+                EXIT_PARTIAL: "partial",
+                EXIT_PROMOTED_WITH_ERRORS: "promoted-with-errors",
+            }.get(result.exit_code, "ok")
             run.exit_code = result.exit_code
             run.summary = f"{result.outcome}: {result.reason}"
             run.detail = {
@@ -162,6 +183,8 @@ def run_pass(settings: Settings, *, call_api: bool = True, report: bool = True) 
                 "candidate_f1": result.candidate_f1,
                 "production_f1": result.production_f1,
                 "drift_check": result.drift_check,
+                "test_overlap": result.test_overlap,
+                "errors": result.errors,
                 "data_drift": None
                 if result.data_drift is None
                 else {
@@ -181,13 +204,17 @@ def _pass(
     trained_on = _covered_batches(registry, production)
 
     with run.step("check") as detail:
-        scan = scan_input(settings, Dataset(settings.output_folder))
+        # Nothing is read here: ``ingest`` reads and hashes each new file once, and treats a
+        # file that vanishes or cannot be read as it always does (defer, quarantine).
+        scan = scan_input(settings, Dataset(settings.output_folder), read_new=False)
         detail.update(new=len(scan.new), duplicates=len(scan.duplicates), known=len(scan.known))
     ingestion = None
     if scan.new or scan.duplicates or scan.rejected:
         with run.step("ingest") as detail:
             ingestion = ingest(settings)
             detail.update(rows_added=ingestion.rows_added, files=len(ingestion.records))
+        if not ingestion.changed and not ingestion.deferred:
+            ingestion = None  # the files only looked new (recently touched): nothing to report
     exit_code = EXIT_PARTIAL if ingestion is not None and ingestion.partial else EXIT_OK
     dataset = Dataset(settings.output_folder)
     new_batches = [b.id for b in dataset.batches if b.id not in trained_on]
@@ -202,13 +229,25 @@ def _pass(
         )
 
     result = PassResult(run.run_id, KEPT, exit_code, "", ingestion=ingestion, production=production)
-    if production is not None and ingestion is not None and ingestion.batch is not None:
+    # Production's training batches that the dataset still holds (a dataset rebuilt or set
+    # aside may hold none: there is then nothing to compare a batch with).
+    reference = sorted(
+        trained_on_production(registry, production) & {b.id for b in dataset.batches}
+        if production is not None
+        else set()
+    )
+    if production is not None and not reference and ingestion and ingestion.batch:
+        result.notes.append(
+            f"Data drift: not tested ({production}'s training batches are no longer in the "
+            "dataset, so there is nothing to compare the new batch with)."
+        )
+    if production and reference and ingestion is not None and ingestion.batch is not None:
         with run.step("data_drift") as detail:
             from beryl.drift import check_batches
 
             result.data_drift = check_batches(
                 dataset,
-                sorted(trained_on_production(registry, production)),
+                reference,
                 [ingestion.batch.id],
                 settings.drift,
                 reference_label=production,
@@ -242,9 +281,16 @@ def _pass(
         detail.update(version=card.id, rows=card.training["rows"])
 
     with run.step("score") as detail:
-        from beryl.scoring import evaluate
+        from beryl.scoring import evaluate, overlap_with_training, read_labelled
 
+        schema = Schema.from_dict(card.schema)
+        overlap = overlap_with_training(
+            dataset, read_labelled(settings.test_data, schema)[0], schema
+        )
+        result.test_overlap = overlap.to_dict()
+        detail.update(test_overlap=result.test_overlap)
         metrics = evaluate(settings, registry, card.id)
+        metrics["test_overlap"] = result.test_overlap
         registry.record_metrics(card.id, metrics)
         atomic_write_text(settings.model_folder / LATEST_SCORE_FILE, f"{metrics['f1']}\n")
         result.candidate_f1 = metrics["f1"]
@@ -260,6 +306,9 @@ def _pass(
     promote, result.reason = should_promote(
         result.candidate_f1, result.production_f1, settings.promotion_margin
     )
+    warning = overlap.warning()
+    if warning:
+        result.reason += f"; warning: {warning}"
     if not promote:
         registry.record_decision(
             card.id, {"outcome": KEPT, "reason": result.reason, "run": run.run_id}
@@ -271,31 +320,61 @@ def _pass(
             reason=f"run {run.run_id}: {result.reason}",
             scores=(result.production_f1, result.candidate_f1),
         )
-        materialise(settings, registry)
-        history.record_promotion(move.__dict__, run.run_id)
-        registry.record_decision(
-            card.id, {"outcome": PROMOTED, "reason": result.reason, "run": run.run_id}
-        )
         result.outcome = PROMOTED
         detail.update(to=card.id)
+    # Production has moved: from here on a step that fails is recorded, the others still run,
+    # and the next pass's repair finishes what failed (deployment, records, report).
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("deploy", lambda: materialise(settings, registry)),
+        ("record", lambda: _record_promotion(history, registry, move, card.id, result, run)),
+    ]
     if report:
-        from beryl.reporting import build_report
-
-        with run.step("report"):
-            result.reports = build_report(settings, card.id)
+        steps.append(("report", lambda: _report(settings, card.id, result)))
     if call_api:
-        from beryl.client import call_configured_or_in_process
-
-        with run.step("apicalls") as detail:
-            calls = call_configured_or_in_process(settings)
-            result.api_calls = {
-                "ok": sum(c.status == 200 for c in calls.calls),
-                "total": len(calls.calls),
-                "file": str(calls.written[0]),
-                "base_url": calls.base_url,
-            }
-            detail.update(result.api_calls)
+        steps.append(("apicalls", lambda: _api_calls(settings, result)))
+    for name, step in steps:
+        try:
+            with run.step(name):
+                step()
+        except (BerylError, OSError) as exc:
+            result.errors.append(f"{name}: {_one_line(exc)}")
+    if result.errors:
+        result.exit_code = EXIT_PROMOTED_WITH_ERRORS
     return result
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, BerylError):
+        message, hint = describe_os_error(exc)
+        return f"{message} ({hint})"
+    return str(exc)
+
+
+def _record_promotion(
+    history: History, registry: Registry, move: Move, version: str, result: PassResult, run: Any
+) -> None:
+    history.record_promotion(move.__dict__, run.run_id)
+    registry.record_decision(
+        version, {"outcome": PROMOTED, "reason": result.reason, "run": run.run_id}
+    )
+
+
+def _report(settings: Settings, version: str, result: PassResult) -> None:
+    from beryl.reporting import build_report
+
+    result.reports = build_report(settings, version)
+
+
+def _api_calls(settings: Settings, result: PassResult) -> None:
+    from beryl.client import call_configured_or_in_process
+
+    calls = call_configured_or_in_process(settings)
+    result.api_calls = {
+        "ok": sum(c.status == 200 for c in calls.calls),
+        "total": len(calls.calls),
+        "file": str(calls.written[0]),
+        "base_url": calls.base_url,
+    }
 
 
 def trained_on_production(registry: Registry, production: str) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,18 @@ def predict_proba_positive(model: Any, frame: pd.DataFrame, positive_label: Any)
     return np.asarray(proba[:, classes.index(positive_label)], dtype=float)
 
 
-def compute_metrics(model: Any, frame: pd.DataFrame, schema: Schema) -> dict[str, Any]:
-    """F1, precision, recall, accuracy, ROC AUC and the confusion matrix for the positive label."""
+def compute_metrics(
+    model: Any, frame: pd.DataFrame, schema: Schema, source: str = "the labelled rows"
+) -> dict[str, Any]:
+    """F1, precision, recall, accuracy, ROC AUC and the confusion matrix for the positive label.
+
+    Labels the model does not know are refused: scored as negatives, they would silently
+    change every figure.
+    """
     if frame.empty:
         raise EmptyDatasetError("no labelled rows to score on")
     truth = frame[schema.target].to_numpy()
+    _check_labels(truth, list(model.classes_), schema, source)
     predicted = model.predict(frame[schema.features])
     positive = schema.positive_label
     y_true = truth == positive
@@ -95,14 +103,57 @@ def compute_metrics(model: Any, frame: pd.DataFrame, schema: Schema) -> dict[str
     }
 
 
-def schema_for(settings: Settings) -> Schema:
-    schema = Dataset(settings.output_folder).schema
-    if schema is None:
-        raise EmptyDatasetError(
-            f"no data has been ingested into {settings.output_folder} yet",
-            hint="run `beryl ingest` first",
+def _check_labels(truth: np.ndarray, classes: list[Any], schema: Schema, source: str) -> None:
+    known = set(classes)
+    unknown = [i for i, label in enumerate(truth.tolist()) if label not in known]
+    if unknown:
+        values = sorted({repr(truth[i]) for i in unknown})[:5]
+        rows = ", ".join(str(i + 1) for i in unknown[:5]) + (" …" if len(unknown) > 5 else "")
+        raise DataError(
+            f"{source}: {len(unknown)} row(s) have label(s) {', '.join(values)} in "
+            f"{schema.target!r} that the model does not know (its classes: "
+            f"{', '.join(map(repr, classes))}); rows {rows}",
+            hint="fix those labels in the test data, or check positive_label",
         )
-    return schema
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Test rows that are also in the training data (by row hash): they flatter the score."""
+
+    rows: int
+    shared: int
+
+    @property
+    def share(self) -> float:
+        return self.shared / self.rows if self.rows else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "shared": self.shared, "share": self.share}
+
+    def warning(self) -> str | None:
+        if not self.shared:
+            return None
+        return (
+            f"{self.shared} of {self.rows} test rows ({self.share:.0%}) are also in the training "
+            "data: the test score is flattered (was test data copied into the input folder?)"
+        )
+
+
+def overlap_with_training(dataset: Dataset, frame: pd.DataFrame, schema: Schema) -> Overlap:
+    """How many rows of the labelled test frame the dataset also holds (same row hash)."""
+    from beryl.cleaning import to_arrow
+    from beryl.rowhash import row_hashes
+
+    if frame.empty or not dataset.batches:
+        return Overlap(len(frame), 0)
+    hashes = row_hashes(to_arrow(frame[schema.columns], schema))
+    shared = np.zeros(len(hashes), dtype=bool)
+    for run in dataset.hash_runs():
+        if len(run):
+            position = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            shared |= run[position] == hashes
+    return Overlap(len(frame), int(shared.sum()))
 
 
 def evaluate(settings: Settings, registry: Registry, version: str) -> dict[str, Any]:
@@ -110,7 +161,7 @@ def evaluate(settings: Settings, registry: Registry, version: str) -> dict[str, 
     card = registry.card(version)
     schema = Schema.from_dict(card.schema)
     frame, digest = read_labelled(settings.test_data, schema)
-    metrics = compute_metrics(registry.model(version), frame, schema)
+    metrics = compute_metrics(registry.model(version), frame, schema, str(settings.test_data))
     metrics["test_data"] = {"path": str(settings.test_data), "sha256": digest, "rows": len(frame)}
     metrics["scored_at"] = utc_now()
     return metrics
