@@ -4,31 +4,23 @@
 
 Prints one row per trial (kill, delay, stage hit, invariants before repair, the next pass's exit
 code and outcome, invariants after it) and a summary line; exits 1 when any invariant broke.
-The harness itself lives in tests/crash_harness.py (the CI test runs a short version of it).
+The trials are the crash harness's (tests/crash_harness.py), run by pytest: this runs
+``tests/test_crash.py::test_crash_trials`` alone with its options in ``BERYL_CRASH_*``
+variables (the CI run of that test is the short version) and passes on pytest's exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
-import time
-from collections import Counter
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.crash_harness import (  # noqa: E402  (after the path insert)
-    HEADER,
-    KEY_STAGES,
-    Harness,
-    TrialResult,
-    default_workdir,
-    format_row,
-    stage_counts,
-    summary,
-)
+TEST = "test_crash_trials"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,33 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep every trial's workspace")
     args = parser.parse_args(argv)
 
-    workdir = args.workdir.resolve() if args.workdir else default_workdir()
-    print(f"workdir: {workdir}", flush=True)
-    began = time.monotonic()
-    harness = Harness(workdir, seed=args.seed, keep=args.keep, log=print)
-    harness.prepare()
-    print(HEADER, flush=True)
-
-    def show(result: TrialResult) -> None:
-        print(format_row(result), flush=True)
-
-    results = harness.run(
-        [harness.plan(i) for i in range(args.trials)], jobs=args.jobs, on_result=show
+    workdir = (
+        args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="beryl-crash-"))
     )
-    print(f"\n{time.monotonic() - began:.0f}s; {summary(results)}")
-    notes = Counter(note for r in results for note in r.notes)
-    for note, count in notes.most_common():
-        print(f"note ({count} trial(s)): {note}")
-    missed = [s for s in KEY_STAGES if not stage_counts(results)[s]]
-    if missed:
-        print(f"no kill landed in: {', '.join(missed)} (run more trials)")
-    failed = [r for r in results if not r.ok]
-    if failed:
-        print("failed trials kept in: " + ", ".join(str(r.workspace.parent) for r in failed))
-        return 1
-    if args.workdir is None and not args.keep:
+    print(f"workdir: {workdir}", flush=True)
+    env = os.environ | {
+        "BERYL_CRASH_TRIALS": str(args.trials),
+        "BERYL_CRASH_SEED": str(args.seed),
+        "BERYL_CRASH_JOBS": str(args.jobs),
+        "BERYL_CRASH_WORKDIR": str(workdir),
+        "BERYL_CRASH_KEEP": "1" if args.keep else "",
+    }
+    # -s: the test's rows and summary as they come; -q, --tb=short: little of pytest's own.
+    pytest = [sys.executable, "-m", "pytest", "tests/test_crash.py", "-k", TEST, "-s", "-q"]
+    pytest += ["--tb=short", "-p", "no:cacheprovider"]
+    code = subprocess.run(pytest, cwd=ROOT, env=env, check=False).returncode
+    if code == 0 and args.workdir is None and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

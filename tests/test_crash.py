@@ -2,25 +2,33 @@
 
 Each trial kills a real ``python -m beryl run`` subprocess, checks what a reader sees before any
 repair, runs the next pass and checks again (see tests/crash_harness.py for the invariants). The
-long run is ``.venv/bin/python scripts/crash_trials.py --trials 200``.
+long run is ``.venv/bin/python scripts/crash_trials.py --trials 200``: it runs
+``test_crash_trials`` alone, with its options in the ``BERYL_CRASH_*`` variables (see ``Options``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from tests.crash_harness import (
+    HEADER,
     KEY_STAGES,
     Harness,
     TrialResult,
     check_after_pass,
     check_before_repair,
     check_readable,
+    format_row,
     format_table,
     stage_counts,
+    summary,
 )
 
 from beryl import config
@@ -41,28 +49,98 @@ TARGETED = (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+LONG_RUN = "BERYL_CRASH_TRIALS" in os.environ  # scripts/crash_trials.py: no time limit
+
+
+@dataclass(frozen=True)
+class Options:
+    """The run's options: the CI run's when no ``BERYL_CRASH_*`` variable is set.
+
+    ``BERYL_CRASH_TRIALS`` (the CI run: ``RANDOM_TRIALS`` random kills and one kill per stage
+    in ``TARGETED``; else that many of ``Harness.plan``'s trials), ``BERYL_CRASH_SEED`` (``SEED``),
+    ``BERYL_CRASH_JOBS`` (1: trials run at once), ``BERYL_CRASH_WORKDIR`` (a pytest temporary
+    folder), ``BERYL_CRASH_KEEP`` (``1``: keep every trial's workspace, not only failed ones).
+    """
+
+    trials: int | None
+    seed: int
+    jobs: int
+    workdir: Path | None
+    keep: bool
+
+    @classmethod
+    def from_environment(cls) -> Options:
+        env = os.environ
+        trials, workdir = env.get("BERYL_CRASH_TRIALS"), env.get("BERYL_CRASH_WORKDIR")
+        return cls(
+            trials=int(trials) if trials else None,
+            seed=int(env.get("BERYL_CRASH_SEED") or SEED),
+            jobs=int(env.get("BERYL_CRASH_JOBS") or 1),
+            workdir=Path(workdir) if workdir else None,
+            keep=env.get("BERYL_CRASH_KEEP", "") not in ("", "0"),
+        )
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+def options() -> Options:
+    return Options.from_environment()
+
+
+@pytest.fixture(scope="module")
+def started() -> float:
+    """When the harness started preparing (the long run reports its time from there)."""
+    return time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory, options: Options, started: float) -> Harness:
     """A base workspace (production v0001) and one timed, unkilled pass."""
-    prepared = Harness(tmp_path_factory.mktemp("crash"), seed=SEED, rows=400)
+    workdir = options.workdir or tmp_path_factory.mktemp("crash")
+    prepared = Harness(workdir, seed=options.seed, rows=400, keep=options.keep, log=print)
     prepared.prepare()
     return prepared
 
 
 @pytest.fixture(scope="module")
-def trials(harness: Harness) -> dict[str, TrialResult]:
-    """Run every trial once; keyed by target name, or ``random-<i>`` for the random kills."""
-    plans = [harness.random_plan(i) for i in range(RANDOM_TRIALS)]
-    plans += [harness.targeted_plan(RANDOM_TRIALS + i, t) for i, t in enumerate(TARGETED)]
-    results = harness.run(plans)
-    keys = [f"random-{i}" for i in range(RANDOM_TRIALS)] + list(TARGETED)
+def trials(harness: Harness, options: Options) -> dict[str, TrialResult]:
+    """Run every trial once, printing a row as each ends; keyed by target name, or
+    ``random-<i>`` for the random kills (``trial-<i>`` with ``BERYL_CRASH_TRIALS``)."""
+    if options.trials is None:
+        plans = [harness.random_plan(i) for i in range(RANDOM_TRIALS)]
+        plans += [harness.targeted_plan(RANDOM_TRIALS + i, t) for i, t in enumerate(TARGETED)]
+        keys = [f"random-{i}" for i in range(RANDOM_TRIALS)] + list(TARGETED)
+    else:
+        plans = [harness.plan(i) for i in range(options.trials)]
+        keys = [f"trial-{i}" for i in range(options.trials)]
+    print(HEADER, flush=True)
+
+    def show(result: TrialResult) -> None:
+        print(format_row(result), flush=True)
+
+    results = harness.run(plans, jobs=options.jobs, on_result=show)
     return dict(zip(keys, results, strict=True))
 
 
 def _table(trials: dict[str, TrialResult]) -> str:
     return format_table(list(trials.values()))
+
+
+@pytest.mark.timeout(0 if LONG_RUN else 300)
+def test_crash_trials(trials: dict[str, TrialResult], started: float) -> None:
+    """Every trial keeps every invariant; prints the summary (what the long run shows with -s):
+    where the kills landed, the notes, the stages no kill reached, where failed trials are."""
+    results = list(trials.values())
+    print(f"\n{time.monotonic() - started:.0f}s; {summary(results)}")
+    notes = Counter(note for r in results for note in r.notes)
+    for note, count in notes.most_common():
+        print(f"note ({count} trial(s)): {note}")
+    missed = [s for s in KEY_STAGES if not stage_counts(results)[s]]
+    if missed:
+        print(f"no kill landed in: {', '.join(missed)} (run more trials)")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print("failed trials kept in: " + ", ".join(str(r.workspace.parent) for r in failed))
+    assert not failed, summary(results)
 
 
 def test_every_kill_leaves_a_workspace_that_readers_and_the_next_pass_can_use(

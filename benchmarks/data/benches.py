@@ -1,0 +1,361 @@
+"""The benchmarks with a target: ingestion (and one new file on top), the loop with no new data,
+the diagnostics endpoints, batch scoring and training, each against its peer."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO, free_port, say, server
+from benchmarks.data.measure import (
+    Context,
+    Proc,
+    Row,
+    add_row,
+    alternate,
+    beryl_argv,
+    measure,
+    median,
+    ratio_row,
+    run_task,
+    summary,
+    task_argv,
+    warm,
+)
+from benchmarks.data.workspaces import (
+    count_lines,
+    csv_files,
+    make_workspace,
+    manifest_rows,
+    shared_workspace,
+    workspace_config,
+)
+
+LOOP_RUNS = 5
+TRACE_INGEST = [
+    "beryl.ingestion:scan_input",
+    "pandas:concat",
+    "beryl.ingestion:row_hashes",
+    "numpy:unique",
+    "beryl.dataset:Dataset.row_hashes",
+    "beryl.dataset:Dataset.write_batch",
+    "beryl.dataset:Dataset._write_snapshot",
+]
+TRACE_PREDICT = ["beryl.batch:_predict", "beryl.ingestion:clean_features"]
+TRACE_TRAIN = ["beryl.dataset:Dataset.read", "beryl.training:fit_pipeline"]
+
+
+# -- ingestion ------------------------------------------------------------------------------------
+def ingest_pandas(ctx: Context, label: str, output: Path, limit: int | None = None) -> Proc:
+    """The pandas peer ingesting the source files (the first ``limit``) into a fresh ``output``."""
+    source = ctx.data / "source"
+    shutil.rmtree(output, ignore_errors=True)
+    warm(csv_files(source)[:limit])
+    params = {"input": str(source), "output": str(output), "limit": limit}
+    return measure(ctx, label, task_argv(ctx, "ingest-pandas", params))
+
+
+def ingest_beryl(ctx: Context, label: str, workspace: str, limit: int | None = None) -> Proc:
+    """`beryl ingest` of the source files (the first ``limit``) in a fresh ``work/workspace``."""
+    source = ctx.data / "source"
+    config = make_workspace(ctx, workspace, source, limit=limit)
+    warm(csv_files(source)[:limit])
+    return measure(ctx, label, beryl_argv(ctx, config, "ingest"), profile=TRACE_INGEST)
+
+
+def bench_ingest(ctx: Context) -> None:
+    """Full ingestion of the source files vs pandas; then one new file on top of them."""
+    say("ingest: the source files in the original schema, Beryl vs the pandas original")
+    sources = csv_files(ctx.data / "source")
+    new = ctx.data / "new" / "activity-new.csv"
+    peer_out = ctx.work / "ingest-pandas"
+    config = workspace_config(ctx, "ingest")
+    increments: list[Proc] = []
+    in_process: list[float] = []
+    checks: list[dict[str, Any]] = []
+    verified: dict[str, Any] = {}
+
+    def peer(index: int) -> Proc:
+        return ingest_pandas(ctx, f"pandas ingest #{index + 1}", peer_out)
+
+    def beryl(index: int) -> Proc:
+        full = ingest_beryl(ctx, f"beryl ingest (full) #{index + 1}", "ingest")
+        argv = beryl_argv(ctx, config, "ingest")
+        if not verified:  # the peer went first in the first round: its output is there
+            verified.update(compare_ingest(ctx, config.parent / "ingesteddata", peer_out))
+        rows_before = manifest_rows(config)
+        dataset_dir = config.parent / "ingesteddata"
+        before = config.parent / "ingesteddata-before"
+        shutil.rmtree(before, ignore_errors=True)
+        shutil.copytree(dataset_dir, before)
+        shutil.copyfile(new, config.parent / "sourcedata" / new.name)
+        warm([new])
+        label = f"beryl ingest (+1 new file) #{index + 1}"
+        increments.append(measure(ctx, label, argv, profile=TRACE_INGEST))
+        snapshot = dataset_dir / "finaldata.csv"
+        rows_after = manifest_rows(config)
+        checks.append(
+            {
+                "rows_before": rows_before,
+                "rows_after": rows_after,
+                "snapshot_matches_dataset": count_lines(snapshot) - 1 == rows_after,
+            }
+        )
+        # the same file again, ingested inside a running process (as `beryl schedule` does)
+        shutil.rmtree(dataset_dir)
+        before.rename(dataset_dir)
+        label = f"beryl ingest() in process (+1 new file) #{index + 1}"
+        report = run_task(ctx, label, "ingest-in-process", {"config": str(config)})
+        in_process.append(float(report["ingest_s"]))
+        return full
+
+    ours, theirs = alternate(ctx, beryl, peer)
+    check = verified
+    incremental_ok = all(c["snapshot_matches_dataset"] for c in checks)
+    say(f"  verify: {check}; incremental {checks}")
+    ctx.details["ingest"] = {
+        "peer": summary(theirs),
+        "beryl": summary(ours),
+        "incremental": summary(increments),
+        "incremental_in_process_s": in_process,
+        "verify": check,
+        "verify_incremental": checks,
+    }
+    ok = bool(check["same_rows"] and check["same_ingestedfiles"])
+    rows = f"{len(sources)} files x {ctx.params['rows_per_file']:,} rows"
+    walls = (median(ours, "wall_s"), median(theirs, "wall_s"))
+    peaks = (median(ours, "peak_mb"), median(theirs, "peak_mb"))
+    add_row(ctx, ratio_row(f"ingest {rows}: wall", "s", walls, "pandas", 0.25, "<= 0.25", ok))
+    add_row(ctx, ratio_row(f"ingest {rows}: peak RSS", "MB", peaks, "pandas", 0.6, "<= 0.60", ok))
+    extra = (median(increments, "wall_s"), walls[0])
+    label = f"ingest +1 file ({ctx.params['rows_per_file']:,} rows) on top: wall"
+    add_row(ctx, ratio_row(label, "s", extra, "Beryl full", 0.1, "<= 0.10", incremental_ok))
+    inside = statistics.median(in_process)
+    say(
+        f"  note: the same new file ingested inside a running process (imports and start-up "
+        f"not timed, as in `beryl schedule`): {inside:.3f} s, {inside / walls[0]:.3f} of the "
+        "full pass"
+    )
+
+
+def compare_ingest(ctx: Context, beryl_out: Path, peer_out: Path) -> dict[str, Any]:
+    """Beryl's finaldata.csv and ingestedfiles.txt hold what pandas' do (rows as a multiset)."""
+    params = {
+        "beryl": str(beryl_out / "finaldata.csv"),
+        "peer": str(peer_out / "finaldata.csv"),
+        "ls_beryl": str(beryl_out / "ingestedfiles.txt"),
+        "ls_peer": str(peer_out / "ingestedfiles.txt"),
+    }
+    return run_task(ctx, "verify ingest outputs", "compare-ingest", params)
+
+
+# -- the loop -------------------------------------------------------------------------------------
+def bench_loop(ctx: Context) -> None:
+    """`beryl run` with no new data over the loop files: whole-process wall time."""
+    say("loop: `python -m beryl run --no-apicalls` with no new data")
+    config = shared_workspace(ctx)
+    files = csv_files(ctx.data / "loop")
+    command = [ctx.python, "-m", "beryl", "--config", str(config), "run", "--no-apicalls"]
+    warm(files)
+    measure(ctx, "beryl run (no new data, warm-up)", command)
+    runs = [measure(ctx, f"beryl run (no new data) #{i + 1}", command) for i in range(LOOP_RUNS)]
+    floor = [measure(ctx, f"python -c pass #{i + 1}", [ctx.python, "-c", "pass"]) for i in range(3)]
+    imports = [
+        measure(
+            ctx, f"python -c 'import beryl.cli' #{i + 1}", [ctx.python, "-c", "import beryl.cli"]
+        )
+        for i in range(3)
+    ]
+    if ctx.profile:
+        traced = beryl_argv(ctx, config, "run", "--no-apicalls")
+        measure(ctx, "beryl run (no new data, profiled)", traced, profile=[])
+    verify = measure(ctx, "beryl run --json (verify)", [*command, "--json"])
+    text = Path(verify.log).read_text(encoding="utf-8")
+    no_new = '"outcome": "no-new-data"' in text
+    say(f"  verify: outcome no-new-data = {no_new}")
+    ctx.details["loop"] = {
+        "files": len(files),
+        "beryl": summary(runs),
+        "python_floor": summary(floor),
+        "import_beryl_cli": summary(imports),
+        "verified_no_new_data": no_new,
+    }
+    wall, floor_wall = median(runs, "wall_s"), median(floor, "wall_s")
+    benchmark = f"loop: run, no new data, {len(files)} files"
+    ratio = wall / floor_wall
+    row = Row(benchmark, "s", wall, floor_wall, "python -c pass", ratio, "< 0.5 s", wall < 0.5)
+    row.passed &= no_new
+    add_row(ctx, row)
+
+
+# -- diagnostics ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def serving(ctx: Context, config: Path) -> Iterator[str]:
+    """`beryl serve` on a free loopback port, until the block ends."""
+    port = free_port()
+    argv = [ctx.python, "-m", "beryl", "--config", str(config), "serve", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    log = ctx.work / "logs" / "serve.log"
+    with server("beryl serve", argv, f"{url}/health", log, cwd=REPO, timeout=60):
+        yield url
+
+
+def latencies_ms(client: Any, path: str, requests: int) -> list[float]:
+    times = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        client.get(path).raise_for_status()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def percentiles(times: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(times, n=100)
+    return {"p50": statistics.median(times), "p90": q[89], "p99": q[98], "max": max(times)}
+
+
+def bench_stats(ctx: Context) -> None:
+    """GET /diagnostics and /summarystats on the dataset: p50 over sequential GETs."""
+    import httpx
+
+    say("stats: GET /diagnostics and /summarystats")
+    config = shared_workspace(ctx)
+    paths = ("/diagnostics", "/summarystats", "/health")
+    measured: dict[str, dict[str, float]] = {}
+    with serving(ctx, config) as url, httpx.Client(base_url=url, timeout=600) as client:
+        started = time.perf_counter()
+        for path in paths:
+            client.get(path).raise_for_status()
+        first = time.perf_counter() - started
+        time.sleep(2)  # the background outdated-packages refresh finishes
+        for path in paths:
+            latencies_ms(client, path, 20)
+        for path in paths:
+            measured[path] = percentiles(latencies_ms(client, path, ctx.requests))
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in measured[path].items())
+            say(f"  GET {path:<14} ms: {shown}")
+    csv = config.parent / "ingesteddata" / "finaldata.csv"
+    warm([csv])
+    argv = task_argv(ctx, "stats-pandas", {"csv": str(csv), "repeats": 3})
+    peer = measure(ctx, "pandas: re-read and recompute per request", argv)
+    peer_ms = statistics.median(peer.report["seconds"]) * 1000
+    ctx.details["stats"] = {
+        "requests": ctx.requests,
+        "first_requests_s": first,
+        "latency_ms": measured,
+        "peer_ms": [s * 1000 for s in peer.report["seconds"]],
+        "peer": "re-read finaldata.csv with pandas and recompute the statistics per request",
+    }
+    for path in ("/diagnostics", "/summarystats"):
+        p50 = measured[path]["p50"]
+        benchmark = f"GET {path} p50 ({ctx.requests} sequential)"
+        ratio = p50 / peer_ms
+        add_row(ctx, Row(benchmark, "ms", p50, peer_ms, "pandas", ratio, "< 20 ms", p50 < 20))
+
+
+# -- batch scoring --------------------------------------------------------------------------------
+def predict_beryl(ctx: Context, label: str, config: Path, source: Path, output: Path) -> Proc:
+    """`beryl predict source -o output` with the workspace's production model."""
+    warm([source])
+    argv = beryl_argv(ctx, config, "predict", str(source), "-o", str(output))
+    return measure(ctx, label, argv, profile=TRACE_PREDICT)
+
+
+def predict_pandas(ctx: Context, label: str, config: Path, source: Path, output: Path) -> Proc:
+    """The pandas peer scoring ``source`` into ``output`` with the same pickled model."""
+    warm([source])
+    params = {
+        "workspace": str(config.parent),
+        "input": str(source),
+        "output": str(output),
+        "positive_label": 1,
+    }
+    return measure(ctx, label, task_argv(ctx, "predict-pandas", params))
+
+
+def bench_predict(ctx: Context) -> None:
+    """`beryl predict` on the scoring file vs read_csv + predict_proba + to_csv."""
+    say("predict: batch scoring")
+    config = shared_workspace(ctx)
+    source = ctx.data / "predict" / "customers.csv"
+    out = ctx.work / "predict"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    def beryl(index: int) -> Proc:
+        return predict_beryl(ctx, f"beryl predict #{index + 1}", config, source, out / "beryl.csv")
+
+    def peer(index: int) -> Proc:
+        label = f"pandas predict #{index + 1}"
+        return predict_pandas(ctx, label, config, source, out / "pandas.csv")
+
+    ours, theirs = alternate(ctx, beryl, peer)
+    params = {
+        "beryl": str(out / "beryl.csv"),
+        "peer": str(out / "pandas.csv"),
+        "sample": 100_000,
+        "tolerance": 1e-9,
+    }
+    check = run_task(ctx, "verify predictions", "compare-predictions", params)
+    say(f"  verify: {check}")
+    ctx.details["predict"] = {"beryl": summary(ours), "peer": summary(theirs), "verify": check}
+    ok = bool(check["equal"])
+    rows = f"{check['rows_beryl']:,} rows"
+    walls = (median(ours, "wall_s"), median(theirs, "wall_s"))
+    add_row(ctx, ratio_row(f"predict {rows}: wall", "s", walls, "pandas", 1 / 3, "<= 0.333", ok))
+    peak, peer_peak = median(ours, "peak_mb"), median(theirs, "peak_mb")
+    row = Row(
+        f"predict {rows}: peak RSS",
+        "MB",
+        peak,
+        peer_peak,
+        "pandas",
+        peak / peer_peak,
+        "< 1024 MB",
+        peak < 1024 and ok,
+    )
+    add_row(ctx, row)
+
+
+# -- training -------------------------------------------------------------------------------------
+def bench_train(ctx: Context) -> None:
+    """`beryl train` (whole process) vs scikit-learn's own fit of the same pipeline."""
+    say("train: Beryl's train vs scikit-learn's fit of the same pipeline")
+    config = shared_workspace(ctx)
+
+    def beryl(index: int) -> Proc:
+        argv = beryl_argv(ctx, config, "train")
+        return measure(ctx, f"beryl train #{index + 1}", argv, profile=TRACE_TRAIN)
+
+    def peer(index: int) -> Proc:
+        argv = task_argv(ctx, "train-sklearn", {"config": str(config)})
+        return measure(ctx, f"sklearn pipeline.fit #{index + 1}", argv)
+
+    ours, theirs = alternate(ctx, beryl, peer)
+    split = measure(
+        ctx, "beryl train() phases", task_argv(ctx, "train-split", {"config": str(config)})
+    )
+    phases = split.report["phases"]
+    fits = [float(p.report["fit_s"]) for p in theirs]
+    same = all(float(p.report["max_coef_diff"]) <= 1e-9 for p in theirs)
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
+    say(f"  phases (s): {shown}; sklearn fit {fits}; same coefficients {same}")
+    ctx.details["train"] = {
+        "beryl": summary(ours),
+        "peer": summary(theirs),
+        "peer_fit_s": fits,
+        "peer_load_s": [float(p.report["load_s"]) for p in theirs],
+        "split": asdict(split),
+        "phases_s": phases,
+        "same_coefficients": same,
+        "n_iter": theirs[0].report["n_iter"],
+    }
+    values = (median(ours, "wall_s"), float(statistics.median(fits)))
+    benchmark = f"train {theirs[0].report['rows']:,} rows: wall"
+    add_row(ctx, ratio_row(benchmark, "s", values, "sklearn fit", 1.5, "<= 1.5", same))
