@@ -57,6 +57,7 @@ from beryl.dataset import BATCH_FOLDER, INGESTED_FILES_NAME, SNAPSHOT_NAME, Data
 from beryl.demo import add_batch, generate, init_workspace, write_csv
 from beryl.deployment import check_deployment, read_manifest
 from beryl.pipeline import should_promote
+from beryl.recovery import RECOVERY_FOLDER
 from beryl.registry import ModelCard, Registry
 from beryl.schema import Schema
 
@@ -416,10 +417,18 @@ def _is_temporary(root: Path, path: Path) -> bool:
     )
 
 
+def _is_recovered(root: Path, path: Path) -> bool:
+    """Inside a recovery folder: what a repair moved aside (never read by Beryl, kept as it
+    was, damage included)."""
+    return RECOVERY_FOLDER in path.relative_to(root).parts
+
+
 def leftovers(root: Path) -> list[str]:
-    """Temporary files, staging folders and temporary links anywhere in the workspace."""
+    """Temporary files, staging folders and temporary links anywhere in the workspace (the
+    recovery folders aside: what a repair moved there keeps its name)."""
     found = []
     for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != RECOVERY_FOLDER]
         for name in [*dirs, *files]:
             if name.startswith(TMP_PREFIX) or name.startswith(".staging-") or ".link-tmp-" in name:
                 found.append(_rel(root, Path(folder) / name))
@@ -483,6 +492,8 @@ def check_readable(root: Path) -> list[str]:
         for name in files:
             path = Path(folder) / name
             if _is_temporary(root, path) or name.startswith("beryl.sqlite") or path.is_symlink():
+                continue
+            if _is_recovered(root, path):
                 continue
             problem = _check_file(path)
             if problem:
@@ -638,8 +649,11 @@ class _Checker:
         folder = self.settings.output_folder / BATCH_FOLDER
         for path in sorted(folder.iterdir()):
             batch_id, _, rest = path.name.partition(".")
-            if batch_id not in known or rest not in ("parquet", "hashes.npy"):
+            if batch_id not in known or rest not in ("parquet", "hashes.npy", "batch.json"):
                 self.fail("orphans", f"{BATCH_FOLDER}/{path.name} is named by no batch")
+        for batch in dataset.batches:  # every batch carries its record (dataset.json's backup)
+            if not dataset.record_path(batch.id).exists():
+                self.fail("orphans", f"batch {batch.id} has no {batch.id}.batch.json")
 
     def nothing_lost(self, rows: list[tuple[Any, ...]]) -> None:
         dataset = Dataset(self.settings.output_folder)

@@ -114,25 +114,28 @@ def test_unknown_batch_set_raises_empty_dataset_error(workspace: Settings) -> No
 
 
 def test_unreadable_manifest_is_a_state_error_naming_it(tmp_path: Path) -> None:
-    """Damaged workspace state, not bad input data: the API answers it 503, the CLI exit 7."""
+    """Damaged workspace state, not bad input data: the API answers it 503, the CLI exit 7.
+    Opening the dataset does not fail (a repair must be able to open it); reading it does."""
     (tmp_path / "dataset.json").write_text('{"schema": {"positive_label": 1}}')
-    with pytest.raises(StateError, match=r"dataset\.json") as err:
-        Dataset(tmp_path)
-    assert err.value.exit_code == 7
+    dataset = Dataset(tmp_path)
+    for read in (lambda: dataset.rows, dataset.read, lambda: dataset.files, dataset.hash_runs):
+        with pytest.raises(StateError, match=r"dataset\.json") as err:
+            read()
+        assert err.value.exit_code == 7
 
 
 def test_earlier_batches_never_change(workspace: Settings) -> None:
     ingest(workspace)
     batches = workspace.output_folder / "batches"
     before = file_bytes(batches)
-    assert len(before) == 2  # one parquet file and its hashes
+    assert len(before) == 3  # one parquet file, its hashes and its record
 
     add_batch(workspace.input_folder, "later", rows=50, seed=7)
     result = ingest(workspace)
 
     after = file_bytes(batches)
     assert result.rows_added > 0
-    assert len(after) == 4
+    assert len(after) == 6
     for name, data in before.items():
         assert after[name] == data
     dataset = Dataset(workspace.output_folder)
@@ -267,7 +270,7 @@ def test_a_failed_ingestion_leaves_batches_and_snapshot_as_they_were(workspace: 
     """Rows are appended to finaldata.csv as they are read; a failure cuts them off again."""
     from unittest import mock
 
-    from beryl import dataset as dataset_module
+    from beryl import _batchfiles
 
     ingest(workspace)
 
@@ -279,7 +282,7 @@ def test_a_failed_ingestion_leaves_batches_and_snapshot_as_they_were(workspace: 
     add_batch(workspace.input_folder, "later", rows=40, seed=4)
     add_batch(workspace.input_folder, "zlater", rows=40, seed=6)
     calls = []
-    real_write = dataset_module._write_rows
+    real_write = _batchfiles.write_rows
 
     def write_then_fail(handle: Any, table: Any) -> None:
         real_write(handle, table)
@@ -288,8 +291,8 @@ def test_a_failed_ingestion_leaves_batches_and_snapshot_as_they_were(workspace: 
             raise OSError(28, "No space left on device")
 
     with (
-        mock.patch.object(dataset_module, "_write_rows", write_then_fail),
-        pytest.raises(OSError, match="No space left"),
+        mock.patch.object(_batchfiles, "write_rows", write_then_fail),
+        pytest.raises(StateError, match="no space left"),
     ):
         ingest(workspace)
 
@@ -309,9 +312,13 @@ def test_repair_cuts_rows_an_unpublished_ingestion_appended(workspace: Settings)
 
     repaired = Dataset(workspace.output_folder).repair(write_snapshot=True)
 
-    assert repaired == ["cut finaldata.csv back to the published dataset"]
+    assert len(repaired) == 1
+    assert repaired[0].startswith("cut finaldata.csv back to the published dataset (the 25 ")
     assert dataset.snapshot_path.read_bytes() == published
     assert Dataset(workspace.output_folder).repair(write_snapshot=True) == []
+    # the rows cut off are kept, never deleted
+    (cut,) = (workspace.output_folder / ".recovered").glob("*/finaldata.csv.cut")
+    assert cut.read_bytes() == b'"zzzz",1,2,3,0\n"yyyy",4,5'
 
 
 def test_repair_rewrites_a_snapshot_shorter_than_recorded(workspace: Settings) -> None:
@@ -332,13 +339,57 @@ def test_snapshot_rows_from_tables_with_empty_chunks(tmp_path: Path) -> None:
     """Arrow's CSV writer mangles a column whose first chunk is empty; the snapshot must not."""
     import pyarrow as pa
 
-    from beryl.dataset import _appending
+    from beryl._batchfiles import appending
 
     def chunked(*parts: list[Any]) -> pa.ChunkedArray:
         return pa.chunked_array([pa.array(p, pa.large_string()) for p in parts])
 
     table = pa.table({"id": chunked([], ["a", "b"], [], ["c"]), "n": pa.array([1.0, 2.5, 3.0])})
     path = tmp_path / "snapshot.csv"
-    with _appending(path, ["id", "n"]) as write:
+    with appending(path, ["id", "n"]) as write:
         write(table)
     assert path.read_text().splitlines() == ['"id","n"', '"a",1', '"b",2.5', '"c",3']
+
+
+def test_batch_records_carry_the_records_of_the_ingestion_that_made_them(
+    workspace: Settings,
+) -> None:
+    from beryl.dataset import records_by_batch
+
+    ingest(workspace)
+    (workspace.input_folder / "broken.csv").write_text("")  # a pass that adds no rows
+    ingest(workspace)
+    add_batch(workspace.input_folder, "later", rows=30, seed=5)
+    ingest(workspace)
+    dataset = Dataset(workspace.output_folder)
+    first, second = dataset.batches
+
+    groups = records_by_batch(dataset.manifest)
+
+    assert [r.name for r in groups[first.id]] == ["dataset1.csv", "dataset2.csv", "dataset3.csv"]
+    assert [r.name for r in groups[second.id]] == ["broken.csv", "later.csv"]
+    for batch in dataset.batches:
+        record = dataset.read_record(batch.id)
+        assert record.files == groups[batch.id]
+        assert (record.schema, record.classes) == (dataset.schema, dataset.manifest.classes)
+        assert record.batch == batch  # sizes included, its own measured on reading
+        assert set(batch.sizes) == {"parquet", "hashes", "record"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [],
+        {"batches": [{"id": "../x", "created": "t", "rows": 1, "files": []}]},
+        {"batches": [{"id": "b", "created": "t", "rows": -1, "files": []}]},
+        {"batches": [{"id": "b", "created": "t", "rows": 1, "files": [], "x": 1}]},
+        {"files": [{"name": 1, "sha256": "s", "status": "ingested", "time": "t"}]},
+        {"files": "none"},
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_is_damaged(tmp_path: Path, raw: Any) -> None:
+    (tmp_path / "dataset.json").write_text(json.dumps(raw))
+    dataset = Dataset(tmp_path)
+    assert dataset.problem is not None and dataset.problem.rebuild
+    with pytest.raises(StateError, match="is damaged"):
+        dataset.read()

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beryl import config
+from beryl import config, rowhash
 from beryl.cleaning import clean_dataset, read_csv_bytes
 from beryl.config import Settings
 from beryl.dataset import Dataset, FileRecord
@@ -661,21 +661,16 @@ def test_ingestion_record_has_hash_size_and_time(make_ws: MakeWorkspace) -> None
     assert (record.name, record.status) == ("a.csv", "ingested")
 
 
-def test_settled_files_are_not_read_again_but_fresh_ones_are(workspace: Settings) -> None:
-    """A pass with no new data lists the folder; only recently changed files are hashed again."""
+def test_fresh_files_are_read_again_until_their_times_have_settled(workspace: Settings) -> None:
+    """A time within the settle period of the listing is not trusted: modification or change."""
     folder = workspace.input_folder
     old = time.time() - 3600
     for path in folder.glob("*.csv"):
-        os.utime(path, (old, old))
+        os.utime(path, (old, old))  # an old modification time, but a change time of now
     first = ingest(workspace)
-    assert all(r.mtime_ns is not None for r in first.ingested)
-
-    settled = folder / "dataset1.csv"
-    data = bytearray(settled.read_bytes())
-    data[-2:-1] = b"7" if data[-2:-1] != b"7" else b"8"  # same size, same time: trusted as is
-    settled.write_bytes(bytes(data))
-    os.utime(settled, (old, old))
-    assert "dataset1.csv" in scan_input(workspace, Dataset(workspace.output_folder)).known
+    assert all(r.mtime_ns is not None and r.ctime_ns is None for r in first.ingested)
+    again = scan_input(workspace, Dataset(workspace.output_folder), read_new=False)
+    assert sorted(c.name for c in again.new) == ["dataset1.csv", "dataset2.csv", "dataset3.csv"]
 
     fresh = folder / "fresh.csv"
     fresh.write_text(HEADER + "f-1,1,2,3,0\n")
@@ -683,9 +678,151 @@ def test_settled_files_are_not_read_again_but_fresh_ones_are(workspace: Settings
     record = next(r for r in Dataset(workspace.output_folder).files if r.name == "fresh.csv")
     assert record.mtime_ns is None  # changed moments ago: its time is not trusted
     fresh.write_text(HEADER + "f-2,1,2,3,0\n")  # same size, possibly the same coarse time
-    assert [c.name for c in scan_input(workspace, Dataset(workspace.output_folder)).new] == [
-        "fresh.csv"
+    scan = scan_input(workspace, Dataset(workspace.output_folder))
+    assert [c.name for c in scan.new] == ["fresh.csv"]
+
+
+@pytest.fixture
+def settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trust file times however fresh: in these tests every file was written before it is
+    listed, and nothing writes it while it is read."""
+    from beryl import ingestion
+
+    monkeypatch.setattr(ingestion, "_SETTLE_NS", 0)
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    """New content of the same size into the same inode, the old times put back."""
+    info = path.stat()
+    with path.open("r+b") as handle:
+        handle.write(data)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def _replace_with(path: Path, data: bytes) -> None:
+    """A new file of the same size and modification time renamed over the old one."""
+    info = path.stat()
+    new = path.with_name(".new-" + path.name)
+    new.write_bytes(data)
+    os.utime(new, ns=(info.st_atime_ns, info.st_mtime_ns))
+    os.replace(new, path)
+
+
+@pytest.mark.parametrize(
+    "rewrite", [_rewrite_in_place, _replace_with], ids=["same-inode", "replaced"]
+)
+def test_a_file_rewritten_with_the_same_size_and_times_is_read_again(
+    make_ws: MakeWorkspace, settled: None, rewrite: Callable[[Path, bytes], None]
+) -> None:
+    ws = make_ws()
+    path = put(ws, "a.csv", HEADER + "aaa,1,2,3,0\n")
+    put(ws, "b.csv", HEADER + "bbb,4,5,6,1\n")
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    ingest(ws)
+    before = path.stat()
+
+    rewrite(path, (HEADER + "zzz,7,8,9,0\n").encode())  # same size, same modification time
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+    result = ingest(ws)
+
+    record = by_name(result)["a.csv"]
+    assert (record.status, record.rows_kept) == ("ingested", 1)
+    assert (record.ino, record.ctime_ns) == (after.st_ino, after.st_ctime_ns)
+    assert sorted(Dataset(ws.output_folder).read()["corporation"]) == ["aaa", "bbb", "zzz"]
+    assert "b.csv" in result.unchanged and "b.csv" not in by_name(result)
+
+
+def test_a_touched_file_is_read_once_then_listed_again(
+    make_ws: MakeWorkspace, settled: None
+) -> None:
+    """Same content under a new identity (touched, chmod, copied back): read and hashed once,
+    its record takes the new identity, and the next pass does not read it."""
+    ws = make_ws()
+    path = put(ws, "a.csv", HEADER + "aaa,1,2,3,0\n")
+    ingest(ws)
+    os.utime(path, (time.time() - 60, time.time() - 60))
+
+    touched = ingest(ws)
+
+    assert touched.records == [] and touched.unchanged == ["a.csv"]
+    (record,) = Dataset(ws.output_folder).files
+    assert (record.mtime_ns, record.ctime_ns) == (path.stat().st_mtime_ns, path.stat().st_ctime_ns)
+    scan = scan_input(ws, Dataset(ws.output_folder), read_new=False)
+    assert (scan.new, scan.known) == ([], ["a.csv"])
+
+
+def test_a_record_without_identity_is_read_again_once(
+    make_ws: MakeWorkspace, settled: None
+) -> None:
+    """A dataset recorded by an older Beryl (name, size, mtime only) still loads; each file is
+    read again once, found unchanged, and its identity recorded."""
+    ws = make_ws()
+    put(ws, "a.csv", HEADER + "aaa,1,2,3,0\n")
+    ingest(ws)
+    manifest_path = ws.output_folder / "dataset.json"
+    manifest = json.loads(manifest_path.read_text())
+    for record in manifest["files"]:
+        for key in ("ctime_ns", "dev", "ino", "schema_key"):
+            record.pop(key, None)
+    manifest_path.write_text(json.dumps(manifest))
+
+    assert [c.name for c in scan_input(ws, Dataset(ws.output_folder), read_new=False).new] == [
+        "a.csv"
     ]
+    assert ingest(ws).records == []
+    assert scan_input(ws, Dataset(ws.output_folder), read_new=False).known == ["a.csv"]
+
+
+_COUNT_OPENS = """
+import json, os, sys
+from pathlib import Path
+folder = os.path.realpath(sys.argv[2])
+opened = []
+def hook(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.realpath(os.fsdecode(args[0]))
+        if path.startswith(folder + os.sep):
+            opened.append(path)
+sys.addaudithook(hook)
+from beryl import config
+from beryl.dataset import Dataset
+from beryl.ingestion import ingest, scan_input
+settings = config.load(Path(sys.argv[1]), environ={})
+scan = scan_input(settings, Dataset(settings.output_folder))
+result = ingest(settings)
+print(json.dumps({"opened": opened, "known": scan.known, "records": len(result.records)}))
+"""
+
+
+def test_a_pass_over_an_unchanged_folder_opens_no_file(
+    make_ws: MakeWorkspace, settled: None
+) -> None:
+    """Counted by the interpreter's audit hook in a fresh process: no input file is opened."""
+    import subprocess
+    import sys
+
+    ws = make_ws()
+    for index in range(5):
+        put(ws, f"part{index}.csv", HEADER + f"c{index},1,2,3,{index % 2}\n")
+    assert len(ingest(ws).ingested) == 5
+
+    done = subprocess.run(
+        [sys.executable, "-c", _COUNT_OPENS, str(ws.config_path), str(ws.input_folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+
+    outcome = json.loads(done.stdout)
+    assert outcome == {
+        "opened": [],
+        "known": [f"part{i}.csv" for i in range(5)],
+        "records": 0,
+    }
 
 
 @settings(max_examples=100, deadline=None)
@@ -696,7 +833,7 @@ def test_settled_files_are_not_read_again_but_fresh_ones_are(workspace: Settings
 def test_membership_against_the_sorted_index_matches_isin(
     existing: list[int], new: list[int]
 ) -> None:
-    from beryl.ingestion import _contains
+    from beryl.deduplication import _contains
 
     known = np.sort(np.array(existing, dtype=np.uint64))
     probe = np.array(new + existing[:5], dtype=np.uint64)
@@ -755,7 +892,7 @@ def test_fast_path_gives_what_the_careful_path_gives(
 ) -> None:
     """Whenever Arrow's direct parse is used, it equals the careful path's result exactly."""
     from beryl.cleaning import to_arrow
-    from beryl.ingestion import _read_typed
+    from beryl.reading import _read_typed
 
     data = _file_text(header, rows, newline)
     fast = _read_typed(data, DEMO_SCHEMA)
@@ -771,7 +908,7 @@ def test_fast_path_gives_what_the_careful_path_gives(
 
 
 def test_plain_files_take_the_fast_path() -> None:
-    from beryl.ingestion import _read_typed
+    from beryl.reading import _read_typed
 
     for data in [
         (HEADER + "a,1,2,3,0\nb,,2.5,3,1\n").encode(),
@@ -792,7 +929,7 @@ def test_the_group_size_changes_nothing(files: list[list[Any]], group: int) -> N
     """Files are deduplicated a group at a time; any grouping gives the same batch."""
     from unittest import mock
 
-    from beryl import ingestion
+    from beryl import deduplication
 
     with tempfile.TemporaryDirectory() as tmp:
         results = []
@@ -800,7 +937,7 @@ def test_the_group_size_changes_nothing(files: list[list[Any]], group: int) -> N
             ws = new_workspace(Path(tmp) / name)
             for index, rows in enumerate(files):
                 put(ws, f"part{index}.csv", _csv(rows))
-            with mock.patch.object(ingestion, "_GROUP_BYTES", size):
+            with mock.patch.object(deduplication, "_GROUP_BYTES", size):
                 result = ingest(ws)
             kept = [(r.name, r.rows_read, r.rows_kept) for r in result.ingested]
             results.append((kept, Dataset(ws.output_folder).read()))
@@ -826,23 +963,25 @@ def test_rows_already_stored_are_found_in_a_dataset_hashed_by_an_older_version(
     result = ingest(ws)
 
     assert result.rows_added == 1
-    assert Dataset(ws.output_folder).manifest.row_hash == 2
+    assert Dataset(ws.output_folder).manifest.row_hash == rowhash.VERSION
     assert not Dataset(ws.output_folder).read().duplicated().any()
 
 
 def test_unreadable_file_is_quarantined_and_retried_once_changed(make_ws: MakeWorkspace) -> None:
     from unittest import mock
 
+    from beryl import inputfile
+
     ws = make_ws()
     path = put(ws, "locked.csv", HEADER + "a,1,2,3,0\n")
-    real_read = Path.read_bytes
+    real_open = os.open
 
-    def read(self: Path) -> bytes:
-        if self.name == "locked.csv":
+    def refusing_open(name: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if os.path.basename(name) == "locked.csv":
             raise PermissionError(13, "Permission denied")
-        return real_read(self)
+        return real_open(name, flags, *args, **kwargs)
 
-    with mock.patch.object(Path, "read_bytes", read):
+    with mock.patch.object(inputfile.os, "open", refusing_open):
         first = ingest(ws)
         again = ingest(ws)
     assert [(r.name, r.status) for r in first.records] == [("locked.csv", "quarantined")]
@@ -853,24 +992,357 @@ def test_unreadable_file_is_quarantined_and_retried_once_changed(make_ws: MakeWo
     assert ingest(ws).rows_added == 2
 
 
+class _Listing:
+    """``os.scandir`` of the input folder that runs ``after(folder)`` once it has listed the
+    entries, before anything looks at them: a file that vanishes or changes meanwhile."""
+
+    def __init__(self, folder: Path, after: Callable[[Path], None]) -> None:
+        self.folder, self.after, self.real = folder, after, os.scandir
+
+    def __call__(self, path: Any = ".") -> Any:
+        entries = self.real(path)
+        if os.fspath(path) != os.fspath(self.folder):
+            return entries
+        with entries:
+            listed = list(entries)
+        self.after(self.folder)
+        return _Entries(listed)
+
+
+class _Entries(list[Any]):
+    def __enter__(self) -> _Entries:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("read_new", [True, False])
+def test_a_file_that_vanishes_after_the_listing_is_deferred(
+    make_ws: MakeWorkspace, monkeypatch: pytest.MonkeyPatch, read_new: bool
+) -> None:
+    ws = make_ws()
+    put(ws, "a_gone.csv", GOOD)
+    put(ws, "b_good.csv", HEADER + "b,1,2,3,1\n")
+    monkeypatch.setattr(
+        os, "scandir", _Listing(ws.input_folder, lambda f: (f / "a_gone.csv").unlink())
+    )
+
+    scan = scan_input(ws, Dataset(ws.output_folder), read_new=read_new)
+
+    assert scan.deferred == ["a_gone.csv"]
+    assert [c.name for c in scan.new] == ["b_good.csv"]
+    assert scan.rejected == []
+
+
+def test_a_file_that_vanishes_after_the_listing_is_looked_at_next_pass(
+    make_ws: MakeWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = make_ws()
+    put(ws, "a_gone.csv", GOOD)
+    put(ws, "b_good.csv", HEADER + "b,1,2,3,1\n")
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            os,
+            "scandir",
+            _Listing(ws.input_folder, lambda f: (f / "a_gone.csv").rename(f.parent / "away")),
+        )
+        first = ingest(ws)
+    assert first.deferred == ["a_gone.csv"]
+    assert [r.name for r in first.ingested] == ["b_good.csv"]
+
+    (ws.input_folder.parent / "away").rename(ws.input_folder / "a_gone.csv")
+    assert [r.name for r in ingest(ws).ingested] == ["a_gone.csv"]
+
+
+def _swap_for_a_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def test_a_file_swapped_for_a_folder_after_the_listing_is_refused_as_a_folder(
+    make_ws: MakeWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the listing and the read (scan) or between the stat and the open (ingest): the
+    folder is refused as the listing refuses one, once, and the other files go on."""
+    ws = make_ws()
+    put(ws, "a_swapped.csv", GOOD)
+    put(ws, "b_good.csv", HEADER + "b,1,2,3,1\n")
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            os,
+            "scandir",
+            _Listing(ws.input_folder, lambda f: _swap_for_a_folder(f / "a_swapped.csv")),
+        )
+        scan = scan_input(ws, Dataset(ws.output_folder))
+    assert [(r.name, r.status) for r in scan.rejected] == [("a_swapped.csv", "quarantined")]
+    assert "a_swapped.csv is not a regular file" in (scan.rejected[0].reason or "")
+
+    (ws.input_folder / "a_swapped.csv").rmdir()
+    put(ws, "a_swapped.csv", GOOD)
+
+    def swap(name: str, done: int, total: int) -> None:  # after the stat, before the open
+        if name == "a_swapped.csv":
+            _swap_for_a_folder(ws.input_folder / name)
+
+    result = ingest(ws, progress=swap)
+
+    record = by_name(result)["a_swapped.csv"]
+    assert record.status == "quarantined"
+    assert "a_swapped.csv is not a regular file" in (record.reason or "")
+    assert by_name(result)["b_good.csv"].status == "ingested"
+    assert ingest(ws).records == []  # recorded once: the next listing finds the same folder
+
+
+def test_a_read_error_quarantines_the_file_and_the_pass_goes_on(
+    make_ws: MakeWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error while a file is read, whole or in blocks, in the scan or the ingestion."""
+    import errno
+
+    from beryl import ingestion
+    from beryl.inputfile import InputFile
+
+    ws = make_ws()
+    put(ws, "a_small.csv", GOOD)
+    put(ws, "b_large.csv", HEADER + "".join(f"l{i},1,2,3,0\n" for i in range(200)))
+    put(ws, "c_good.csv", HEADER + "c,1,2,3,1\n")
+    real = InputFile.pread
+
+    def failing(self: InputFile, buffer: Any, position: int) -> int:
+        if self.path.name == "c_good.csv":
+            return real(self, buffer, position)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(InputFile, "pread", failing)
+    monkeypatch.setattr(ingestion, "WHOLE_FILE_BYTES", 2000)  # b_large.csv is read in blocks
+
+    scan = scan_input(ws, Dataset(ws.output_folder))
+    result = ingest(ws)
+
+    assert sorted(r.name for r in scan.rejected) == ["a_small.csv", "b_large.csv"]
+    for record in (*scan.rejected, *result.quarantined):
+        assert f"{record.name}: cannot be read: Input/output error" in (record.reason or "")
+    assert sorted(r.name for r in result.quarantined) == ["a_small.csv", "b_large.csv"]
+    assert [r.name for r in result.ingested] == ["c_good.csv"]
+    assert not list((ws.output_folder).glob(".beryl-tmp-*"))  # no spill file left
+
+
+_AS_NOBODY = """
+import json, sys
+from pathlib import Path
+from beryl import config
+from beryl.dataset import Dataset
+from beryl.ingestion import scan_input
+settings = config.load(Path(sys.argv[1]), environ={})
+scan = scan_input(settings, Dataset(settings.output_folder))
+print(json.dumps({"rejected": [(r.name, r.reason) for r in scan.rejected],
+                  "new": [c.name for c in scan.new]}))
+"""
+
+
+def test_a_file_without_read_permission_is_quarantined_as_another_user(
+    tmp_path: Path, beryl_cli: Any
+) -> None:
+    """Root reads every file, so this runs as nobody (setpriv) over a workspace it owns: the
+    scan and ``beryl ingest`` quarantine the locked file with the reason, the rest goes in."""
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run as another user")
+    root = Path(tempfile.mkdtemp(prefix="beryl-nobody-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        ws = new_workspace(root / "ws")
+        put(ws, "a_locked.csv", GOOD)
+        put(ws, "b_good.csv", HEADER + "b,1,2,3,1\n")
+        for path in [root / "ws", *(root / "ws").rglob("*")]:
+            os.chown(path, 65534, 65534)
+        (ws.input_folder / "a_locked.csv").chmod(0)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        env = {**os.environ, "HOME": str(root), "XDG_CONFIG_HOME": str(root / "xdg")}
+        probe = subprocess.run([*nobody, "true"], capture_output=True, env=env)
+        if probe.returncode != 0:
+            pytest.skip(f"setpriv cannot switch users here: {probe.stderr!r}")
+
+        scan = subprocess.run(
+            [*nobody, sys.executable, "-c", _AS_NOBODY, str(ws.config_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert scan.returncode == 0, scan.stderr
+        outcome = json.loads(scan.stdout)
+        assert outcome["new"] == ["b_good.csv"]
+        ((name, reason),) = outcome["rejected"]
+        assert name == "a_locked.csv"
+        assert "a_locked.csv: cannot be read: Permission denied" in reason
+        assert "read access" in reason
+
+        done = subprocess.run(
+            [
+                *nobody,
+                sys.executable,
+                "-m",
+                "beryl",
+                "--config",
+                str(ws.config_path),
+                "ingest",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 10, done.stderr
+        assert "Traceback" not in done.stderr
+        records = {r["name"]: r for r in json.loads(done.stdout)["records"]}
+        assert records["a_locked.csv"]["status"] == "quarantined"
+        assert "Permission denied" in records["a_locked.csv"]["reason"]
+        assert records["b_good.csv"]["status"] == "ingested"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_CONTROL_NAMES = {
+    "newline": ("\n", "\\n"),
+    "carriage-return": ("\r", "\\r"),
+    "tab": ("\t", "\\t"),
+    "escape": ("\x1b", "\\x1b"),
+    "delete": ("\x7f", "\\x7f"),
+    "next-line": ("\x85", "\\x85"),
+    "line-separator": ("\u2028", "\\u2028"),
+}
+
+
+@pytest.mark.parametrize(("char", "shown"), _CONTROL_NAMES.values(), ids=list(_CONTROL_NAMES))
+def test_a_file_name_with_a_control_character_is_quarantined_and_never_listed(
+    make_ws: MakeWorkspace, char: str, shown: str
+) -> None:
+    """Such a name would break ingestedfiles.txt (one name per line) into phantom lines: it is
+    refused with its characters escaped, and no line-based file gets it."""
+    ws = make_ws()
+    put(ws, f"bad{char}name.csv", HEADER + "phantom,1,2,3,0\n")
+    put(ws, "good.csv", GOOD)
+
+    result = ingest(ws)
+
+    records = by_name(result)
+    record = records[f"bad{shown}name.csv"]
+    assert record.status == "quarantined"
+    assert record.reason == (
+        f"bad{shown}name.csv: the file name contains a control character ({shown}): rename the file"
+    )
+    assert records["good.csv"].status == "ingested"
+    assert (ws.output_folder / "ingestedfiles.txt").read_text(encoding="utf-8") == "good.csv\n"
+    assert Dataset(ws.output_folder).read()["corporation"].tolist() == ["good"]
+    for path in ws.output_folder.rglob("*"):
+        if path.is_file() and path.suffix in {".txt", ".csv", ".json"}:
+            assert f"bad{char}name" not in path.read_text(encoding="utf-8"), path
+    assert ingest(ws).records == []  # not recorded again while unchanged
+
+
+def test_control_characters_in_names_reach_no_line_of_the_cli_output(
+    make_ws: MakeWorkspace, beryl_cli: Any
+) -> None:
+    ws = make_ws()
+    for char, _ in _CONTROL_NAMES.values():
+        put(ws, f"bad{char}name.csv", HEADER + "phantom,1,2,3,0\n")
+    put(ws, "good.csv", GOOD)
+
+    done = beryl_cli("ingest", config=ws.config_path)
+
+    assert done.returncode == 10, done.stderr
+    lines = (done.stdout + done.stderr).splitlines()
+    assert not any("phantom" in line or line.startswith("name.csv") for line in lines)
+    for _, shown in _CONTROL_NAMES.values():
+        assert f"bad{shown}name.csv" in done.stdout
+
+
+def test_text_in_a_column_inferred_as_numeric_says_where_the_type_came_from(
+    make_ws: MakeWorkspace,
+) -> None:
+    ws = make_ws(target="churned", positive_label="Yes", id_columns=["id"])
+    first = "id,plan,spend,churned\n" + "".join(f"f{i},{i % 3},{i},No\n" for i in range(10))
+    put(ws, "a.csv", first)
+    ingest(ws)
+    plans = ["1", "2", "gold", "3", "1", "2", "1", "2", "silver", "3"]
+    put(
+        ws,
+        "b.csv",
+        "id,plan,spend,churned\n" + "".join(f"s{i},{p},{i},Yes\n" for i, p in enumerate(plans)),
+    )
+
+    record = by_name(ingest(ws))["b.csv"]
+
+    assert record.status == "quarantined"
+    reason = record.reason or ""
+    assert reason.startswith(
+        "b.csv: column 'plan' was inferred as numeric from the first ingested file a.csv; this "
+        "file has text in it ('gold', 'silver') at rows 3, 9 ("
+    )
+    assert "list it in categorical_features in config.json" in reason
+    assert "`beryl dataset retype plan --as categorical`" in reason
+
+
+def test_text_in_a_column_declared_numeric_points_at_the_config(make_ws: MakeWorkspace) -> None:
+    ws = make_ws(numeric_features=["lastmonth_activity", "lastyear_activity"])
+    put(ws, "a.csv", GOOD.replace("number_of_employees,", "").replace("1,2,3,0", "1,2,0"))
+    ingest(ws)
+    put(ws, "b.csv", HEADER.replace("number_of_employees,", "") + "b,lots,2,1\n")
+
+    reason = by_name(ingest(ws))["b.csv"].reason or ""
+
+    assert reason.startswith(
+        "b.csv: column 'lastmonth_activity' was listed in numeric_features in config.json; "
+        "this file has text in it ('lots') at row 1"
+    )
+    assert "categorical_features instead of numeric_features in config.json" in reason
+
+
+def test_a_dataset_recorded_without_origins_still_explains_its_types(
+    make_ws: MakeWorkspace,
+) -> None:
+    """A manifest from before origins were recorded: the first ingested file is named."""
+    ws = make_ws()
+    put(ws, "a.csv", GOOD)
+    ingest(ws)
+    path = ws.output_folder / "dataset.json"
+    manifest = json.loads(path.read_text())
+    del manifest["schema"]["origin"]
+    path.write_text(json.dumps(manifest))
+    put(ws, "b.csv", HEADER + "b,1,x,3,1\n")
+
+    reason = by_name(ingest(ws))["b.csv"].reason or ""
+
+    assert (
+        "column 'lastyear_activity' was inferred as numeric from the first ingested file a.csv"
+        in reason
+    )
+    assert "origin" not in json.loads(path.read_text())["schema"]  # the record is not rewritten
+
+
 _FEATURE_CELLS = ["1", "2.5", "", "NA", " 7", "x", "true", "2024-01-01", "1e3", "-0"]
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(*[st.sampled_from(_FEATURE_CELLS)] * 3), min_size=1, max_size=6))
 def test_first_file_schema_is_what_the_careful_reader_infers(rows: list[tuple[str, ...]]) -> None:
-    from beryl.ingestion import _first_schema
+    from beryl.reading import first_schema
     from beryl.schema import infer_schema
 
     ws = config.from_mapping({}, Path("."))
     header = "corporation,f1,f2,f3,exited\n"
     data = (header + "".join(f"c{i},{','.join(r)},{i % 2}\n" for i, r in enumerate(rows))).encode()
     raw = read_csv_bytes(data, "f.csv", ["corporation", "exited"])
-    assert _first_schema(ws, data, "f.csv") == infer_schema(ws, raw, "f.csv")
+    assert first_schema(ws, data, "f.csv") == infer_schema(ws, raw, "f.csv")
 
 
 def test_the_fast_path_knows_every_character_python_strips() -> None:
     """A value padded with any of them takes the careful path, which strips it."""
-    from beryl.ingestion import PY_WHITESPACE
+    from beryl.reading import PY_WHITESPACE
 
     assert "".join(c for c in map(chr, range(0x110000)) if c.isspace()) == PY_WHITESPACE

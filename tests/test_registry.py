@@ -295,3 +295,59 @@ def test_move_after_a_torn_last_line_is_still_logged(registry: Registry) -> None
     registry.promote(v2)
     assert [m.to_version for m in registry.moves()] == [v1, v2]
     assert registry.rollback().to_version == v1
+
+
+def test_a_log_that_lost_lines_is_never_followed_back(registry: Registry) -> None:
+    """``repair`` finishes a move logged after the pointer was written (a kill in between),
+    never one the pointer has gone past (a log that lost its last lines)."""
+    v1, v2 = add_version(registry), add_version(registry)
+    registry.promote(v1)
+    pointer = registry.pointer_path.read_bytes()
+    registry.promote(v2)
+    registry.pointer_path.write_bytes(pointer)  # killed between the log line and the pointer
+    assert registry.repair() == [f"finished the logged promote to {v2}"]
+    assert registry.production() == v2
+
+    first_line = registry.log_path.read_bytes().split(b"\n")[0] + b"\n"
+    registry.log_path.write_bytes(first_line)  # the move to v2 is gone from the log
+    assert registry.repair() == []
+    assert registry.production() == v2
+
+
+def test_damaged_names_versions_whose_card_cannot_be_read(registry: Registry) -> None:
+    v1, v2, v3 = (add_version(registry) for _ in range(3))
+    (registry.version_folder(v1) / "card.json").write_text("{")
+    (registry.version_folder(v3) / "card.json").unlink()
+    (registry.versions_folder / "v0009").mkdir()  # an empty folder is no version
+    assert registry.ids() == [v2]
+    assert registry.latest() == v2
+    assert set(registry.damaged()) == {v1, v3}
+    assert "is missing" in registry.damaged()[v3]
+    assert add_version(registry) == "v0010"  # numbers are never reused
+
+
+def test_a_move_from_a_version_whose_card_is_damaged_still_goes_ahead(registry: Registry) -> None:
+    v1, v2 = add_version(registry, f1=0.5), add_version(registry, f1=0.6)
+    registry.promote(v1)
+    (registry.version_folder(v1) / "card.json").write_text("[]")
+    move = registry.promote(v2)
+    assert (move.from_version, move.from_f1, move.to_f1) == (v1, None, 0.6)
+    assert registry.production() == v2
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        {"metrics": "high"},
+        {"metrics": {"f1": "0.9"}},
+        {"classes": "01"},
+        {"id": 1},
+    ],
+)
+def test_a_card_of_the_wrong_shape_is_unreadable(registry: Registry, card: dict[str, Any]) -> None:
+    version = add_version(registry)
+    path = registry.version_folder(version) / "card.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **card}))
+    with pytest.raises(ModelError, match="unreadable"):
+        registry.card(version)
+    assert registry.ids() == []

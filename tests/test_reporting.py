@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import classification_report
 
 from beryl import reporting
+from beryl.errors import StateError
 from beryl.reporting import (
     render_classification_report,
     render_confusion_matrix,
@@ -277,8 +278,9 @@ def test_write_html_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.M
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StateError, match="disk full") as err:
         write_html(target, "new")
+    assert str(target) in str(err.value)
     assert target.read_text(encoding="utf-8") == "old"
     assert leftovers(tmp_path) == []
 

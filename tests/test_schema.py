@@ -198,3 +198,34 @@ def test_ingest_refuses_config_that_contradicts_stored_schema(workspace: Setting
     changed = workspace.model_copy(update={"numeric_features": ["lastmonth_activity"]})
     with pytest.raises(SchemaError, match="numeric_features"):
         ingest(changed)
+
+
+def test_declaring_a_column_with_its_other_type_afterwards_points_at_retype() -> None:
+    """A config that only moves a feature between numeric and categorical is refused with the
+    way forward: re-type the stored data."""
+    schema = infer_schema(make_settings(), demo_frame(), "f.csv")
+    assert "lastmonth_activity" in schema.numeric
+    moved = make_settings(categorical_features=["lastmonth_activity", "plan"])
+
+    with pytest.raises(SchemaError, match="categorical_features differ") as info:
+        schema.check_settings(moved)
+
+    assert "`beryl dataset retype lastmonth_activity --as categorical`" in str(info.value)
+    with pytest.raises(SchemaError, match="start a new output_folder_path"):
+        schema.check_settings(make_settings(target="churned"))
+
+
+def test_origins_say_where_each_type_came_from_and_change_no_meaning() -> None:
+    settings = make_settings(numeric_features=["lastyear_activity"])
+    schema = infer_schema(settings, demo_frame(), "first.csv")
+
+    assert schema.origin == {
+        "lastyear_activity": "listed in numeric_features in config.json",
+        "plan": "inferred as categorical from the first ingested file first.csv",
+    }
+    bare = Schema.from_dict({k: v for k, v in schema.to_dict().items() if k != "origin"})
+    assert bare == schema and bare.key() == schema.key()
+    assert Schema.from_dict(schema.to_dict()).origin == schema.origin
+    assert "origin" not in bare.to_dict()  # as written before origins were recorded
+    moved = Schema(schema.target, schema.positive_label, schema.id_columns, [], ["plan"])
+    assert moved.key() != schema.key()

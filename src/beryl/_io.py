@@ -110,7 +110,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def _write_error(path: Path, exc: OSError) -> StateError:
     """A failed atomic write, named by the file it was for (never the temporary one)."""
     message, hint = describe_os_error(exc, path)
-    return StateError(f"cannot write {path}: {message}", hint=hint)
+    if message.startswith(f"{path}: "):
+        message = "cannot write " + message
+    return StateError(message, hint=hint)
 
 
 def append_line(path: Path, line: str) -> None:

@@ -319,34 +319,57 @@ def models() -> None:
 @with_settings
 @click.option("--json", "as_json", is_flag=True)
 def models_list(settings: Settings, as_json: bool) -> None:
-    """Every model version, with its F1 and whether it is in production."""
+    """Every model version, with its F1 and whether it is in production (and those whose card
+    is damaged, marked)."""
+    from beryl.errors import IntegrityError
     from beryl.registry import Registry
 
     registry = Registry(settings.model_folder)
     cards = registry.cards()
-    production = registry.production()
+    damaged = registry.damaged()
+    try:
+        production = registry.production()
+    except IntegrityError as exc:  # still list the versions: one of them is the fix
+        production = None
+        err_console.print(f"[yellow]note[/]: {exc}", highlight=False, soft_wrap=True)
     if as_json:
-        _print_json(
-            [
-                {"id": c.id, "created": c.created, "f1": c.f1, "production": c.id == production}
-                for c in cards
-            ]
-        )
+        listed: list[dict[str, Any]] = [
+            {"id": c.id, "created": c.created, "f1": c.f1, "production": c.id == production}
+            for c in cards
+        ]
+        listed += [
+            {"id": v, "damaged": why, "production": v == production} for v, why in damaged.items()
+        ]
+        _print_json(sorted(listed, key=lambda e: int(e["id"][1:])))
         return
-    if not cards:
+    if not cards and not damaged:
         console.print("No model versions yet: run `beryl train`.")
         return
     table = Table(title="Model versions")
     for column in ("version", "created", "rows", "F1", ""):
         table.add_column(column)
-    for card in cards:
-        table.add_row(
+    rows = [
+        (
             card.id,
             card.created,
             str(card.training.get("rows")),
             "—" if card.f1 is None else f"{card.f1:.4f}",
             "[green]production[/]" if card.id == production else "",
         )
+        for card in cards
+    ]
+    rows += [
+        (
+            v,
+            "—",
+            "—",
+            "—",
+            ("[green]production[/], " if v == production else "") + f"[red]damaged[/]: {why}",
+        )
+        for v, why in damaged.items()
+    ]
+    for row in sorted(rows, key=lambda r: int(r[0][1:])):
+        table.add_row(*row)
     console.print(table)
 
 
@@ -411,6 +434,80 @@ def models_sign(settings: Settings, versions: tuple[str, ...], every: bool) -> N
             console.print(f"{version}: {registry.sign(version)}")
         for line in registry.sign_records():
             console.print(line)
+
+
+# -- dataset --------------------------------------------------------------------------------------
+@cli.group("dataset")
+def dataset_group() -> None:
+    """Change the stored dataset itself."""
+
+
+@dataset_group.command("retype")
+@with_settings
+@click.argument("column")
+@click.option(
+    "--as",
+    "kind",
+    type=click.Choice(["categorical", "numeric"]),
+    required=True,
+    help="The column's new type.",
+)
+def dataset_retype(settings: Settings, column: str, kind: str) -> None:
+    """Re-type COLUMN of every stored batch as categorical or numeric.
+
+    The config must agree first: numeric_features and categorical_features in config.json
+    absent, or listing COLUMN under its new type. Files quarantined for the column's old type
+    are read again by the next ingestion; models trained before keep their own types.
+    """
+    from beryl.retype import retype
+
+    with recorded(settings, "retype") as (_, detail):
+        result = retype(settings, column, "categorical" if kind == "categorical" else "numeric")
+        detail.update(column=column, kind=kind, changed=result.changed, rows=result.rows)
+    if not result.changed:
+        console.print(f"{column!r} is {kind} already: nothing to do.")
+        return
+    merged = f"; {result.merged} row(s) equal once converted kept once" if result.merged else ""
+    console.print(
+        f"[green]Re-typed {column!r} as {kind}[/] in {len(result.batches)} batch(es), "
+        f"{result.rows} rows{merged}."
+    )
+    listed = settings.categorical_features if kind == "categorical" else settings.numeric_features
+    if listed is None:
+        console.print(
+            f"config.json has no {kind}_features: if you add the feature lists, list "
+            f"{column!r} in {kind}_features."
+        )
+    console.print(
+        "Files quarantined for its old type are read again by the next `beryl ingest` or "
+        "`beryl run`; the next `beryl train` or `beryl run` trains on the new types."
+    )
+
+
+@dataset_group.command("set-aside")
+@with_settings
+@click.argument("batches", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every batch (a dataset an older Beryl made).")
+def dataset_set_aside(settings: Settings, batches: tuple[str, ...], every: bool) -> None:
+    """Move BATCHES Beryl cannot read to ingesteddata/.recovered/; their files are read again.
+
+    The files that fed them are marked as not ingested, so the next `beryl ingest` or
+    `beryl run` reads them again from the input folder and their rows come back.
+    """
+    from beryl.dataset import Dataset, set_aside_batches
+
+    if not batches and not every:
+        raise click.UsageError("name the batches to set aside, or give --all")
+    # No repair first: it refuses the very batches this sets aside.
+    with recorded(settings, "set-aside", repair=False) as (_, detail):
+        result = set_aside_batches(
+            Dataset(settings.output_folder),
+            None if every else list(batches),
+            write_snapshot=settings.write_csv_snapshot,
+        )
+        detail.update(batches=result.batches, rows=result.rows, files=result.files)
+    for line in result.summary():
+        console.print(line, highlight=False)
 
 
 # -- diagnostics and reports ----------------------------------------------------------------------

@@ -499,7 +499,7 @@ def render_dashboard(data: dict[str, Any]) -> str:
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         '<link rel="icon" href="data:,">'  # no favicon request: the page needs nothing else
         f"<title>{_esc(data.get('title') or 'Beryl')}</title><style>{_CSS}</style></head>"
-        f'<body><main>{_banner(data)}{_warnings(data.get("warnings") or [])}'
+        f"<body><main>{_banner(data)}{_warnings(data.get('warnings') or [])}"
         f'<div class="grid">{"".join(cards)}</div></main></body>'
         "</html>\n"
     )

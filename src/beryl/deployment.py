@@ -4,6 +4,10 @@
 ``.<name>.d/``; switching production replaces the link in one ``rename``, so a reader sees the
 old deployment or the new one, never a mix. The folder holds the original layout
 (``trainedmodel.pkl``, ``ingestedfiles.txt``, ``latestscore.txt``) plus ``manifest.json``.
+
+Nothing a user put there is deleted: a plain folder where the link belongs is renamed
+``<name>.before-beryl-<time>``, and an old deployment folder holding files Beryl did not write
+is moved to ``.<name>.d/.recovered/`` instead of being pruned.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from typing import Any
 
 from beryl._io import fsync_dir, read_json, sha256_file, utc_now
 from beryl.config import Settings
-from beryl.errors import IntegrityError, ModelNotFoundError
+from beryl.errors import IntegrityError, ModelNotFoundError, StateError, describe_os_error
+from beryl.recovery import Aside
 from beryl.registry import LATEST_MODEL_FILE, LATEST_SCORE_FILE, Move, Registry
 
 MANIFEST_FILE = "manifest.json"
 INGESTED_FILES = "ingestedfiles.txt"
+DEPLOYED_FILES = frozenset({LATEST_MODEL_FILE, INGESTED_FILES, LATEST_SCORE_FILE, MANIFEST_FILE})
 _KEEP = 3
+_REWRITTEN = "the next `beryl run` (or `beryl deploy`) writes it again from the registry"
 
 
 @dataclass(frozen=True)
@@ -97,56 +104,109 @@ def _switch_link(prod: Path, folder: Path) -> None:
 
 
 def _prune(store: Path, keep: Path) -> None:
+    """Remove old deployments beyond the last few; one holding files Beryl did not write goes
+    to ``.recovered/`` instead."""
     folders = sorted(
         (p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")),
         key=lambda p: p.stat().st_mtime,
     )
+    aside = Aside(store)
     for old in folders[:-_KEEP]:
-        if old != keep:
-            shutil.rmtree(old, ignore_errors=True)
+        if old == keep:
+            continue
+        if {p.name for p in old.iterdir()} <= DEPLOYED_FILES:
+            shutil.rmtree(old, ignore_errors=True)  # Beryl's copies of registry files only
+        else:
+            aside.move(old)
 
 
 def repair(settings: Settings, registry: Registry) -> list[str]:
-    """After a crash: make prod_deployment_path match the production pointer again."""
+    """After a crash or damage: make prod_deployment_path match the production pointer again
+    (a link to a complete folder whose model matches its manifest), moving aside, never
+    deleting, what a user may have put there."""
+    try:
+        return _repair(settings, registry)
+    except OSError as exc:
+        message, hint = describe_os_error(exc)
+        raise StateError(f"cannot repair {settings.prod_folder}: {message}", hint=hint) from exc
+
+
+def _repair(settings: Settings, registry: Registry) -> list[str]:
     repaired = []
     prod = settings.prod_folder
     store = _store(prod)
     if store.is_dir():
-        for staging in store.glob(".staging-*"):
-            shutil.rmtree(staging, ignore_errors=True)
-            repaired.append(f"removed unfinished deployment {staging.name}")
+        aside = Aside(store)
+        for staging in sorted(store.glob(".staging-*")):
+            moved = aside.move(staging)
+            repaired.append(f"moved unfinished deployment {staging.name} to {aside.shown(moved)}")
     for link_tmp in prod.parent.glob(f".{prod.name}.link-tmp-*"):
-        link_tmp.unlink(missing_ok=True)
-    version = registry.production()
+        link_tmp.unlink(missing_ok=True)  # a link being made: it holds nothing
+    try:
+        version = registry.production()
+    except IntegrityError:
+        return repaired  # the pointer itself is damaged: whatever needs production says so
     if version is None:
         return repaired
-    try:
-        deployed = read_manifest(settings).get("version")
-        intact = check_deployment(settings)
-    except (ModelNotFoundError, ValueError, OSError):
-        deployed, intact = None, False
-    if deployed != version or not intact:
+    problem = _deployment_problem(settings, version)
+    if problem is not None:
         materialise(settings, registry)
-        repaired.append(f"materialised {version} in {prod}")
+        repaired.append(f"materialised {version} in {prod} ({problem})")
     return repaired
 
 
+def _deployment_problem(settings: Settings, version: str) -> str | None:
+    """What is wrong with the deployment of ``version``, or None."""
+    prod = settings.prod_folder
+    if not prod.is_symlink():
+        return "it was not a link" if prod.exists() else "it was missing"
+    if not prod.exists():
+        return "the link pointed nowhere"
+    try:
+        deployed = read_manifest(settings)["version"]
+        intact = check_deployment(settings)
+    except (ModelNotFoundError, StateError) as exc:
+        return exc.message
+    if deployed != version:
+        return f"it held {deployed}"
+    return None if intact else "its model file did not match its manifest"
+
+
 def read_manifest(settings: Settings) -> dict[str, Any]:
-    """The manifest of the current deployment."""
+    """The manifest of the current deployment (``StateError`` when it is damaged)."""
     path = settings.prod_folder / MANIFEST_FILE
     try:
-        return dict(read_json(path))
+        data = read_json(path)
     except FileNotFoundError as exc:
         raise ModelNotFoundError(
             f"nothing is deployed at {settings.prod_folder}", hint="run `beryl deploy`"
         ) from exc
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise StateError(
+            f"deployment manifest {path} is unreadable: {exc}", hint=_REWRITTEN
+        ) from exc
+    except OSError as exc:
+        message, hint = describe_os_error(exc, path)
+        raise StateError(
+            f"cannot read the deployment manifest {path}: {message}", hint=hint
+        ) from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(key), str) for key in ("version", "model_sha256")
+    ):
+        raise StateError(
+            f"deployment manifest {path} names no version and model sha256", hint=_REWRITTEN
+        )
+    return data
 
 
 def check_deployment(settings: Settings) -> bool:
     """True when the deployed model file matches its manifest."""
     manifest = read_manifest(settings)
     model = settings.prod_folder / LATEST_MODEL_FILE
-    return model.exists() and sha256_file(model) == manifest["model_sha256"]
+    try:
+        return model.is_file() and sha256_file(model) == manifest["model_sha256"]
+    except OSError:
+        return False
 
 
 def deploy(
@@ -160,7 +220,11 @@ def deploy(
 
         score(settings, version)
     move = None
-    if registry.production() != version:
+    try:
+        current = registry.production()
+    except IntegrityError:  # a damaged pointer: the promotion below replaces it
+        current = None
+    if current != version:
         move = registry.promote(version, reason)
     folder = materialise(settings, registry)
     return Deployment(version=version, folder=folder, move=move)

@@ -123,22 +123,23 @@ def describe_os_error(exc: OSError, path: object = None) -> tuple[str, str]:
     if number in (codes.ENOSPC, codes.EDQUOT) or "No space left" in text:
         return (
             f"no space left on the disk holding{shown or ' the workspace'}",
-            "free some space there, then run the command again (files Beryl had published "
-            "are as they were)",
+            "free some space there, then run the command again; what Beryl had published is as "
+            "it was",
         )
     if number in (codes.EACCES, codes.EPERM):
         return (
             f"permission denied:{shown or ' a workspace file'}",
-            "give the user running Beryl access to it (or run Beryl as its owner), then run "
-            "the command again",
+            "give the user running Beryl access to it, or run Beryl as its owner; then run the "
+            "command again",
         )
     if number == codes.EROFS:
         return (
             f"{where or 'the workspace'} is on a read-only file system",
-            "read-only commands (history, models list, diagnose, predict, serve) work there; "
+            "read-only commands work there: history, models list, diagnose, predict, serve; "
             "run the others where the workspace can be written",
         )
-    return f"{reason}:{shown}" if shown else reason, "check the file and run the command again"
+    message = f"{where}: {reason}" if where else reason
+    return message, "check the file and the disk, then run the command again"
 
 
 class StateBusyError(StateError):

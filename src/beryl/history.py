@@ -187,13 +187,13 @@ class History:
                 return HistoryError(
                     f"{closed[0]} is on a read-only file system (the history database cannot "
                     "be written)",
-                    hint="read-only commands (history, models list, diagnose, predict, serve) "
-                    "work there; run the others where the workspace can be written",
+                    hint="read-only commands work there: history, models list, diagnose, "
+                    "predict, serve; run the others where the workspace can be written",
                 )
             return HistoryError(
                 f"permission denied: {closed[0]} (the history database cannot be written)",
-                hint="give the user running Beryl write access to it (or run Beryl as its "
-                "owner); on a read-only workspace, read-only commands work",
+                hint="give the user running Beryl write access to it, or run Beryl as its "
+                "owner; on a read-only workspace, read-only commands work",
             )
         if "locked" in text or "busy" in text:
             return HistoryBusyError(
@@ -203,8 +203,7 @@ class History:
         if "disk is full" in text or "disk I/O error" in text:
             return HistoryError(
                 f"no space left on the disk holding {self.path} ({text})",
-                hint="free some space there, then run the command again (the history is as it "
-                "was)",
+                hint="free some space there, then run the command again; the history is as it was",
             )
         if "readonly" in text or "read-only" in text:
             return HistoryError(

@@ -26,6 +26,8 @@ from beryl.errors import (
     EXIT_PARTIAL,
     EXIT_PROMOTED_WITH_ERRORS,
     BerylError,
+    DataError,
+    IntegrityError,
     PipelineBusyError,
     describe_os_error,
 )
@@ -35,7 +37,10 @@ from beryl.registry import LATEST_SCORE_FILE, Move, Registry
 from beryl.schema import Schema
 
 # Commands that change the workspace and hold its lock while they run.
-EXCLUSIVE_COMMANDS = ("run", "ingest", "train", "score", "deploy", "promote", "rollback", "report")
+EXCLUSIVE_COMMANDS = (
+    *("run", "ingest", "train", "score", "deploy", "promote", "rollback", "report"),
+    *("sign", "retype", "set-aside"),
+)
 NO_NEW_DATA = "no-new-data"
 PROMOTED = "promoted"
 KEPT = "kept"
@@ -236,7 +241,15 @@ def _pass(
         if production is not None
         else set()
     )
-    if production is not None and not reference and ingestion and ingestion.batch:
+    retyped = production is not None and registry.model(production).schema != dataset.schema
+    if retyped:
+        # A column was re-typed since production was trained: its inputs are not the dataset's.
+        result.notes.append(
+            f"Data drift and model drift: not tested ({production} was trained with other "
+            "column types than the dataset holds now, after `beryl dataset retype`)."
+        )
+        reference = []
+    elif production is not None and not reference and ingestion and ingestion.batch:
         result.notes.append(
             f"Data drift: not tested ({production}'s training batches are no longer in the "
             "dataset, so there is nothing to compare the new batch with)."
@@ -258,7 +271,7 @@ def _pass(
                 drift_share=result.data_drift["drift_share"],
                 drifted=result.data_drift["drifted_features"],
             )
-    if production is not None:
+    if production is not None and not retyped:
         with run.step("drift_check") as detail:
             checked = [ingestion.batch.id] if ingestion and ingestion.batch else new_batches
             result.drift_check = _drift_check(
@@ -296,16 +309,27 @@ def _pass(
         result.candidate_f1 = metrics["f1"]
         history.record_score(card.id, "candidate", "test data", metrics, run.run_id)
         if production is not None:
-            prod_metrics = evaluate(settings, registry, production)
-            registry.record_metrics(production, prod_metrics)
-            result.production_f1 = prod_metrics["f1"]
-            history.record_score(production, "production", "test data", prod_metrics, run.run_id)
+            try:
+                prod_metrics = evaluate(settings, registry, production)
+            except DataError as exc:  # e.g. a column re-typed since production was trained
+                result.notes.append(
+                    f"Production {production} cannot be scored on the test data ({exc.message}): "
+                    "the candidate is judged alone."
+                )
+            else:
+                registry.record_metrics(production, prod_metrics)
+                result.production_f1 = prod_metrics["f1"]
+                history.record_score(
+                    production, "production", "test data", prod_metrics, run.run_id
+                )
         detail.update(candidate_f1=result.candidate_f1, production_f1=result.production_f1)
 
     assert result.candidate_f1 is not None
     promote, result.reason = should_promote(
         result.candidate_f1, result.production_f1, settings.promotion_margin
     )
+    if production is not None and result.production_f1 is None:
+        result.reason = f"production {production} could not be scored on the test data"
     warning = overlap.warning()
     if warning:
         result.reason += f"; warning: {warning}"
@@ -446,7 +470,10 @@ def _repair_records(settings: Settings, registry: Registry) -> list[str]:
         if (move.time, move.to_version) not in recorded:
             history.record_promotion(move.__dict__)
             repaired.append(f"recorded the {move.action} to {move.to_version} in the history")
-    production = registry.production()
+    try:
+        production = registry.production()
+    except IntegrityError:  # a pointer the log cannot restore: refused by the commands that use it
+        production = None
     moves = registry.moves()
     report = settings.model_folder / "report.html"
     by_a_pass = bool(moves) and moves[-1].reason.startswith("run ")

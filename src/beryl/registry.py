@@ -14,6 +14,10 @@ Promotion and rollback only move the pointer. Beryl never unpickles: it loads ``
 whose signature (``beryl.signing``, a key kept outside the workspace) covers everything that
 changes an answer, and the version id it belongs to; a pointer or log line without a valid
 signature is refused.
+
+Damage stays local: a version whose card cannot be read is left out of ``ids`` and ``cards``
+(``damaged`` names it and why), a log line that is not a valid move is skipped, and a damaged
+pointer is restored from the log by ``repair``. Reading never writes, not even a new key.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import json
 import os
 import pickle
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,10 +41,18 @@ from beryl._io import (
     sha256_file,
     utc_now,
 )
-from beryl.errors import IntegrityError, ModelError, ModelNotFoundError, TrainingError
+from beryl.errors import (
+    IntegrityError,
+    ModelError,
+    ModelNotFoundError,
+    StateError,
+    TrainingError,
+    describe_os_error,
+)
 from beryl.linear import LinearModel, NotLinearError
+from beryl.recovery import Aside
 from beryl.schema import Schema
-from beryl.signing import Keyring, default_keyring
+from beryl.signing import KEY_ENV, KEY_FILE_ENV, Keyring, default_key_path, default_keyring
 
 MODEL_FILE = "model.pkl"
 DATA_MODEL_FILE = "model.json"
@@ -51,6 +62,7 @@ LOG_FILE = "promotions.jsonl"
 LATEST_MODEL_FILE = "trainedmodel.pkl"
 LATEST_SCORE_FILE = "latestscore.txt"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
+_CARD_HINT = "restore it from a backup; until then this version cannot be used (the others can)"
 
 
 @dataclass
@@ -72,13 +84,37 @@ class ModelCard:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
-        return cls(**data)
+    def from_dict(cls, data: Any) -> ModelCard:
+        """The card ``data`` describes; TypeError or ValueError when it is not one."""
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        card = cls(**data)
+        for name, kind in _CARD_FIELDS:
+            if not isinstance(getattr(card, name), kind):
+                raise TypeError(f"{name} is not a {kind.__name__}")
+        f1 = card.metrics.get("f1")
+        if f1 is not None and (isinstance(f1, bool) or not isinstance(f1, int | float)):
+            raise ValueError(f"metrics.f1 {f1!r} is not a number")
+        return card
 
     @property
     def f1(self) -> float | None:
         value = self.metrics.get("f1")
         return float(value) if value is not None else None
+
+
+_CARD_FIELDS: tuple[tuple[str, type], ...] = (
+    ("id", str),
+    ("created", str),
+    ("schema", dict),
+    ("parameters", dict),
+    ("classes", list),
+    ("training", dict),
+    ("libraries", dict),
+    ("model_sha256", str),
+    ("metrics", dict),
+    ("decision", dict),
+)
 
 
 @dataclass(frozen=True)
@@ -104,13 +140,29 @@ class Registry:
     def __init__(self, folder: Path, keyring: Keyring | None = None) -> None:
         self.folder = folder
         self._keyring = keyring
+        # set by ``repair`` when the pointer is damaged beyond what the log restores: this
+        # registry then reports no production, so the rest of the repair goes on
+        self._left_for_the_user: IntegrityError | None = None
 
     @property
     def keyring(self) -> Keyring:
+        """The key that signs (the default key file is made on first use)."""
         if self._keyring is None:
             self._keyring = default_keyring()
             self._keyring.check_outside(self.folder)
         return self._keyring
+
+    def _checking_key(self, where: Path) -> Keyring:
+        """The key that checks ``where``'s signature: never made here (reading writes nothing,
+        and a key made now could check nothing signed before)."""
+        if self._keyring is None and not _a_key_exists():
+            raise IntegrityError(
+                f"{where} is signed, but there is no signing key "
+                f"({default_key_path(os.environ)} does not exist and neither ${KEY_ENV} nor "
+                f"${KEY_FILE_ENV} is set)",
+                hint="give Beryl the key this models folder was signed with",
+            )
+        return self.keyring
 
     @property
     def versions_folder(self) -> Path:
@@ -126,29 +178,62 @@ class Registry:
 
     # -- versions -----------------------------------------------------------------------------
     def ids(self) -> list[str]:
-        if not self.versions_folder.is_dir():
-            return []
-        found = [
-            p.name
-            for p in self.versions_folder.iterdir()
-            if _VERSION_RE.match(p.name) and (p / CARD_FILE).exists()
-        ]
-        return sorted(found, key=lambda v: int(v[1:]))
+        """The versions that can be used, oldest first (``damaged`` lists the others)."""
+        return [card.id for card in self.cards()]
 
     def cards(self) -> list[ModelCard]:
-        return [self.card(v) for v in self.ids()]
+        """The card of every version that has a readable one, oldest first."""
+        cards = []
+        for version in self._all_version_dirs():
+            if (self.versions_folder / version / CARD_FILE).exists():
+                try:
+                    cards.append(self.card(version))
+                except ModelError:
+                    continue  # see ``damaged``
+        return cards
+
+    def damaged(self) -> dict[str, str]:
+        """Versions that cannot be used because their card is missing or unreadable, each
+        with the reason (naming the file)."""
+        found = {}
+        for version in self._all_version_dirs():
+            folder = self.versions_folder / version
+            if not (folder / CARD_FILE).exists():
+                if (folder / DATA_MODEL_FILE).exists() or (folder / MODEL_FILE).exists():
+                    found[version] = f"model card {folder / CARD_FILE} is missing"
+                continue
+            try:
+                self.card(version)
+            except ModelError as exc:
+                found[version] = exc.message
+        return found
 
     def card(self, version: str) -> ModelCard:
-        path = self.version_folder(version) / CARD_FILE
+        folder = self.version_folder(version)
+        path = folder / CARD_FILE
         try:
-            return ModelCard.from_dict(read_json(path))
+            data = read_json(path)
         except FileNotFoundError as exc:
+            if (folder / DATA_MODEL_FILE).exists() or (folder / MODEL_FILE).exists():
+                raise ModelError(f"model card {path} is missing", hint=_CARD_HINT) from exc
             raise ModelNotFoundError(
                 f"no model version {version} in {self.versions_folder}",
                 hint="see `beryl models list`",
             ) from exc
-        except (ValueError, TypeError) as exc:
-            raise ModelError(f"model card {path} is unreadable: {exc}") from exc
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise ModelError(f"model card {path} is unreadable: {exc}", hint=_CARD_HINT) from exc
+        except OSError as exc:
+            raise _unavailable(path, exc) from exc
+        try:
+            card = ModelCard.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"model card {path} is unreadable: {exc}", hint=_CARD_HINT) from exc
+        if card.id != version:
+            raise ModelError(
+                f"model card {path} is unreadable: it describes {card.id!r}, not {version}",
+                hint=_CARD_HINT,
+            )
+        return card
 
     def latest(self) -> str:
         ids = self.ids()
@@ -207,32 +292,103 @@ class Registry:
         )
 
     def repair(self) -> list[str]:
-        """After a crash: remove half-written versions and temporary files (under the lock)."""
+        """After a crash or damage (under the workspace lock): move unfinished versions to
+        ``.recovered/``, take unreadable lines out of the log (kept there too), and finish a
+        logged move or restore a damaged pointer from the log.
+
+        A damaged pointer the log cannot restore is left for the user: ``production`` (of any
+        other ``Registry``) names both files and ``beryl models promote V``, while this one
+        reports no production, so that the repairs after this one (the deployment, the
+        records) go on, and a command that does not need production is not refused. Returns
+        what was repaired.
+        """
+        aside = Aside(self.folder)
+        try:
+            return self._repair(aside)
+        except OSError as exc:
+            message, hint = describe_os_error(exc)
+            raise StateError(f"cannot repair the models folder: {message}", hint=hint) from exc
+
+    def _repair(self, aside: Aside) -> list[str]:
         repaired = []
         if remove_stale_temporaries(self.folder):
             repaired.append(f"removed temporary files in {self.folder}")
-        moves = self.moves()
-        try:
-            current = self.production()
-        except IntegrityError:
-            current = None  # a damaged pointer: restored from the log below
-        if moves and moves[-1].to_version != current and self.verify(moves[-1].to_version):
-            last = moves[-1]
-            self._write_pointer(last.to_version, last.time)
-            repaired.append(f"finished the logged {last.action} to {last.to_version}")
         if self.versions_folder.is_dir():
-            for staging in self.versions_folder.glob(".staging-*"):
-                shutil.rmtree(staging, ignore_errors=True)
-                repaired.append(f"removed unfinished version {staging.name}")
+            for staging in sorted(self.versions_folder.glob(".staging-*")):
+                moved = aside.move(staging)
+                repaired.append(f"moved unfinished version {staging.name} to {aside.shown(moved)}")
             for version in self._all_version_dirs():
                 if remove_stale_temporaries(self.versions_folder / version):
                     repaired.append(f"removed temporary files in {version}")
+        repaired += self._repair_log(aside)
+        repaired += self._repair_pointer(aside)
         return repaired
 
+    def _repair_log(self, aside: Aside) -> list[str]:
+        """Move lines that are not JSON objects (torn, garbage, not UTF-8) out of the log, into
+        the recovery folder; count the lines that are objects but no usable move."""
+        try:
+            data = self.log_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        kept: list[bytes] = []
+        cut: list[bytes] = []
+        for line in data.split(b"\n"):
+            if line.strip():
+                (kept if _log_entry(line) is not None else cut).append(line)
+        repaired = []
+        if cut:
+            saved = aside.keep(LOG_FILE, b"".join(line + b"\n" for line in cut))
+            atomic_write_bytes(self.log_path, b"".join(line + b"\n" for line in kept))
+            repaired.append(
+                f"moved {len(cut)} unreadable line(s) of {LOG_FILE} to {aside.shown(saved)}"
+            )
+        skipped = len(kept) - len(self.moves())
+        if skipped:
+            repaired.append(
+                f"skipped {skipped} line(s) of {LOG_FILE} that are not signed with this key or "
+                "name a version that is not here (they move nothing)"
+            )
+        return repaired
+
+    def _repair_pointer(self, aside: Aside) -> list[str]:
+        """Finish a logged move the pointer missed, or restore a damaged pointer from the log."""
+        moves = self.moves()
+        try:
+            pointer, damage = self._pointer(), None
+        except IntegrityError as exc:
+            pointer, damage = None, exc
+        if damage is None:
+            last = moves[-1] if moves else None
+            current, since = pointer if pointer else (None, None)
+            # a move logged after the pointer was written (killed in between); a log that
+            # lost lines is behind the pointer, and is never followed back
+            ahead = last is not None and (since is None or last.time > since)
+            if last and ahead and last.to_version != current and self.verify(last.to_version):
+                self._write_pointer(last.to_version, last.time)
+                return [f"finished the logged {last.action} to {last.to_version}"]
+            return []
+        restore = self._restorable(moves)
+        if restore is None:  # the user chooses; every other Registry says so (``production``)
+            self._left_for_the_user = damage
+            return []
+        kept = aside.keep(POINTER_FILE, self.pointer_path.read_bytes())
+        self._write_pointer(restore.to_version, restore.time)
+        return [
+            f"restored {POINTER_FILE} from {LOG_FILE}: {restore.to_version} ({damage.message}; "
+            f"the damaged file is in {aside.shown(kept)})"
+        ]
+
+    def _restorable(self, moves: list[Move]) -> Move | None:
+        """The last logged move to a version that is here and intact."""
+        return next((m for m in reversed(moves) if self.verify(m.to_version)), None)
+
     def _all_version_dirs(self) -> list[str]:
+        """Every folder named like a version, usable or not, oldest first."""
         if not self.versions_folder.is_dir():
             return []
-        return [p.name for p in self.versions_folder.iterdir() if _VERSION_RE.match(p.name)]
+        found = [p.name for p in self.versions_folder.iterdir() if _VERSION_RE.match(p.name)]
+        return sorted(found, key=lambda v: int(v[1:]))
 
     def model_path(self, version: str) -> Path:
         """The pickle of a version (the original layout's artifact; Beryl never loads it)."""
@@ -278,7 +434,7 @@ class Registry:
             ) from exc
         except (OSError, ValueError) as exc:
             raise IntegrityError(f"model file {path} is unreadable: {exc}") from exc
-        body = self.keyring.verify(data, str(path))
+        body = self._checking_key(path).verify(data, str(path))
         if body.get("version") != version:
             raise IntegrityError(
                 f"model file {path} belongs to version {body.get('version')!r}, not {version}",
@@ -298,12 +454,13 @@ class Registry:
 
     def verify(self, version: str) -> bool:
         """The version's signed data-only model holds, and so does its pickle (which goes to
-        ``prod_deployment_path`` for the original layout)."""
+        ``prod_deployment_path`` for the original layout). False for a version that is not
+        here or whose card is damaged."""
         try:
             _, sha256 = self._signed(version)
             path = self.model_path(version)
             return path.is_file() and sha256_file(path) == sha256
-        except IntegrityError:
+        except (ModelError, OSError):
             return False
 
     def sign(self, version: str) -> Literal["signed", "already signed"]:
@@ -375,20 +532,55 @@ class Registry:
         return self.folder / LOG_FILE
 
     def production(self) -> str | None:
-        """The production version id, or None before the first promotion."""
+        """The production version id, or None before the first promotion.
+
+        A damaged pointer (unreadable, unsigned, naming no version or one that is not here) is
+        an ``IntegrityError`` naming it and what restores it.
+        """
+        if self._left_for_the_user is not None:
+            return None  # the repair found it damaged and left it for the user
+        pointer = self._pointer()
+        return pointer[0] if pointer else None
+
+    def _pointer(self) -> tuple[str, str | None] | None:
+        """The pointer's version and the time of the move that wrote it (``production``)."""
+        path = self.pointer_path
         try:
-            data = read_json(self.pointer_path)
+            data = read_json(path)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
-            raise IntegrityError(
-                f"production pointer {self.pointer_path} is unreadable: {exc}"
-            ) from exc
-        body = self.keyring.verify(data, str(self.pointer_path))
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise self._damaged_pointer(f"production pointer {path} is unreadable: {exc}") from exc
+        except OSError as exc:
+            raise _unavailable(path, exc) from exc
+        try:
+            body = self._checking_key(path).verify(data, str(path))
+        except IntegrityError as exc:
+            raise self._damaged_pointer(exc.message, exc.hint) from exc
         version = body.get("version")
         if not isinstance(version, str) or not _VERSION_RE.match(version):
-            raise IntegrityError(f"production pointer {self.pointer_path} names no version")
-        return version
+            raise self._damaged_pointer(f"production pointer {path} names no version")
+        if not (self.versions_folder / version).is_dir():
+            raise self._damaged_pointer(
+                f"production pointer {path} names {version}, which is not in {self.versions_folder}"
+            )
+        since = body.get("since")
+        return version, since if isinstance(since, str) else None
+
+    def _damaged_pointer(self, message: str, hint: str | None = None) -> IntegrityError:
+        """What a damaged pointer is reported as: restored by the next repair when the log
+        allows it, else the user chooses (``beryl models promote``)."""
+        if self._restorable(self.moves()) is not None:
+            restore = (
+                f"the next `beryl run` (or any command that changes the workspace) restores "
+                f"it from {self.log_path}"
+            )
+        else:
+            restore = (
+                f"{self.log_path} holds no move to restore it from: put a version into "
+                "production with `beryl models promote V` (`beryl models list` shows them)"
+            )
+        return IntegrityError(message, hint=f"{hint}; or {restore}" if hint else restore)
 
     def _write_pointer(self, version: str, since: str) -> None:
         atomic_write_json(
@@ -404,34 +596,43 @@ class Registry:
         return version
 
     def moves(self) -> list[Move]:
-        """The logged moves whose signature holds (a torn or foreign line is not a move)."""
+        """The logged moves: lines whose signature holds, shaped as a move to a version that is
+        here (a torn, foreign or garbage line, or a move to a version that is gone, is none)."""
+        entries = self._raw_log()
+        if not entries:
+            return []
+        try:
+            keyring = self._checking_key(self.log_path)
+        except IntegrityError:
+            return []
         moves = []
-        for entry, _ in self._raw_log():
+        for entry, _ in entries:
             try:
-                moves.append(Move(**self.keyring.verify(entry, str(self.log_path))))
+                move = Move(**keyring.verify(entry, str(self.log_path)))
             except (IntegrityError, TypeError):
                 continue
+            if _well_formed(move) and (self.versions_folder / move.to_version).is_dir():
+                moves.append(move)
         return moves
 
     def unsigned_moves(self) -> int:
-        """How many complete log lines lack a valid signature (shown by ``repair``)."""
+        """How many complete log lines are no usable move (counted by ``repair``)."""
         return len(self._raw_log()) - len(self.moves())
 
     def _raw_log(self) -> list[tuple[dict[str, Any], int]]:
-        """Every complete JSON object line of the log, with its line number."""
+        """Every JSON object line of the log, with its line number (a line torn by a crash
+        mid-append, or garbage, is none)."""
         try:
-            text = self.log_path.read_bytes().decode("utf-8", errors="replace")
+            data = self.log_path.read_bytes()
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise _unavailable(self.log_path, exc) from exc
         entries = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue  # a line torn by a crash mid-append
-                if isinstance(entry, dict):
-                    entries.append((entry, number))
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            entry = _log_entry(line) if line.strip() else None
+            if entry is not None:
+                entries.append((entry, number))
         return entries
 
     def _move(
@@ -448,14 +649,18 @@ class Registry:
                 "production",
                 hint="retrain, or restore the original files",
             )
-        current = self.production()
+        try:
+            current = self.production()
+        except IntegrityError:  # a damaged pointer: this move replaces it (a copy is kept)
+            current = None
+            Aside(self.folder).keep(POINTER_FILE, self.pointer_path.read_bytes())
         if current == to_version:
             raise ModelError(
                 f"{to_version} is already in production",
                 hint="nothing to do; see `beryl models list`",
             )
         if scores is None:
-            scores = (self.card(current).f1 if current else None, self.card(to_version).f1)
+            scores = (self._f1(current), self.card(to_version).f1)
         move = Move(
             time=utc_now(),
             action=action,
@@ -470,6 +675,15 @@ class Registry:
         append_line(self.log_path, json.dumps(self.keyring.sign(asdict(move))))
         self._write_pointer(to_version, move.time)
         return move
+
+    def _f1(self, version: str | None) -> float | None:
+        """A version's recorded F1; None when there is none or its card cannot be read."""
+        if version is None:
+            return None
+        try:
+            return self.card(version).f1
+        except ModelError:
+            return None
 
     def promote(
         self,
@@ -495,3 +709,37 @@ class Registry:
             ):
                 return self._move("rollback", move.from_version, reason)
         raise ModelNotFoundError(f"{current} has no earlier production version to roll back to")
+
+
+def _log_entry(line: bytes) -> dict[str, Any] | None:
+    """A log line as a JSON object, or None (torn, garbage, not UTF-8)."""
+    try:
+        entry = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is one
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def _well_formed(move: Move) -> bool:
+    def f1(value: Any) -> bool:
+        return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+    return (
+        all(isinstance(v, str) for v in (move.time, move.action, move.reason, move.to_version))
+        and bool(_VERSION_RE.match(move.to_version))
+        and (move.from_version is None or isinstance(move.from_version, str))
+        and f1(move.from_f1)
+        and f1(move.to_f1)
+    )
+
+
+def _a_key_exists() -> bool:
+    """Whether the environment names a key, or the default key file exists."""
+    if os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV):
+        return True
+    return default_key_path(os.environ).exists()
+
+
+def _unavailable(path: Path, exc: OSError) -> StateError:
+    message, hint = describe_os_error(exc, path)
+    return StateError(f"cannot read {path}: {message}", hint=hint)

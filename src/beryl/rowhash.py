@@ -8,7 +8,8 @@ any pass; the dataset stores these hashes and compares every later row against t
 Arrow has no row-hash kernel and pandas' ``hash_pandas_object`` goes through Python objects for
 text; this works on the Arrow buffers with NumPy, a few vectorised passes per column. Each value
 goes into the row's hash through the SplitMix64 finaliser: numbers by their bits, text by its
-length and then eight bytes at a time.
+length and then eight bytes at a time (a long text by segments of 8 KiB, so that the cost stays
+linear in its bytes).
 """
 
 from __future__ import annotations
@@ -17,13 +18,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-VERSION = 2  # stored in the dataset manifest; a dataset hashed otherwise is hashed again
+# Stored in the dataset manifest; a dataset hashed otherwise is hashed again. 3: text longer
+# than _SEGMENT_BYTES is hashed by segments (version 2 chained it whole, at a cost that grew
+# with the longest value); shorter text, numbers and missing values hash as in version 2.
+VERSION = 3
 
 _U = np.uint64
 _MISSING = _U(0x9E3779B97F4A7C15)
 _TEXT = _U(0xC2B2AE3D27D4EB4F)
 _ROW = _U(0x27D4EB2F165667C5)
 _STEP = _U(0x100000001B3)
+_LONG = _U(0x165667B19E3779F9)
+_SEGMENT = _U(0x85EBCA77C2B2AE63)
+_SEGMENT_WORDS = 1024
+_SEGMENT_BYTES = 8 * _SEGMENT_WORDS
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -83,7 +91,15 @@ def _column_hashes(array: pa.Array) -> np.ndarray:
 
 
 def _text_hashes(array: pa.Array) -> np.ndarray:
-    """Per value: its byte length, then each 8-byte word (zero padded), through the mixer."""
+    """Per value: its byte length, then each 8-byte word (zero padded), through the mixer.
+
+    A value longer than ``_SEGMENT_BYTES`` is cut into segments of that size; each segment is
+    chained from ``_SEGMENT`` like a value of its own, and the value's hash chains its length
+    (with ``_LONG``) and the segments' hashes in order (by segments again when there are many).
+    Every chain is at most ``_SEGMENT_WORDS`` long and all of them run side by side, so the cost
+    is linear in the bytes whatever the longest value: a chain over the whole of a 20 MB value
+    would take millions of NumPy steps of one element each.
+    """
     count = len(array)
     offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
     _, offsets_buffer, data_buffer = array.buffers()
@@ -96,7 +112,36 @@ def _text_hashes(array: pa.Array) -> np.ndarray:
     padded = np.zeros(end + 8, dtype=np.uint8)  # every 8-byte read stays inside
     padded[:end] = data[:end]
     words = np.lib.stride_tricks.sliding_window_view(padded, 8)
-    hashes = _mix(lengths.astype(np.uint64) ^ _TEXT)
+    seeds = _mix(lengths.astype(np.uint64) ^ _TEXT)
+    long = np.flatnonzero(lengths > _SEGMENT_BYTES)
+    if not long.size:
+        hashes = _chain_bytes(seeds, words, starts, lengths)
+    else:
+        pieces = np.ones(count, dtype=np.int64)
+        pieces[long] = -(-lengths[long] // _SEGMENT_BYTES)
+        owner = np.repeat(np.arange(count), pieces)
+        first = np.cumsum(pieces) - pieces
+        index = np.arange(len(owner)) - first[owner]
+        piece_seeds = seeds[owner]
+        piece_seeds[pieces[owner] > 1] = _SEGMENT
+        digests = _chain_bytes(
+            piece_seeds,
+            words,
+            starts[owner] + index * _SEGMENT_BYTES,
+            np.minimum(lengths[owner] - index * _SEGMENT_BYTES, _SEGMENT_BYTES),
+        )
+        hashes = digests[first]
+        long_seeds = _mix(lengths[long].astype(np.uint64) ^ _LONG)
+        hashes[long] = _fold(long_seeds, digests, first[long], pieces[long])
+    if array.null_count:
+        hashes[as_bools(pc.is_null(array))] = _MISSING
+    return hashes
+
+
+def _chain_bytes(
+    hashes: np.ndarray, words: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> np.ndarray:
+    """Chain each run of bytes (``starts``, ``lengths``) into its hash, 8 bytes at a time."""
     active = np.flatnonzero(lengths > 0)
     step = 0
     while active.size:
@@ -110,6 +155,41 @@ def _text_hashes(array: pa.Array) -> np.ndarray:
         hashes[active] = _mix(mixed)
         step += 8
         active = active[remaining > 8]
-    if array.null_count:
-        hashes[as_bools(pc.is_null(array))] = _MISSING
+    return hashes
+
+
+def _fold(
+    hashes: np.ndarray, values: np.ndarray, starts: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
+    """Chain each run of 64-bit ``values`` into its hash; a run longer than ``_SEGMENT_WORDS`` is
+    cut into segments, each chained from ``_SEGMENT``, whose hashes are then folded in order."""
+    long = np.flatnonzero(counts > _SEGMENT_WORDS)
+    direct = np.flatnonzero(counts <= _SEGMENT_WORDS)
+    if direct.size:
+        hashes[direct] = _chain_words(hashes[direct], values, starts[direct], counts[direct])
+    if long.size:
+        pieces = -(-counts[long] // _SEGMENT_WORDS)
+        owner = np.repeat(np.arange(long.size), pieces)
+        first = np.cumsum(pieces) - pieces
+        index = np.arange(len(owner)) - first[owner]
+        digests = _chain_words(
+            np.full(len(owner), _SEGMENT, dtype=np.uint64),
+            values,
+            starts[long][owner] + index * _SEGMENT_WORDS,
+            np.minimum(counts[long][owner] - index * _SEGMENT_WORDS, _SEGMENT_WORDS),
+        )
+        hashes[long] = _fold(hashes[long], digests, first, pieces)
+    return hashes
+
+
+def _chain_words(
+    hashes: np.ndarray, values: np.ndarray, starts: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
+    """Chain each run of 64-bit ``values`` (``starts``, ``counts``) into its hash, one at a time."""
+    active = np.flatnonzero(counts > 0)
+    step = 0
+    while active.size:
+        hashes[active] = _mix(hashes[active] ^ values[starts[active] + step])
+        step += 1
+        active = active[counts[active] > step]
     return hashes

@@ -6,6 +6,8 @@ in the dataset manifest, so later files are checked against the same columns and
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,10 @@ class Schema:
     id_columns: list[str] = field(default_factory=list)
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
+    # Where each feature's type came from, for messages: "inferred as numeric from the first
+    # ingested file a.csv", "listed in numeric_features in config.json", ... Not part of what
+    # the schema means (equality and ``key`` ignore it).
+    origin: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def features(self) -> list[str]:
@@ -49,7 +55,10 @@ class Schema:
         return isinstance(self.positive_label, int)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.origin:
+            del data["origin"]  # as written before origins were recorded
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schema:
@@ -59,6 +68,27 @@ class Schema:
             id_columns=list(data.get("id_columns", [])),
             numeric=list(data.get("numeric", [])),
             categorical=list(data.get("categorical", [])),
+            origin={str(k): str(v) for k, v in dict(data.get("origin") or {}).items()},
+        )
+
+    def key(self) -> str:
+        """A short fingerprint of what the schema means (roles and types, not origins): a file
+        refused against one schema is judged again when the dataset's schema has another key."""
+        data = {k: v for k, v in asdict(self).items() if k != "origin"}
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+    def with_origin(self, origin: dict[str, str]) -> Schema:
+        """The same schema, with ``origin`` filling in features whose origin is not known."""
+        merged = {c: origin[c] for c in self.features if c in origin}
+        merged.update({c: v for c, v in self.origin.items() if c in self.features})
+        return Schema(
+            self.target,
+            self.positive_label,
+            list(self.id_columns),
+            list(self.numeric),
+            list(self.categorical),
+            merged,
         )
 
     def check_settings(self, settings: Settings) -> None:
@@ -83,11 +113,37 @@ class Schema:
         if problems:
             raise SchemaError(
                 "config does not match the ingested dataset: " + "; ".join(problems),
-                hint="restore the old setting, or start a new output_folder_path",
+                hint=self._retype_hint(settings)
+                or "restore the old setting, or start a new output_folder_path",
             )
 
+    def _retype_hint(self, settings: Settings) -> str | None:
+        """How to get there when the config only moves features between numeric and
+        categorical: re-type the stored data (``beryl dataset retype``)."""
+        wanted_numeric = settings.numeric_features
+        wanted_categorical = settings.categorical_features
+        if (
+            settings.target != self.target
+            or settings.positive_label != self.positive_label
+            or list(settings.id_columns) != list(self.id_columns)
+        ):
+            return None
+        to_categorical = [c for c in self.numeric if c in (wanted_categorical or [])]
+        to_numeric = [c for c in self.categorical if c in (wanted_numeric or [])]
+        if not to_categorical and not to_numeric:
+            return None
+        commands = [f"`beryl dataset retype {c} --as categorical`" for c in to_categorical]
+        commands += [f"`beryl dataset retype {c} --as numeric`" for c in to_numeric]
+        return (
+            "the stored data keeps the types it was ingested with; re-type it with "
+            + " and ".join(commands)
+            + ", or restore the old setting"
+        )
 
-def _looks_numeric(series: pd.Series) -> bool:
+
+def looks_numeric(series: pd.Series) -> bool:
+    """Whether the careful reader takes a column as numeric: every value is a number (text is
+    trimmed, blanks are missing), and it is not true/false."""
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(series):
@@ -103,7 +159,7 @@ def _looks_numeric(series: pd.Series) -> bool:
 
 def infer_schema(settings: Settings, frame: pd.DataFrame, source: str) -> Schema:
     """Schema from config, with feature lists inferred from ``frame``'s columns when absent."""
-    return infer_roles(settings, list(frame.columns), lambda c: _looks_numeric(frame[c]), source)
+    return infer_roles(settings, list(frame.columns), lambda c: looks_numeric(frame[c]), source)
 
 
 def infer_roles(
@@ -119,6 +175,8 @@ def infer_roles(
     reserved = {settings.target, *settings.id_columns}
     numeric = settings.numeric_features
     categorical = settings.categorical_features
+    origin = {c: "listed in numeric_features in config.json" for c in numeric or []}
+    origin |= {c: "listed in categorical_features in config.json" for c in categorical or []}
     if numeric is None or categorical is None:
         listed = set(numeric or []) | set(categorical or [])
         rest = [c for c in columns if c not in reserved and c not in listed]
@@ -127,6 +185,9 @@ def infer_roles(
             numeric = inferred_numeric
         if categorical is None:
             categorical = [c for c in rest if c not in inferred_numeric]
+        for column in rest:
+            kind = "numeric" if column in inferred_numeric else "categorical"
+            origin.setdefault(column, f"inferred as {kind} from the first ingested file {source}")
     overlap = (set(numeric) & set(categorical)) | (reserved & (set(numeric) | set(categorical)))
     if overlap:
         raise SchemaError(
@@ -144,6 +205,7 @@ def infer_roles(
         id_columns=list(settings.id_columns),
         numeric=list(numeric),
         categorical=list(categorical),
+        origin={c: origin[c] for c in [*numeric, *categorical] if c in origin},
     )
 
 

@@ -1,0 +1,227 @@
+"""Reading a CSV file's bytes into the dataset's types: the rules, for a whole file.
+
+A well-formed file is parsed by Arrow straight into the dataset's types when Arrow can vouch
+for the result (``vouched``); anything else takes the careful path of ``beryl.cleaning``, which
+gives the same result or says what is wrong. ``beryl.inputfile`` applies the same rules to a
+large file block by block.
+"""
+
+from __future__ import annotations
+
+import csv
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from beryl.config import Settings
+from beryl.errors import SchemaError
+from beryl.schema import MAX_EXACT_LABEL, Schema, arrow_schema, infer_roles, infer_schema
+
+ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowKeyError)
+_SNIFF_BYTES = 64 * 1024
+
+
+def text_columns(settings: Settings, schema: Schema | None) -> list[str]:
+    """Columns read as text: identifiers, categorical features and the label."""
+    if schema is not None:
+        return schema.text_columns
+    return [*settings.id_columns, *(settings.categorical_features or []), settings.target]
+
+
+def read_clean(data: bytes, schema: Schema, source: str) -> tuple[pa.Table, str | None]:
+    """A file's rows, cleaned, as a table of the dataset's types; with a note on how it was read.
+
+    A well-formed file is parsed straight into the dataset's types by Arrow (on all cores, no
+    Python objects); anything else takes the careful path (``read_csv_bytes`` and
+    ``clean_dataset``), which either accepts it with the same result or says what is wrong.
+    """
+    table = _read_typed(data, schema)
+    if table is not None:
+        return table, None
+    from beryl.cleaning import clean_dataset, read_csv_bytes, to_arrow
+
+    raw = read_csv_bytes(data, source, schema.text_columns)
+    frame = clean_dataset(raw, schema, source, ingesting=True)
+    return to_arrow(frame, schema), raw.attrs.get("note")
+
+
+# What Python's str.strip() removes (every character whose isspace() is true): a text value with
+# one at either end is trimmed by the careful path, so the fast path leaves such files to it.
+PY_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def _padded(values: pa.ChunkedArray) -> bool:
+    trimmed = pc.utf8_trim(values, characters=PY_WHITESPACE)
+    return not pc.all(pc.equal(trimmed, values)).as_py()
+
+
+def _read_typed(data: bytes, schema: Schema) -> pa.Table | None:
+    """Parse ``data`` directly as the dataset's columns, or None when the file needs a closer look.
+
+    The result equals what the careful path would produce: numbers, blanks and labels parse the
+    same way, and every case the careful path would change or refuse (padded text, blank labels,
+    infinities, labels beyond exact integers, odd headers) makes this return None.
+    """
+    if not plain_header(data, schema):
+        return None
+    types = arrow_schema(schema)
+    # Only a quoted value can hold a line break; without quotes after the header, Arrow may split
+    # the file at any line end, which parses faster.
+    quoted = data.find(b'"', data.find(b"\n") + 1) >= 0
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            parse_options=pacsv.ParseOptions(newlines_in_values=quoted),
+            convert_options=typed_options(schema, types),
+        )
+    except ARROW_ERRORS:
+        return None
+    if table.num_rows == 0 or not vouched(table, schema, types):
+        return None
+    return table
+
+
+def typed_options(schema: Schema, types: pa.Schema) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
+        column_types={f.name: f.type for f in types},
+        include_columns=schema.columns,
+        strings_can_be_null=True,
+    )
+
+
+def plain_header(data: bytes, schema: Schema) -> bool:
+    """Whether the file starts with a plain header naming every column of ``schema`` once."""
+    names = _header(data)
+    return not (names is None or len(set(names)) != len(names) or set(schema.columns) - set(names))
+
+
+def vouched(table: pa.Table, schema: Schema, types: pa.Schema) -> bool:
+    """Whether Arrow's direct parse of these rows is what the careful path gives for them."""
+    if table.schema != types:
+        return False
+    if table.num_rows == 0:
+        return True
+    for column in schema.numeric:
+        if pc.any(pc.is_inf(table[column])).as_py():
+            return False
+    label = table[schema.target]
+    if label.null_count:
+        return False
+    if schema.label_is_numeric and pc.max(pc.abs(label)).as_py() > MAX_EXACT_LABEL:
+        return False
+    return not any(
+        pa.types.is_large_string(kind.type) and _padded(table[kind.name]) for kind in types
+    )
+
+
+def first_schema(settings: Settings, data: bytes, source: str) -> Schema:
+    """The dataset's schema from its first file: the config's roles, and for features it does
+    not list, numeric when every value is a number.
+
+    Arrow's type inference decides when it finds numbers (or nothing) in every unlisted column;
+    a text column could still hold numbers the careful reader accepts (padded, say), so then the
+    careful path decides.
+    """
+    reserved = set(text_columns(settings, None))
+    names = _header(data)
+    table = None
+    if names is not None and len(set(names)) == len(names):
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(data),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in reserved if c in names},
+                    strings_can_be_null=True,
+                ),
+            )
+        except ARROW_ERRORS:
+            table = None
+    if table is not None and table.num_rows:
+        kinds = {name: table.schema.field(name).type for name in table.column_names}
+        numeric = {
+            name
+            for name, kind in kinds.items()
+            if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)
+        }
+        if all(name in numeric for name in kinds if name not in reserved):
+            return infer_roles(settings, list(kinds), numeric.__contains__, source)
+    from beryl.cleaning import read_csv_bytes
+
+    raw = read_csv_bytes(data, source, text_columns(settings, None))
+    return infer_schema(settings, raw, source)
+
+
+def _header(data: bytes) -> list[str] | None:
+    """The column names of a plain header line (no quoted line breaks, no padding), else None."""
+    end = data.find(b"\n")
+    line = data[: end if end >= 0 else len(data)].rstrip(b"\r")
+    if line.count(b'"') % 2 or line.startswith(b"\xef\xbb\xbf"):
+        return None
+    try:
+        names = next(csv.reader([line.decode("utf-8")]))
+    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return None
+    return names if all(n == n.strip() and n for n in names) else None
+
+
+def check_text(data: bytes, source: str, *, whole: bool = True) -> None:
+    """Refuse what cannot be CSV text: an empty file (``whole``: ``data`` is all of it), or
+    one with NUL bytes near its start (binary, or UTF-16)."""
+    if whole and not data.strip():
+        raise SchemaError(f"{source}: the file is empty", hint="send a CSV file with a header row")
+    if b"\x00" in data[:_SNIFF_BYTES]:
+        raise SchemaError(
+            f"{source}: is a binary file, not CSV text (it contains NUL bytes)",
+            hint="export the data as CSV",
+        )
+
+
+def repeated_columns(names: list[str], source: str) -> None:
+    """Refuse a header that names a column more than once (after trimming)."""
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise SchemaError(
+            f"{source}: column name(s) {', '.join(duplicated)} appear more than once",
+            hint="give every column a unique name",
+        )
+
+
+def missing_columns(names: list[str], columns: list[str], source: str) -> None:
+    """Refuse a file whose columns ``names`` lack some of ``columns``."""
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise SchemaError(
+            f"{source}: missing column(s) {', '.join(missing)}; found {', '.join(names)}",
+            hint="the file needs every column of the dataset's schema",
+        )
+
+
+def unreadable(source: str, exc: Exception) -> SchemaError:
+    """A file Arrow cannot parse as CSV (``exc`` says where)."""
+    return SchemaError(
+        f"{source}: not a readable CSV file: {exc}",
+        hint="fix the file (comma-separated, UTF-8, one header row) and save it again",
+    )
+
+
+def check_classes(labels: pa.ChunkedArray, known: list[Any], source: str) -> list[Any]:
+    """The label values seen so far, including ``labels``; at most two (binary attrition).
+
+    Once the dataset has two label values, a file with any other value is refused.
+    """
+    found = sorted(set(pc.unique(labels).to_pylist()), key=str)
+    unknown = [v for v in found if v not in known]
+    if unknown and len(known) + len(unknown) > 2:
+        shown = ", ".join(repr(v) for v in unknown[:5])
+        raise SchemaError(
+            f"{source}: label value(s) {shown} are not among the known classes "
+            f"{', '.join(repr(v) for v in known) or '(none yet)'}",
+            hint="attrition labels are binary; fix the labels or check positive_label",
+        )
+    return sorted([*known, *unknown], key=str)
