@@ -14,7 +14,7 @@ from hypothesis import settings as hypothesis_settings
 
 from beryl import config
 from beryl.config import Settings
-from beryl.demo import init_workspace
+from beryl.data.demo import init_workspace
 
 # Every run explores the same examples, locally and in CI: no example database carries over.
 hypothesis_settings.register_profile("beryl", database=None)

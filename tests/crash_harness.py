@@ -53,13 +53,13 @@ import pyarrow.parquet as pq
 from beryl import config
 from beryl._io import TMP_PREFIX, sha256_file
 from beryl.config import Settings
-from beryl.dataset import BATCH_FOLDER, INGESTED_FILES_NAME, SNAPSHOT_NAME, Dataset, Manifest
-from beryl.demo import add_batch, generate, init_workspace, write_csv
-from beryl.deployment import check_deployment, read_manifest
-from beryl.pipeline import should_promote
+from beryl.data.dataset import BATCH_FOLDER, INGESTED_FILES_NAME, SNAPSHOT_NAME, Dataset, Manifest
+from beryl.data.demo import add_batch, generate, init_workspace, write_csv
+from beryl.data.schema import Schema
+from beryl.loop.passes import should_promote
+from beryl.model.deployment import check_deployment, read_manifest
+from beryl.model.registry import ModelCard, Registry
 from beryl.recovery import RECOVERY_FOLDER
-from beryl.registry import ModelCard, Registry
-from beryl.schema import Schema
 
 BASE_VERSION = "v0001"
 CANDIDATE = "v0002"

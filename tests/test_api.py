@@ -23,11 +23,11 @@ from tests.conftest import CliRunner
 
 from beryl import config
 from beryl.config import Settings
-from beryl.demo import add_batch, init_workspace
-from beryl.ingestion import ingest
-from beryl.pipeline import run_pass
-from beryl.registry import Registry
-from beryl.training import train
+from beryl.data.demo import add_batch, init_workspace
+from beryl.data.ingestion import ingest
+from beryl.loop.passes import run_pass
+from beryl.model.registry import Registry
+from beryl.model.training import train
 
 FEATURES = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
 

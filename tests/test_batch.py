@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from tests.conftest import CliRunner
 
-from beryl.batch import score_file
 from beryl.config import Settings
-from beryl.demo import generate, write_csv
+from beryl.data.demo import generate, write_csv
 from beryl.errors import ModelNotFoundError, SchemaError
-from beryl.pipeline import run_pass
-from beryl.registry import Registry
+from beryl.loop.passes import run_pass
+from beryl.model.predictfile import score_file
+from beryl.model.registry import Registry
 
 FEATURES = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
 

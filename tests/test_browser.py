@@ -15,8 +15,8 @@ import pytest
 from tests.test_api import make_two_pass_workspace, serving
 
 from beryl.config import Settings
-from beryl.history import History
-from beryl.registry import Registry
+from beryl.model.registry import Registry
+from beryl.monitoring.history import History
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

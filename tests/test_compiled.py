@@ -18,10 +18,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 
-from beryl.compiled import CompiledModel
-from beryl.demo import NUMERIC, generate
-from beryl.schema import Schema
-from beryl.training import build_pipeline, fit_pipeline
+from beryl.data.demo import NUMERIC, generate
+from beryl.data.schema import Schema
+from beryl.model.compiled import CompiledModel
+from beryl.model.engine import build_pipeline, fit_pipeline
 
 PARAMS: list[dict[str, Any]] = [
     {},

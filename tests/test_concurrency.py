@@ -15,12 +15,12 @@ import httpx
 from tests.test_api import make_workspace, serving
 
 from beryl import config
-from beryl.demo import add_batch
-from beryl.deployment import deploy, rollback
+from beryl.data.demo import add_batch
+from beryl.data.ingestion import ingest
 from beryl.errors import EXIT_OK, PipelineBusyError
-from beryl.ingestion import ingest
-from beryl.registry import Registry
-from beryl.training import train
+from beryl.model.deployment import deploy, rollback
+from beryl.model.registry import Registry
+from beryl.model.training import train
 
 MOVES = 24  # 12 promotions and 12 rollbacks
 

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from beryl.confined import (
+from beryl.data.confined import (
     BLOCK_SIZE,
     BadNameError,
     ConfinedError,

@@ -34,9 +34,9 @@ import pytest
 from tests.conftest import CliRunner
 
 from beryl.config import Settings
-from beryl.dataset import Dataset, FileRecord
+from beryl.data.dataset import Dataset, FileRecord
+from beryl.data.ingestion import IngestionResult, ingest
 from beryl.errors import EXIT_PARTIAL
-from beryl.ingestion import IngestionResult, ingest
 
 HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
 COLUMNS = HEADER.strip().split(",")
@@ -993,7 +993,7 @@ def test_the_corpus_read_in_blocks_has_the_same_outcomes(
 ) -> None:
     """Every case without a writer, each under its own name, in one pass that reads every file
     in blocks of 128 bytes (as a file over 32 MiB is read): the same statuses, reasons and rows."""
-    from beryl import ingestion, inputfile
+    from beryl.data import ingestion, inputfile
 
     baseline = ingest(workspace).dataset_rows
     monkeypatch.setattr(ingestion, "WHOLE_FILE_BYTES", 0)

@@ -32,7 +32,7 @@ from tests.crash_harness import (
 )
 
 from beryl import config
-from beryl.demo import init_workspace
+from beryl.data.demo import init_workspace
 
 SEED = 20240611
 RANDOM_TRIALS = 6

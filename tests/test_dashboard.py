@@ -1,5 +1,5 @@
-"""Tests for beryl.dashboard: chart markup against the source data, empty states, escaping, and a
-well-formed offline document."""
+"""Tests for beryl.monitoring.dashboard: chart markup against the source data, empty states,
+escaping, and a well-formed offline document."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beryl.dashboard import drift_section, render_dashboard
+from beryl.monitoring.dashboard import drift_section, render_dashboard
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
 RED = "#dc2626"

@@ -1,4 +1,4 @@
-"""Tests for beryl.dataset: the manifest, immutable batches and the finaldata.csv snapshot."""
+"""Tests for beryl.data.dataset: the manifest, immutable batches and the finaldata.csv snapshot."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 
 from beryl import config
 from beryl.config import Settings
-from beryl.dataset import BatchInfo, Dataset, FileRecord, Manifest
-from beryl.demo import add_batch
+from beryl.data.dataset import BatchInfo, Dataset, FileRecord, Manifest
+from beryl.data.demo import add_batch
+from beryl.data.ingestion import ingest
+from beryl.data.schema import Schema
 from beryl.errors import EmptyDatasetError, StateError
-from beryl.ingestion import ingest
-from beryl.schema import Schema
 
 HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
 NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
@@ -270,7 +270,7 @@ def test_a_failed_ingestion_leaves_batches_and_snapshot_as_they_were(workspace: 
     """Rows are appended to finaldata.csv as they are read; a failure cuts them off again."""
     from unittest import mock
 
-    from beryl import _batchfiles
+    from beryl.data import _batchfiles
 
     ingest(workspace)
 
@@ -339,7 +339,7 @@ def test_snapshot_rows_from_tables_with_empty_chunks(tmp_path: Path) -> None:
     """Arrow's CSV writer mangles a column whose first chunk is empty; the snapshot must not."""
     import pyarrow as pa
 
-    from beryl._batchfiles import appending
+    from beryl.data._batchfiles import appending
 
     def chunked(*parts: list[Any]) -> pa.ChunkedArray:
         return pa.chunked_array([pa.array(p, pa.large_string()) for p in parts])
@@ -354,7 +354,7 @@ def test_snapshot_rows_from_tables_with_empty_chunks(tmp_path: Path) -> None:
 def test_batch_records_carry_the_records_of_the_ingestion_that_made_them(
     workspace: Settings,
 ) -> None:
-    from beryl.dataset import records_by_batch
+    from beryl.data.dataset import records_by_batch
 
     ingest(workspace)
     (workspace.input_folder / "broken.csv").write_text("")  # a pass that adds no rows

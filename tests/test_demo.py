@@ -1,4 +1,4 @@
-"""Tests for beryl.demo: the synthetic data generator and demo workspaces."""
+"""Tests for beryl.data.demo: the synthetic data generator and demo workspaces."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from beryl import config
 from beryl.config import default_config
-from beryl.demo import (
+from beryl.data.demo import (
     COLUMNS,
     NUMERIC,
     add_batch,
@@ -22,10 +22,10 @@ from beryl.demo import (
     split_with_duplicates,
     write_csv,
 )
+from beryl.data.schema import Schema
 from beryl.errors import ConfigError
-from beryl.schema import Schema
-from beryl.scoring import compute_metrics
-from beryl.training import fit_pipeline
+from beryl.model.engine import fit_pipeline
+from beryl.model.scoring import compute_metrics
 
 SCHEMA = Schema(target="exited", positive_label=1, id_columns=["corporation"], numeric=NUMERIC)
 

@@ -1,4 +1,5 @@
-"""Tests for beryl.deployment: materialising production_deployment atomically from the pointer."""
+"""Tests for beryl.model.deployment: materialising production_deployment atomically from the
+pointer."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ import pandas as pd
 import pytest
 
 from beryl.config import Settings
-from beryl.deployment import check_deployment, deploy, read_manifest, rollback
+from beryl.data.ingestion import ingest
 from beryl.errors import IntegrityError, ModelNotFoundError
-from beryl.ingestion import ingest
-from beryl.registry import Registry
-from beryl.scoring import score
-from beryl.training import train
+from beryl.model.deployment import check_deployment, deploy, read_manifest, rollback
+from beryl.model.registry import Registry
+from beryl.model.scoring import score
+from beryl.model.training import train
 
 DEPLOYED_FILES = {"trainedmodel.pkl", "ingestedfiles.txt", "latestscore.txt", "manifest.json"}
 

@@ -1,4 +1,5 @@
-"""Tests for beryl.diagnostics: profile, caching, timings, outdated packages and predictions."""
+"""Tests for beryl.monitoring.diagnostics: profile, caching, timings, outdated packages and
+predictions."""
 
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ import pandas as pd
 import pytest
 
 from beryl.config import Settings
-from beryl.dataset import Dataset
-from beryl.demo import add_batch
-from beryl.deployment import deploy
-from beryl.diagnostics import (
+from beryl.data.dataset import Dataset
+from beryl.data.demo import add_batch
+from beryl.data.ingestion import ingest
+from beryl.errors import EmptyDatasetError, ModelNotFoundError
+from beryl.model.deployment import deploy
+from beryl.model.registry import Registry
+from beryl.model.training import train
+from beryl.monitoring.diagnostics import (
     compute_profile,
     dependencies,
     measure_timings,
@@ -29,11 +34,7 @@ from beryl.diagnostics import (
     profile,
     recorded_timings,
 )
-from beryl.errors import EmptyDatasetError, ModelNotFoundError
-from beryl.history import History
-from beryl.ingestion import ingest
-from beryl.registry import Registry
-from beryl.training import train
+from beryl.monitoring.history import History
 
 NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
 

@@ -9,13 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beryl.config import DriftSettings, Settings
-from beryl.demo import add_batch, generate
-from beryl.drift import compare, psi
-from beryl.history import History
-from beryl.ingestion import ingest
-from beryl.pipeline import run_pass
-from beryl.reporting import build_report
-from beryl.schema import Schema
+from beryl.data.demo import add_batch, generate
+from beryl.data.ingestion import ingest
+from beryl.data.schema import Schema
+from beryl.loop.passes import run_pass
+from beryl.monitoring.drift import compare, psi
+from beryl.monitoring.history import History
+from beryl.monitoring.reporting import build_report
 
 NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
 DEMO = Schema("exited", 1, ["corporation"], NUMERIC, [])

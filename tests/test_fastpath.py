@@ -18,11 +18,11 @@ from tests.test_api import make_mixed_workspace, make_workspace
 from beryl.api.app import create_app
 from beryl.api.fastpath import PredictionFastPath
 from beryl.config import Settings
-from beryl.demo import add_batch
-from beryl.deployment import deploy
+from beryl.data.demo import add_batch
+from beryl.data.ingestion import ingest
 from beryl.errors import BerylError
-from beryl.ingestion import ingest
-from beryl.training import train
+from beryl.model.deployment import deploy
+from beryl.model.training import train
 
 TOKEN = "s3cret"
 MAX_BODY_BYTES = 4_000

@@ -479,8 +479,8 @@ def test_a_read_only_workspace_is_served(read_only_workspace: tuple[Settings, Pa
 
 
 def test_the_profile_computed_for_a_reader_matches_the_saved_one(tmp_path: Path) -> None:
-    from beryl.dataset import Dataset
-    from beryl.diagnostics import ProfileCache, profile
+    from beryl.data.dataset import Dataset
+    from beryl.monitoring.diagnostics import ProfileCache, profile
 
     settings, _ = make_workspace(tmp_path / "ws")
     (settings.output_folder / "profile.json").unlink(missing_ok=True)

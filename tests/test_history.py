@@ -1,4 +1,5 @@
-"""Tests for beryl.history: runs, steps, scores, promotions and drift in SQLite, concurrently."""
+"""Tests for beryl.monitoring.history: runs, steps, scores, promotions and drift in SQLite,
+concurrently."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from beryl.errors import DataError
-from beryl.history import History, HistoryError
+from beryl.monitoring.history import History, HistoryError
 
 
 @pytest.fixture
@@ -203,7 +204,7 @@ WORKER = textwrap.dedent(
     import sys
     import time
     from pathlib import Path
-    from beryl.history import History
+    from beryl.monitoring.history import History
 
     path, name, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     history = History(path)

@@ -1,4 +1,4 @@
-"""Tests for beryl.ingestion: new-file detection, cleaning, deduplication and quarantine."""
+"""Tests for beryl.data.ingestion: new-file detection, cleaning, deduplication and quarantine."""
 
 from __future__ import annotations
 
@@ -19,13 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beryl import config, rowhash
-from beryl.cleaning import clean_dataset, read_csv_bytes
+from beryl import config
 from beryl.config import Settings
-from beryl.dataset import Dataset, FileRecord
+from beryl.data import rowhash
+from beryl.data.cleaning import clean_dataset, read_csv_bytes
+from beryl.data.dataset import Dataset, FileRecord
+from beryl.data.ingestion import IngestionResult, ingest, scan_input
+from beryl.data.schema import Schema
 from beryl.errors import DataError, SchemaError
-from beryl.ingestion import IngestionResult, ingest, scan_input
-from beryl.schema import Schema
 
 HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
 NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
@@ -686,7 +687,7 @@ def test_fresh_files_are_read_again_until_their_times_have_settled(workspace: Se
 def settled(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trust file times however fresh: in these tests every file was written before it is
     listed, and nothing writes it while it is read."""
-    from beryl import ingestion
+    from beryl.data import ingestion
 
     monkeypatch.setattr(ingestion, "_SETTLE_NS", 0)
 
@@ -788,8 +789,8 @@ def hook(event, args):
             opened.append(path)
 sys.addaudithook(hook)
 from beryl import config
-from beryl.dataset import Dataset
-from beryl.ingestion import ingest, scan_input
+from beryl.data.dataset import Dataset
+from beryl.data.ingestion import ingest, scan_input
 settings = config.load(Path(sys.argv[1]), environ={})
 scan = scan_input(settings, Dataset(settings.output_folder))
 result = ingest(settings)
@@ -833,7 +834,7 @@ def test_a_pass_over_an_unchanged_folder_opens_no_file(
 def test_membership_against_the_sorted_index_matches_isin(
     existing: list[int], new: list[int]
 ) -> None:
-    from beryl.deduplication import _contains
+    from beryl.data.deduplication import _contains
 
     known = np.sort(np.array(existing, dtype=np.uint64))
     probe = np.array(new + existing[:5], dtype=np.uint64)
@@ -891,8 +892,8 @@ def test_fast_path_gives_what_the_careful_path_gives(
     header: str, rows: list[tuple[str, ...]], newline: str
 ) -> None:
     """Whenever Arrow's direct parse is used, it equals the careful path's result exactly."""
-    from beryl.cleaning import to_arrow
-    from beryl.reading import _read_typed
+    from beryl.data.cleaning import to_arrow
+    from beryl.data.reading import _read_typed
 
     data = _file_text(header, rows, newline)
     fast = _read_typed(data, DEMO_SCHEMA)
@@ -908,7 +909,7 @@ def test_fast_path_gives_what_the_careful_path_gives(
 
 
 def test_plain_files_take_the_fast_path() -> None:
-    from beryl.reading import _read_typed
+    from beryl.data.reading import _read_typed
 
     for data in [
         (HEADER + "a,1,2,3,0\nb,,2.5,3,1\n").encode(),
@@ -929,7 +930,7 @@ def test_the_group_size_changes_nothing(files: list[list[Any]], group: int) -> N
     """Files are deduplicated a group at a time; any grouping gives the same batch."""
     from unittest import mock
 
-    from beryl import deduplication
+    from beryl.data import deduplication
 
     with tempfile.TemporaryDirectory() as tmp:
         results = []
@@ -970,7 +971,7 @@ def test_rows_already_stored_are_found_in_a_dataset_hashed_by_an_older_version(
 def test_unreadable_file_is_quarantined_and_retried_once_changed(make_ws: MakeWorkspace) -> None:
     from unittest import mock
 
-    from beryl import inputfile
+    from beryl.data import inputfile
 
     ws = make_ws()
     path = put(ws, "locked.csv", HEADER + "a,1,2,3,0\n")
@@ -1100,8 +1101,8 @@ def test_a_read_error_quarantines_the_file_and_the_pass_goes_on(
     """An I/O error while a file is read, whole or in blocks, in the scan or the ingestion."""
     import errno
 
-    from beryl import ingestion
-    from beryl.inputfile import InputFile
+    from beryl.data import ingestion
+    from beryl.data.inputfile import InputFile
 
     ws = make_ws()
     put(ws, "a_small.csv", GOOD)
@@ -1132,8 +1133,8 @@ _AS_NOBODY = """
 import json, sys
 from pathlib import Path
 from beryl import config
-from beryl.dataset import Dataset
-from beryl.ingestion import scan_input
+from beryl.data.dataset import Dataset
+from beryl.data.ingestion import scan_input
 settings = config.load(Path(sys.argv[1]), environ={})
 scan = scan_input(settings, Dataset(settings.output_folder))
 print(json.dumps({"rejected": [(r.name, r.reason) for r in scan.rejected],
@@ -1331,8 +1332,8 @@ _FEATURE_CELLS = ["1", "2.5", "", "NA", " 7", "x", "true", "2024-01-01", "1e3", 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(*[st.sampled_from(_FEATURE_CELLS)] * 3), min_size=1, max_size=6))
 def test_first_file_schema_is_what_the_careful_reader_infers(rows: list[tuple[str, ...]]) -> None:
-    from beryl.reading import first_schema
-    from beryl.schema import infer_schema
+    from beryl.data.reading import first_schema
+    from beryl.data.schema import infer_schema
 
     ws = config.from_mapping({}, Path("."))
     header = "corporation,f1,f2,f3,exited\n"
@@ -1343,6 +1344,6 @@ def test_first_file_schema_is_what_the_careful_reader_infers(rows: list[tuple[st
 
 def test_the_fast_path_knows_every_character_python_strips() -> None:
     """A value padded with any of them takes the careful path, which strips it."""
-    from beryl.reading import PY_WHITESPACE
+    from beryl.data.reading import PY_WHITESPACE
 
     assert "".join(c for c in map(chr, range(0x110000)) if c.isspace()) == PY_WHITESPACE

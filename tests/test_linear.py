@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 from tests.test_compiled import _frame, _queries, _slack, cases, fit
 
-from beryl.linear import LinearModel, NotLinearError
-from beryl.schema import Schema
+from beryl.data.schema import Schema
+from beryl.model.linear import LinearModel, NotLinearError
 
 
 def assert_same_scores(model: LinearModel, pipeline: Any, frame: pd.DataFrame) -> None:

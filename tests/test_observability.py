@@ -11,8 +11,8 @@ import pytest
 from tests.test_api import make_two_pass_workspace, make_workspace, serving
 
 from beryl.config import Settings
-from beryl.history import History
-from beryl.registry import Registry
+from beryl.model.registry import Registry
+from beryl.monitoring.history import History
 
 
 @pytest.fixture(scope="module")

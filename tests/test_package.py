@@ -34,8 +34,9 @@ def test_errors_carry_exit_codes_and_builtin_bases() -> None:
 
 def test_import_has_no_side_effects(tmp_path: Path) -> None:
     code = (
-        "import beryl, beryl.cli, beryl.ingestion, beryl.training, beryl.diagnostics, "
-        "beryl.reporting, beryl.deployment, beryl.history, beryl.demo\n"
+        "import beryl, beryl.cli, beryl.data.ingestion, beryl.model.training\n"
+        "import beryl.monitoring.diagnostics, beryl.monitoring.reporting, beryl.model.deployment\n"
+        "import beryl.monitoring.history, beryl.data.demo\n"
         "import logging, sys\n"
         "assert not logging.getLogger().handlers\n"
         "assert 'matplotlib' not in sys.modules\n"
@@ -46,8 +47,9 @@ def test_import_has_no_side_effects(tmp_path: Path) -> None:
 
 def test_core_does_not_import_web_or_cli_libraries() -> None:
     code = (
-        "import sys, beryl.ingestion, beryl.training, beryl.scoring, beryl.registry, "
-        "beryl.deployment, beryl.diagnostics, beryl.history\n"
+        "import sys, beryl.data.ingestion, beryl.model.training, beryl.model.scoring\n"
+        "import beryl.model.registry, beryl.model.deployment, beryl.monitoring.diagnostics\n"
+        "import beryl.monitoring.history\n"
         "bad = {'fastapi', 'click', 'uvicorn', 'starlette'} & set(sys.modules)\n"
         "assert not bad, bad\n"
     )

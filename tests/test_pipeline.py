@@ -1,4 +1,4 @@
-"""Tests for beryl.pipeline: one pass of the loop (DESIGN section 1) and its CLI command."""
+"""Tests for beryl.loop.passes: one pass of the loop (DESIGN section 1) and its CLI command."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from tests.conftest import CliRunner
 
 from beryl import config
 from beryl.config import Settings
-from beryl.dataset import Dataset
-from beryl.demo import add_batch, generate, init_workspace, write_csv
+from beryl.data.dataset import Dataset
+from beryl.data.demo import add_batch, generate, init_workspace, write_csv
 from beryl.errors import EXIT_OK, EXIT_PARTIAL, PipelineBusyError
-from beryl.history import History
-from beryl.pipeline import KEPT, NO_NEW_DATA, PROMOTED, pass_lock, run_pass, should_promote
-from beryl.registry import Registry
+from beryl.loop.passes import KEPT, NO_NEW_DATA, PROMOTED, pass_lock, run_pass, should_promote
+from beryl.model.registry import Registry
+from beryl.monitoring.history import History
 
 REPORT_FILES = ("confusionmatrix.png", "classificationreport.png", "report.html")
 

@@ -1,5 +1,5 @@
-"""Tests for beryl.reading and beryl.inputfile: a file opened once, hashed as it is read, and
-parsed whole or in blocks.
+"""Tests for beryl.data.reading and beryl.data.inputfile: a file opened once, hashed as it is
+read, and parsed whole or in blocks.
 
 The promise "a file means the same whichever way it is read" extends to blocks: a file read in
 blocks (as every file over ``WHOLE_FILE_BYTES`` is) gives exactly the rows, schema and refusals
@@ -25,11 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.test_ingestion import _ID_CELLS, DEMO_SCHEMA, HEADER, _cells, _file_text, _headers
 
-from beryl import config, ingestion, inputfile, reading
-from beryl.dataset import Dataset
+from beryl import config
+from beryl.data import ingestion, inputfile, reading
+from beryl.data.dataset import Dataset
+from beryl.data.inputfile import InputFile, NotRegularFileError, read_blocks
+from beryl.data.reading import first_schema, read_clean
 from beryl.errors import SchemaError
-from beryl.inputfile import InputFile, NotRegularFileError, read_blocks
-from beryl.reading import first_schema, read_clean
 
 
 @pytest.fixture
@@ -183,7 +184,7 @@ _MEASURE = textwrap.dedent(
     import json, resource, sys, time
     from pathlib import Path
     from beryl import config
-    from beryl.ingestion import ingest
+    from beryl.data.ingestion import ingest
     settings = config.load(Path(sys.argv[1]), environ={})
     start = time.perf_counter()
     result = ingest(settings)

@@ -1,4 +1,5 @@
-"""Tests for beryl.registry: versions, integrity checks, the production pointer and its log."""
+"""Tests for beryl.model.registry: versions, integrity checks, the production pointer and its
+log."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from beryl.data.schema import Schema
 from beryl.errors import IntegrityError, ModelError, ModelNotFoundError
-from beryl.registry import ModelCard, Move, Registry
-from beryl.schema import Schema
-from beryl.training import build_pipeline
+from beryl.model.engine import build_pipeline
+from beryl.model.registry import ModelCard, Move, Registry
 
 MOVE_KEYS = {"time", "action", "from_version", "to_version", "reason", "from_f1", "to_f1"}
 

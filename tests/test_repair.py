@@ -4,7 +4,7 @@ and the fix, or deferred; never a traceback, never a row lost.
 One small workspace is built once (two batches, two model versions, v0002 in production); each
 test damages a copy of it — a state file missing, empty, truncated, garbage, of the wrong shape
 or pointing at nothing — runs the repair every workspace-changing command starts with
-(``beryl.pipeline.recover``, or the real CLI), and checks that the dataset holds the rows it
+(``beryl.loop.passes.recover``, or the real CLI), and checks that the dataset holds the rows it
 held (or that every row comes back from the input folder by the documented command) and that
 the next pass works.
 """
@@ -26,14 +26,14 @@ from tests.conftest import CliRunner
 
 from beryl import config
 from beryl.config import Settings
-from beryl.dataset import Dataset
-from beryl.demo import add_batch, init_workspace
-from beryl.deployment import check_deployment, deploy, read_manifest
+from beryl.data.dataset import Dataset
+from beryl.data.demo import add_batch, init_workspace
+from beryl.data.ingestion import ingest
 from beryl.errors import BerylError, StateError
-from beryl.ingestion import ingest
-from beryl.pipeline import recover, run_pass
-from beryl.registry import Registry
-from beryl.training import train
+from beryl.loop.passes import recover, run_pass
+from beryl.model.deployment import check_deployment, deploy, read_manifest
+from beryl.model.registry import Registry
+from beryl.model.training import train
 
 PROD = "v0002"
 
@@ -188,7 +188,7 @@ def test_ingest_with_the_record_missing_keeps_every_batch(
 
 
 def test_a_record_naming_a_batch_that_is_not_there_is_refused_then_set_aside(ws: Settings) -> None:
-    from beryl.dataset import set_aside_batch
+    from beryl.data.dataset import set_aside_batch
 
     manifest = ws.output_folder / "dataset.json"
     raw = json.loads(manifest.read_text())
@@ -212,7 +212,7 @@ def test_a_record_naming_a_batch_that_is_not_there_is_refused_then_set_aside(ws:
 def test_a_damaged_batch_is_refused_then_set_aside_and_its_rows_come_back(
     ws: Settings, golden_rows: list[tuple[Any, ...]], how: str
 ) -> None:
-    from beryl.dataset import set_aside_batch
+    from beryl.data.dataset import set_aside_batch
 
     first, second = batches(ws)
     path = Dataset(ws.output_folder).batch_path(first)
@@ -325,7 +325,7 @@ def test_a_damaged_batch_record_is_written_again_from_the_manifest(
 def test_a_lost_manifest_and_a_lost_record_are_refused_naming_the_folder(
     ws: Settings, golden_rows: list[tuple[Any, ...]]
 ) -> None:
-    from beryl.dataset import set_aside_batch
+    from beryl.data.dataset import set_aside_batch
 
     first = batches(ws)[0]
     Dataset(ws.output_folder).record_path(first).unlink()
@@ -373,7 +373,7 @@ def test_an_older_dataset_gets_its_records_and_can_then_be_rebuilt(
 def test_an_older_dataset_without_its_manifest_is_refused_and_read_again(
     ws: Settings, golden_rows: list[tuple[Any, ...]]
 ) -> None:
-    from beryl.dataset import set_aside_batches
+    from beryl.data.dataset import set_aside_batches
 
     _as_an_older_beryl_left_it(ws)
     (ws.output_folder / "dataset.json").unlink()
@@ -687,7 +687,7 @@ def test_reading_state_writes_nothing(ws: Settings) -> None:
 def test_checking_a_signature_never_makes_a_key(
     ws: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from beryl.signing import reset_default_keyring
+    from beryl.model.signing import reset_default_keyring
 
     home = tmp_path / "empty-config"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home))

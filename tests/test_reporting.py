@@ -1,4 +1,4 @@
-"""Tests for beryl.reporting: PNG rendering, HTML report content and atomic writes."""
+"""Tests for beryl.monitoring.reporting: PNG rendering, HTML report content and atomic writes."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import classification_report
 
-from beryl import reporting
 from beryl.errors import StateError
-from beryl.reporting import (
+from beryl.monitoring import reporting
+from beryl.monitoring.reporting import (
     render_classification_report,
     render_confusion_matrix,
     render_html,

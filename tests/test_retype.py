@@ -1,4 +1,4 @@
-"""Tests for beryl.retype and `beryl dataset retype`: changing a stored column's type."""
+"""Tests for beryl.data.retype and `beryl dataset retype`: changing a stored column's type."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from tests.conftest import CliRunner
 
 from beryl import config
 from beryl.config import Settings
-from beryl.dataset import Dataset
+from beryl.data.dataset import Dataset
+from beryl.data.ingestion import ingest
+from beryl.data.retype import retype
 from beryl.errors import EmptyDatasetError, SchemaError
-from beryl.ingestion import ingest
-from beryl.retype import retype
 
 HEADER = "id,activity,plan,churned\n"
 

@@ -1,4 +1,4 @@
-"""Tests for beryl.rowhash: the per-row key the dataset is deduplicated by."""
+"""Tests for beryl.data.rowhash: the per-row key the dataset is deduplicated by."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beryl import rowhash
-from beryl.rowhash import as_bools, as_numpy, row_hashes
+from beryl.data import rowhash
+from beryl.data.rowhash import as_bools, as_numpy, row_hashes
 
 _text = st.one_of(st.none(), st.text(max_size=40))
 _number = st.one_of(

@@ -23,10 +23,10 @@ from tests.conftest import CliRunner
 
 from beryl import config
 from beryl.config import Settings
-from beryl.dataset import Dataset
-from beryl.demo import init_workspace
-from beryl.history import History
-from beryl.registry import Registry
+from beryl.data.dataset import Dataset
+from beryl.data.demo import init_workspace
+from beryl.model.registry import Registry
+from beryl.monitoring.history import History
 
 ROOT = os.geteuid() == 0
 
@@ -137,8 +137,8 @@ def test_test_rows_in_the_training_data_are_warned_about_everywhere(
     registry = Registry(settings.model_folder)
     assert registry.card(registry.latest()).metrics["test_overlap"]["shared"] == rows
     if registry.production() == registry.latest():
-        from beryl.dashboard import render_dashboard
-        from beryl.diagnostics import dashboard_data
+        from beryl.monitoring.dashboard import render_dashboard
+        from beryl.monitoring.diagnostics import dashboard_data
 
         page = render_dashboard(dashboard_data(settings))
         assert 'id="warnings"' in page and "also in" in page
@@ -291,7 +291,7 @@ def test_a_folder_closed_to_the_user_is_one_line_and_state_stays_intact(
     shutil.copy(signing, key_copy)
     os.chown(key_copy, NOBODY, NOBODY)
     key_copy.chmod(0o600)
-    from beryl.demo import add_batch
+    from beryl.data.demo import add_batch
 
     add_batch(root / "sourcedata", "new.csv", rows=200, seed=9)
     os.chown(root / "sourcedata" / "new.csv", NOBODY, NOBODY)

@@ -1,4 +1,4 @@
-"""Tests for beryl.scheduler: the cron loop, its lock, missed ticks and the crontab line."""
+"""Tests for beryl.loop.scheduler: the cron loop, its lock, missed ticks and the crontab line."""
 
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ from tests.conftest import CliRunner
 from beryl import config
 from beryl.config import Settings
 from beryl.errors import BerylError, ConfigError, DataError
-from beryl.pipeline import PassResult, pass_lock, run_pass
-from beryl.registry import Registry
-from beryl.scheduler import (
+from beryl.loop.passes import PassResult, pass_lock, run_pass
+from beryl.loop.scheduler import (
     CRON_MARKER,
     ScheduleStats,
     cron_line,
@@ -38,6 +37,7 @@ from beryl.scheduler import (
     run_schedule,
     ticks_between,
 )
+from beryl.model.registry import Registry
 
 EVERY_10 = "*/10 * * * *"
 

@@ -1,4 +1,4 @@
-"""Tests for beryl.schema: column-role inference, explicit feature lists and config checks."""
+"""Tests for beryl.data.schema: column-role inference, explicit feature lists and config checks."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from beryl import config
 from beryl.config import Settings
+from beryl.data.ingestion import ingest
+from beryl.data.schema import Schema, infer_schema
 from beryl.errors import DataError, SchemaError
-from beryl.ingestion import ingest
-from beryl.schema import Schema, infer_schema
 
 
 def make_settings(**overrides: Any) -> Settings:

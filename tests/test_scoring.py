@@ -1,4 +1,5 @@
-"""Tests for beryl.scoring: metrics on known outputs, score(), and test data as file or folder."""
+"""Tests for beryl.model.scoring: metrics on known outputs, score(), and test data as file or
+folder."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from beryl.config import Settings
+from beryl.data.ingestion import ingest
+from beryl.data.schema import Schema
 from beryl.errors import DataError, EmptyDatasetError
-from beryl.ingestion import ingest
-from beryl.registry import Registry
-from beryl.schema import Schema
-from beryl.scoring import compute_metrics, csv_files, read_labelled, score
-from beryl.training import fit_pipeline, train
+from beryl.model.engine import fit_pipeline
+from beryl.model.registry import Registry
+from beryl.model.scoring import compute_metrics, csv_files, read_labelled, score
+from beryl.model.training import train
 
 
 class FixedModel:

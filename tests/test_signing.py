@@ -24,11 +24,11 @@ from tests.conftest import CliRunner
 from tests.test_api import serving
 
 from beryl.config import Settings
+from beryl.data.ingestion import ingest
 from beryl.errors import ConfigError, IntegrityError
-from beryl.ingestion import ingest
-from beryl.registry import Registry
-from beryl.signing import KEY_ENV, KEY_FILE_ENV, Keyring, default_key_path
-from beryl.training import train
+from beryl.model.registry import Registry
+from beryl.model.signing import KEY_ENV, KEY_FILE_ENV, Keyring, default_key_path
+from beryl.model.training import train
 
 
 @pytest.fixture
@@ -241,7 +241,7 @@ def test_a_key_is_made_once_outside_the_workspace_with_private_permissions(
 
 def test_processes_making_the_key_at_once_agree_on_one(tmp_path: Path) -> None:
     code = (
-        "import os, sys; from beryl.signing import Keyring; "
+        "import os, sys; from beryl.model.signing import Keyring; "
         "print(Keyring.from_environment(os.environ).key_id)"
     )
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg")}

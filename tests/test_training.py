@@ -1,4 +1,5 @@
-"""Tests for beryl.training: the pipeline, behaviour of the fitted model and the model versions."""
+"""Tests for beryl.model.training: the pipeline, behaviour of the fitted model and the model
+versions."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ import sklearn
 
 from beryl import config
 from beryl.config import Settings
+from beryl.data.ingestion import ingest
+from beryl.data.schema import Schema
 from beryl.errors import TrainingError
-from beryl.ingestion import ingest
-from beryl.registry import Registry
-from beryl.schema import Schema
-from beryl.scoring import score
-from beryl.training import build_pipeline, fit_pipeline, train
+from beryl.model.engine import build_pipeline, fit_pipeline
+from beryl.model.registry import Registry
+from beryl.model.scoring import score
+from beryl.model.training import train
 
 
 def sha256(path: Path) -> str:

@@ -39,16 +39,16 @@ from benchmarks.data.workspaces import (
 
 LOOP_RUNS = 5
 TRACE_INGEST = [
-    "beryl.ingestion:scan_input",
+    "beryl.data.ingestion:scan_input",
     "pandas:concat",
-    "beryl.ingestion:row_hashes",
+    "beryl.data.ingestion:row_hashes",
     "numpy:unique",
-    "beryl.dataset:Dataset.row_hashes",
-    "beryl.dataset:Dataset.write_batch",
-    "beryl.dataset:Dataset._write_snapshot",
+    "beryl.data.dataset:Dataset.row_hashes",
+    "beryl.data.dataset:Dataset.write_batch",
+    "beryl.data.dataset:Dataset._write_snapshot",
 ]
-TRACE_PREDICT = ["beryl.batch:_predict", "beryl.ingestion:clean_features"]
-TRACE_TRAIN = ["beryl.dataset:Dataset.read", "beryl.training:fit_pipeline"]
+TRACE_PREDICT = ["beryl.model.predictfile:_predict", "beryl.data.ingestion:clean_features"]
+TRACE_TRAIN = ["beryl.data.dataset:Dataset.read", "beryl.model.training:fit_pipeline"]
 
 
 # -- ingestion ------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def _source_tables(files: int, rows: int) -> list[Any]:
     import numpy as np
     import pyarrow as pa
 
-    from beryl.demo import generate
+    from beryl.data.demo import generate
 
     copies = round(rows * DUPLICATE_SHARE)
     bases = [_to_table(generate(rows - copies, seed=SEED_SOURCE + i)) for i in range(files)]
@@ -123,7 +123,7 @@ def task_generate(params: Params) -> Report:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from beryl.demo import generate
+    from beryl.data.demo import generate
 
     root = Path(params["root"])
     files, rows, loop_files = params["files"], params["rows_per_file"], params["loop_files"]
@@ -287,18 +287,18 @@ def _timed(owner: Any, name: str, key: str, sink: dict[str, float]) -> None:
 def task_train_split(params: Params) -> Report:
     """Beryl's ``train`` in process, with the time of each phase: load, fit, register."""
     started = time.perf_counter()
-    import beryl.dataset
-    import beryl.registry
-    import beryl.training
+    import beryl.data.dataset
+    import beryl.model.registry
+    import beryl.model.training
     from beryl.config import load
 
     phases: dict[str, float] = {"import_s": time.perf_counter() - started}
-    _timed(beryl.dataset.Dataset, "read", "load_s", phases)
-    _timed(beryl.training, "fit_pipeline", "fit_s", phases)
-    _timed(beryl.registry.Registry, "create", "register_s", phases)
+    _timed(beryl.data.dataset.Dataset, "read", "load_s", phases)
+    _timed(beryl.model.training, "fit_pipeline", "fit_s", phases)
+    _timed(beryl.model.registry.Registry, "create", "register_s", phases)
     settings = load(params["config"])
     began = time.perf_counter()
-    card = beryl.training.train(settings)
+    card = beryl.model.training.train(settings)
     phases["train_s"] = time.perf_counter() - began
     phases["other_s"] = phases["train_s"] - sum(
         phases.get(k, 0.0) for k in ("load_s", "fit_s", "register_s")
@@ -310,7 +310,7 @@ def task_ingest_in_process(params: Params) -> Report:
     """Beryl's ``ingest()`` timed inside the process, as a running ``beryl schedule`` calls it
     (the imports and the rest of the process start-up are not timed)."""
     from beryl.config import load
-    from beryl.ingestion import ingest
+    from beryl.data.ingestion import ingest
 
     settings = load(params["config"], check_model=False)
     started = time.perf_counter()
@@ -323,9 +323,9 @@ def task_train_sklearn(params: Params) -> Report:
     from sklearn.exceptions import ConvergenceWarning
 
     from beryl.config import load
-    from beryl.dataset import Dataset
-    from beryl.registry import Registry
-    from beryl.training import build_pipeline
+    from beryl.data.dataset import Dataset
+    from beryl.model.engine import build_pipeline
+    from beryl.model.registry import Registry
 
     settings = load(params["config"])
     dataset = Dataset(settings.output_folder)

@@ -35,7 +35,7 @@ def ensure_cache() -> None:
 def _production(config_path: Path) -> str | None:
     from beryl import config as config_module
     from beryl.errors import BerylError
-    from beryl.registry import Registry
+    from beryl.model.registry import Registry
 
     if not config_path.exists():
         return None
@@ -50,8 +50,8 @@ def _production(config_path: Path) -> str | None:
 def build_workspace(config_path: Path) -> None:
     """A demo workspace and one pass of the loop, so a model is in production."""
     from beryl import config as config_module
-    from beryl.demo import init_workspace
-    from beryl.pipeline import run_pass
+    from beryl.data.demo import init_workspace
+    from beryl.loop.passes import run_pass
 
     shutil.rmtree(WORKSPACE, ignore_errors=True)
     init_workspace(WORKSPACE)
@@ -65,7 +65,7 @@ def build_workspace(config_path: Path) -> None:
 
 def ensure_workspace() -> Model:
     from beryl import config as config_module
-    from beryl.registry import Registry
+    from beryl.model.registry import Registry
 
     config_path = WORKSPACE / "config.json"
     if _production(config_path) is None:
@@ -87,7 +87,7 @@ def ensure_workspace() -> Model:
 def load_pipeline(model: Model) -> Any:
     """The fitted pipeline, unpickled by Beryl's registry (sha256 checked against the card)."""
     from beryl import config as config_module
-    from beryl.registry import Registry
+    from beryl.model.registry import Registry
 
     return Registry(config_module.load(model.config).model_folder).pipeline(model.version)
 
@@ -132,7 +132,7 @@ def _plain_value(value: Any) -> Any:
 
 def sample_records(count: int, seed: int) -> list[dict[str, Any]]:
     """Demo-schema records (corporation and the numeric features), no missing values."""
-    from beryl.demo import generate
+    from beryl.data.demo import generate
 
     frame = generate(count, seed, missing_rate=0.0).drop(columns=["exited"])
     return [

@@ -26,7 +26,7 @@ from beryl.errors import (
 )
 
 if TYPE_CHECKING:
-    from beryl.registry import Registry
+    from beryl.model.registry import Registry
 
 __all__ = [
     "BerylError",
@@ -51,7 +51,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # the registry (and the data libraries behind it) loads on first use, not on `import beryl`
     if name == "Registry":
-        from beryl.registry import Registry
+        from beryl.model.registry import Registry
 
         return Registry
     raise AttributeError(f"module 'beryl' has no attribute {name!r}")

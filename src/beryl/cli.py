@@ -65,8 +65,8 @@ def recorded(
     ``exclusive`` commands change the workspace: they hold the workspace lock (never beside a
     pass) and first repair what a killed pass may have left (unless ``repair`` is False).
     """
-    from beryl.history import History
-    from beryl.pipeline import pass_lock, recover
+    from beryl.loop.passes import pass_lock, recover
+    from beryl.monitoring.history import History
 
     with contextlib.ExitStack() as stack:
         if exclusive:
@@ -115,7 +115,7 @@ def cli(config: str | None) -> None:
 @click.option("--force", is_flag=True, help="Write into a folder that already has a config.json.")
 def init(directory: Path, rows: int, files: int, seed: int, force: bool) -> None:
     """Create a ready workspace in DIRECTORY: config.json, source, practice and test data."""
-    from beryl.demo import init_workspace
+    from beryl.data.demo import init_workspace
 
     workspace = init_workspace(directory, rows=rows, files=files, seed=seed, force=force)
     console.print(f"[green]Workspace ready[/] in {workspace.root}")
@@ -141,7 +141,7 @@ def add_batch(
     settings: Settings, name: str | None, rows: int, seed: int, shift: float, label_noise: float
 ) -> None:
     """Write one more generated CSV file into the input folder (a new batch arriving)."""
-    from beryl.demo import add_batch as write_batch
+    from beryl.data.demo import add_batch as write_batch
 
     path = write_batch(
         settings.input_folder,
@@ -160,7 +160,7 @@ def add_batch(
 @click.option("--json", "as_json", is_flag=True, help="Print the ingestion record as JSON.")
 def ingest(settings: Settings, as_json: bool) -> None:
     """Ingest new CSV files from the input folder into the consolidated dataset."""
-    from beryl.ingestion import ingest as run_ingest
+    from beryl.data.ingestion import ingest as run_ingest
 
     with recorded(settings, "ingest") as (run, detail), _progress(not as_json) as progress:
         result = run_ingest(settings, progress=progress)
@@ -238,7 +238,7 @@ def _progress(show: bool) -> Iterator[Callable[[str, int, int], None] | None]:
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 def train(settings: Settings, as_json: bool) -> None:
     """Train a candidate model on the whole consolidated dataset."""
-    from beryl.training import train as run_train
+    from beryl.model.training import train as run_train
 
     with recorded(settings, "train") as (_, detail):
         with console.status("training"):
@@ -259,7 +259,7 @@ def train(settings: Settings, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def score(settings: Settings, version: str | None, as_json: bool) -> None:
     """Score a model version on the test data (F1 for the positive label, and more)."""
-    from beryl.scoring import score as run_score
+    from beryl.model.scoring import score as run_score
 
     with recorded(settings, "score") as (_, detail):
         card = run_score(settings, version)
@@ -292,13 +292,13 @@ def _print_metrics(version: str, metrics: dict[str, Any]) -> None:
 @click.option("--version", "version", default=None, help="Model version (default: latest).")
 def deploy(settings: Settings, version: str | None) -> None:
     """Put a model version into production and materialise prod_deployment_path."""
-    from beryl.deployment import deploy as run_deploy
+    from beryl.model.deployment import deploy as run_deploy
 
     with recorded(settings, "deploy") as (run, detail):
         deployment = run_deploy(settings, version)
         detail.update(version=deployment.version)
         if deployment.move:
-            from beryl.history import History
+            from beryl.monitoring.history import History
 
             History(settings.history_db).record_promotion(
                 deployment.move.__dict__, run_id=run.run_id
@@ -322,7 +322,7 @@ def models_list(settings: Settings, as_json: bool) -> None:
     """Every model version, with its F1 and whether it is in production (and those whose card
     is damaged, marked)."""
     from beryl.errors import IntegrityError
-    from beryl.registry import Registry
+    from beryl.model.registry import Registry
 
     registry = Registry(settings.model_folder)
     cards = registry.cards()
@@ -378,7 +378,7 @@ def models_list(settings: Settings, as_json: bool) -> None:
 @click.argument("version")
 def models_show(settings: Settings, version: str) -> None:
     """Print a version's model card as JSON."""
-    from beryl.registry import Registry
+    from beryl.model.registry import Registry
 
     _print_json(Registry(settings.model_folder).card(version).to_dict())
 
@@ -388,12 +388,12 @@ def models_show(settings: Settings, version: str) -> None:
 @click.argument("version")
 def models_promote(settings: Settings, version: str) -> None:
     """Put VERSION into production (same as `beryl deploy --version VERSION`)."""
-    from beryl.deployment import deploy as run_deploy
+    from beryl.model.deployment import deploy as run_deploy
 
     with recorded(settings, "promote") as (run, _):
         deployment = run_deploy(settings, version, reason="promoted by hand")
         if deployment.move:
-            from beryl.history import History
+            from beryl.monitoring.history import History
 
             History(settings.history_db).record_promotion(deployment.move.__dict__, run.run_id)
     console.print(f"[green]{deployment.version} is in production[/]")
@@ -403,12 +403,12 @@ def models_promote(settings: Settings, version: str) -> None:
 @with_settings
 def models_rollback(settings: Settings) -> None:
     """Put the version that production replaced back into production."""
-    from beryl.deployment import rollback
+    from beryl.model.deployment import rollback
 
     with recorded(settings, "rollback") as (run, _):
         deployment = rollback(settings)
         if deployment.move:
-            from beryl.history import History
+            from beryl.monitoring.history import History
 
             History(settings.history_db).record_promotion(deployment.move.__dict__, run.run_id)
     console.print(f"[green]rolled back: {deployment.version} is in production[/]")
@@ -424,7 +424,7 @@ def models_sign(settings: Settings, versions: tuple[str, ...], every: bool) -> N
     This loads the pickles (which can run code): use it only on a models folder you trust.
     It also signs the production pointer and the promotion log with the current key.
     """
-    from beryl.registry import Registry
+    from beryl.model.registry import Registry
 
     if not versions and not every:
         raise click.UsageError("name the versions to sign, or give --all")
@@ -459,7 +459,7 @@ def dataset_retype(settings: Settings, column: str, kind: str) -> None:
     absent, or listing COLUMN under its new type. Files quarantined for the column's old type
     are read again by the next ingestion; models trained before keep their own types.
     """
-    from beryl.retype import retype
+    from beryl.data.retype import retype
 
     with recorded(settings, "retype") as (_, detail):
         result = retype(settings, column, "categorical" if kind == "categorical" else "numeric")
@@ -494,7 +494,7 @@ def dataset_set_aside(settings: Settings, batches: tuple[str, ...], every: bool)
     The files that fed them are marked as not ingested, so the next `beryl ingest` or
     `beryl run` reads them again from the input folder and their rows come back.
     """
-    from beryl.dataset import Dataset, set_aside_batches
+    from beryl.data.dataset import Dataset, set_aside_batches
 
     if not batches and not every:
         raise click.UsageError("name the batches to set aside, or give --all")
@@ -518,7 +518,7 @@ def dataset_set_aside(settings: Settings, batches: tuple[str, ...], every: bool)
 @click.option("--no-outdated", is_flag=True, help="Skip the package-index lookup.")
 def diagnose(settings: Settings, as_json: bool, measure: bool, no_outdated: bool) -> None:
     """Predictions, summary statistics, missing values, timings and outdated packages."""
-    from beryl.diagnostics import diagnose as run_diagnose
+    from beryl.monitoring.diagnostics import diagnose as run_diagnose
 
     with recorded(settings, "diagnose", exclusive=False):
         result = run_diagnose(settings, measure=measure, check_outdated=not no_outdated)
@@ -604,7 +604,7 @@ def _fmt(value: Any) -> str:
 @click.option("--version", "version", default=None, help="Model version (default: production).")
 def report(settings: Settings, version: str | None) -> None:
     """Write the confusion matrix, classification report and HTML report."""
-    from beryl.reporting import build_report
+    from beryl.monitoring.reporting import build_report
 
     with recorded(settings, "report"):
         written = build_report(settings, version)
@@ -618,7 +618,7 @@ def report(settings: Settings, version: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def history(settings: Settings, limit: int, as_json: bool) -> None:
     """Recent runs with their steps, durations and outcomes."""
-    from beryl.history import History
+    from beryl.monitoring.history import History
 
     runs = History(settings.history_db).runs(limit)
     if as_json:
@@ -648,7 +648,7 @@ def history(settings: Settings, limit: int, as_json: bool) -> None:
 @click.option("--version", "version", default=None, help="Model version (default: production).")
 def predict(settings: Settings, source: Path, output: Path, version: str | None) -> None:
     """Score a CSV file of customers with the production model, streaming in bounded memory."""
-    from beryl.batch import score_file
+    from beryl.model.predictfile import score_file
 
     with console.status(f"scoring {source}") as status:
         result = score_file(
@@ -668,7 +668,7 @@ def predict(settings: Settings, source: Path, output: Path, version: str | None)
 @click.option("--no-apicalls", is_flag=True, help="Skip the API calls after a promotion.")
 def run_command(settings: Settings, as_json: bool, no_apicalls: bool) -> None:
     """One full pass: new data → ingest → drift check → train → score → promote if better."""
-    from beryl.pipeline import run_pass
+    from beryl.loop.passes import run_pass
 
     with console.status("running a pass of the loop"):
         result = run_pass(settings, call_api=not no_apicalls)
@@ -706,7 +706,7 @@ def schedule(settings: Settings, expression: str | None, max_passes: int | None)
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from beryl.scheduler import run_schedule
+    from beryl.loop.scheduler import run_schedule
 
     # The loop runs on a worker thread; the main thread only waits for its result (and gets its
     # exception). Python runs signal handlers on the main thread, so the handler's ``stop.set()``
@@ -737,8 +737,8 @@ def schedule(settings: Settings, expression: str | None, max_passes: int | None)
 @click.pass_context
 def cron(ctx: click.Context, settings: Settings, install: bool) -> None:
     """Print a crontab line that runs a pass on the schedule from any directory."""
-    from beryl.scheduler import cron_line, install_cron
-    from beryl.signing import KEY_ENV, default_keyring
+    from beryl.loop.scheduler import cron_line, install_cron
+    from beryl.model.signing import KEY_ENV, default_keyring
 
     line = cron_line(settings, settings.config_path)
     click.echo(line)
@@ -772,7 +772,7 @@ def serve(
 @click.option("--url", default=None, help="Server base URL (default: from api in config).")
 def apicalls(settings: Settings, url: str | None) -> None:
     """Call every endpoint of a running server and write the answers to apireturns.txt."""
-    from beryl.client import call_all
+    from beryl.api.client import call_all
 
     with recorded(settings, "apicalls", exclusive=False) as (run, _):
         result = call_all(settings, url)

@@ -26,7 +26,7 @@ from beryl.errors import (
     ModelNotFoundError,
     StateError,
 )
-from beryl.registry import Registry
+from beryl.model.registry import Registry
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 
@@ -227,7 +227,7 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the API for one workspace."""
     from beryl.api.metrics import ApiMetrics, MetricsMiddleware
     from beryl.api.routes import health, monitoring, observability, prediction
-    from beryl.diagnostics import OutdatedCache, ProfileCache
+    from beryl.monitoring.diagnostics import OutdatedCache, ProfileCache
 
     app = FastAPI(
         title="Beryl",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from beryl.compiled import CompiledModel
+from beryl.data.schema import Schema
 from beryl.errors import ModelNotFoundError
-from beryl.linear import LinearModel
-from beryl.registry import ModelCard, Registry
-from beryl.schema import Schema
+from beryl.model.compiled import CompiledModel
+from beryl.model.linear import LinearModel
+from beryl.model.registry import ModelCard, Registry
 
 
 @dataclass(frozen=True)

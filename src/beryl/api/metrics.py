@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beryl.config import Settings
 from beryl.errors import BerylError
-from beryl.history import History
-from beryl.registry import Registry
+from beryl.model.registry import Registry
+from beryl.monitoring.history import History
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Scope key: ``time.perf_counter()`` when a layer in front of the app took the request (the

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from beryl.schema import Schema
+from beryl.data.schema import Schema
 
 
 class RecordsRequest(BaseModel):

@@ -20,10 +20,10 @@ from beryl.api.schemas import (
     error_responses,
 )
 from beryl.config import Settings
-from beryl.dataset import Dataset
-from beryl.diagnostics import OutdatedCache, ProfileCache, recorded_timings
+from beryl.data.dataset import Dataset
 from beryl.errors import ModelError
-from beryl.history import History
+from beryl.monitoring.diagnostics import OutdatedCache, ProfileCache, recorded_timings
+from beryl.monitoring.history import History
 
 router = APIRouter(tags=["monitoring"], responses=error_responses(503))
 

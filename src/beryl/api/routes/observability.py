@@ -12,7 +12,7 @@ from beryl.api.app import ApiError
 from beryl.api.deps import SettingsDep
 from beryl.api.routes.monitoring import history_of
 from beryl.api.schemas import DriftResponse, ErrorResponse, HistoryResponse
-from beryl.history import History
+from beryl.monitoring.history import History
 
 router = APIRouter(tags=["monitoring"])
 
@@ -77,8 +77,8 @@ async def metrics(request: Request) -> Response:
 @router.get("/dashboard", response_class=HTMLResponse)
 async def dashboard(request: Request, settings: SettingsDep) -> HTMLResponse:
     """One page: model versions, F1 over time, drift, missing values, passes, confusion matrix."""
-    from beryl.dashboard import render_dashboard
-    from beryl.diagnostics import dashboard_data
+    from beryl.monitoring.dashboard import render_dashboard
+    from beryl.monitoring.diagnostics import dashboard_data
 
     profiles = request.app.state.profiles
     page = await run_in_threadpool(

@@ -21,11 +21,11 @@ from beryl.api.deps import HolderDep, SettingsDep
 from beryl.api.holder import LoadedModel
 from beryl.api.metrics import ApiMetrics
 from beryl.api.schemas import PredictionResponse, error_responses
-from beryl.cleaning import TooManyRowsError, clean_features, read_csv_bytes
 from beryl.config import Settings
-from beryl.confined import ConfinedError, RootUnavailableError, read_confined
+from beryl.data.cleaning import TooManyRowsError, clean_features, read_csv_bytes
+from beryl.data.confined import ConfinedError, RootUnavailableError, read_confined
+from beryl.data.schema import Schema
 from beryl.errors import SchemaError
-from beryl.schema import Schema
 
 router = APIRouter(tags=["prediction"])
 _INLINE_ROWS = 64

@@ -4,7 +4,7 @@ Imputation, scaling, one-hot encoding and the logistic coefficients collapse int
 ``score = b + Σ a_j·x_j + Σ w_j[category]``, so scoring one record is a few multiplications and
 dict look-ups with no pandas and no scikit-learn call. Predictions and probabilities match the
 pipeline's to rounding (1e-9). ``fold`` makes one from a two-class data-only model
-(``beryl.linear.LinearModel``) and answers ``None`` when folding would cost precision; callers
+(``beryl.model.linear.LinearModel``) and answers ``None`` when folding would cost precision; callers
 then score with the data-only model itself.
 
 For example, with the demo schema::
@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from beryl.linear import LinearModel, NotLinearError, is_missing
-from beryl.schema import Schema
+from beryl.data.schema import Schema
+from beryl.model.linear import LinearModel, NotLinearError, is_missing
 
 # Folding the scaler's centring into the intercept costs about 3·2**-53·Σ|mean·coef/scale| of
 # absolute precision in the score (under 1e-9 up to this bound); past it the pipeline keeps serving.

@@ -23,11 +23,11 @@ import pyarrow.compute as pc
 
 from beryl._io import atomic_write_json, read_json, utc_now
 from beryl.config import Settings
-from beryl.dataset import Dataset
+from beryl.data.dataset import Dataset
+from beryl.data.schema import Schema
 from beryl.errors import EmptyDatasetError, StateError
-from beryl.history import History
-from beryl.registry import Registry
-from beryl.schema import Schema
+from beryl.model.registry import Registry
+from beryl.monitoring.history import History
 
 PROFILE_FILE = "profile.json"
 OUTDATED_CACHE_FILE = ".outdated.json"
@@ -125,7 +125,7 @@ class ProfileCache:
 # -- predictions ----------------------------------------------------------------------------------
 def predict_test_data(settings: Settings, registry: Registry) -> dict[str, Any]:
     """Predictions of the production model on the test data."""
-    from beryl.scoring import read_labelled
+    from beryl.model.scoring import read_labelled
 
     version = registry.require_production()
     card = registry.card(version)
@@ -153,8 +153,8 @@ def recorded_timings(history: History) -> dict[str, float | None]:
 def measure_timings(settings: Settings) -> dict[str, float]:
     """Re-time ingestion and training on a scratch copy; the workspace is not touched."""
     from beryl import config as config_module
-    from beryl.ingestion import ingest
-    from beryl.training import train
+    from beryl.data.ingestion import ingest
+    from beryl.model.training import train
 
     with tempfile.TemporaryDirectory(prefix="beryl-measure-") as scratch:
         root = Path(scratch)

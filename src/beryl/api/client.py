@@ -15,7 +15,7 @@ from typing import Any
 from beryl._io import atomic_write_text, utc_now
 from beryl.config import Settings
 from beryl.errors import ServiceError
-from beryl.scoring import csv_files
+from beryl.model.scoring import csv_files
 
 API_RETURNS_FILE = "apireturns.txt"
 

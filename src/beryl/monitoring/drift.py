@@ -20,9 +20,9 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from beryl.config import DriftSettings
-from beryl.dataset import Dataset
+from beryl.data.dataset import Dataset
+from beryl.data.schema import Schema
 from beryl.errors import EmptyDatasetError
-from beryl.schema import Schema
 
 _EPSILON = 1e-4
 _BINS = 10

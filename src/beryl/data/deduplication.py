@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beryl.dataset import BatchWriter, FileRecord
-from beryl.rowhash import as_bools, row_hashes
+from beryl.data.dataset import BatchWriter, FileRecord
+from beryl.data.rowhash import as_bools, row_hashes
 
 # Data read (Arrow bytes) before it is deduplicated and written: two groups at most are held,
 # one being written while the next is read, so this bounds memory whatever the files' width.

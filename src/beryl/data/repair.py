@@ -34,9 +34,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beryl import rowhash
 from beryl._io import TMP_PREFIX, atomic_write_text, remove_stale_temporaries
-from beryl.dataset import (
+from beryl.data import rowhash
+from beryl.data.dataset import (
     INGESTED_FILES_NAME,
     MANIFEST_NAME,
     SET_ASIDE,
@@ -330,7 +330,7 @@ def refresh_derived(dataset: Dataset, write_snapshot: bool, aside: Aside) -> lis
 
 
 def set_aside(dataset: Dataset, batch_ids: list[str] | None, write_snapshot: bool) -> SetAside:
-    """``beryl.dataset.set_aside_batches`` (the caller holds the workspace lock)."""
+    """``beryl.data.dataset.set_aside_batches`` (the caller holds the workspace lock)."""
     aside = Aside(dataset.folder)
     try:
         return _set_aside(dataset, batch_ids, write_snapshot, aside)

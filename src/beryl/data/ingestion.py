@@ -25,18 +25,18 @@ from pathlib import Path
 
 from beryl._io import is_utf8, utc_now
 from beryl.config import Settings
-from beryl.dataset import BatchInfo, Dataset, FileRecord, Manifest
-from beryl.deduplication import Deduplicator
-from beryl.errors import DataError, SchemaError
-from beryl.inputfile import (
+from beryl.data.dataset import BatchInfo, Dataset, FileRecord, Manifest
+from beryl.data.deduplication import Deduplicator
+from beryl.data.inputfile import (
     WHOLE_FILE_BYTES,
     Identity,
     InputFile,
     NotRegularFileError,
     read_blocks,
 )
-from beryl.reading import check_classes, first_schema, read_clean
-from beryl.schema import Schema
+from beryl.data.reading import check_classes, first_schema, read_clean
+from beryl.data.schema import Schema
+from beryl.errors import DataError, SchemaError
 
 Progress = Callable[[str, int, int], None]
 
@@ -524,7 +524,7 @@ class _Pass:
         record.rows_read = rows
 
     def _refuse(self, record: FileRecord, exc: SchemaError) -> None:
-        from beryl.cleaning import ColumnTypeError
+        from beryl.data.cleaning import ColumnTypeError
 
         record.status = "quarantined"
         record.reason = str(exc)

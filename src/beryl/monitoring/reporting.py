@@ -238,9 +238,9 @@ def build_report(settings: Settings, version: str | None = None) -> dict[str, Pa
     """
     from sklearn.metrics import classification_report
 
-    from beryl.registry import Registry
-    from beryl.schema import Schema
-    from beryl.scoring import compute_metrics, read_labelled
+    from beryl.data.schema import Schema
+    from beryl.model.registry import Registry
+    from beryl.model.scoring import compute_metrics, read_labelled
 
     registry = Registry(settings.model_folder)
     version = version or registry.production() or registry.latest()
@@ -265,8 +265,8 @@ def build_report(settings: Settings, version: str | None = None) -> dict[str, Pa
             title=f"Classification report of {version}",
         ),
     }
-    from beryl.dashboard import drift_section
-    from beryl.history import History
+    from beryl.monitoring.dashboard import drift_section
+    from beryl.monitoring.history import History
 
     page = render_html(
         title=f"Beryl model report: {version}",

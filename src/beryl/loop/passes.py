@@ -18,9 +18,9 @@ from filelock import FileLock, Timeout
 
 from beryl._io import atomic_write_text, utc_now
 from beryl.config import Settings
-from beryl.dataset import Dataset
-from beryl.deployment import materialise
-from beryl.deployment import repair as repair_deployment
+from beryl.data.dataset import Dataset
+from beryl.data.ingestion import IngestionResult, ingest, scan_input
+from beryl.data.schema import Schema
 from beryl.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -31,10 +31,10 @@ from beryl.errors import (
     PipelineBusyError,
     describe_os_error,
 )
-from beryl.history import History, RunContext
-from beryl.ingestion import IngestionResult, ingest, scan_input
-from beryl.registry import LATEST_SCORE_FILE, Move, Registry
-from beryl.schema import Schema
+from beryl.model.deployment import materialise
+from beryl.model.deployment import repair as repair_deployment
+from beryl.model.registry import LATEST_SCORE_FILE, Move, Registry
+from beryl.monitoring.history import History, RunContext
 
 # Commands that change the workspace and hold its lock while they run.
 EXCLUSIVE_COMMANDS = (
@@ -256,7 +256,7 @@ def _pass(
         )
     if production and reference and ingestion is not None and ingestion.batch is not None:
         with run.step("data_drift") as detail:
-            from beryl.drift import check_batches
+            from beryl.monitoring.drift import check_batches
 
             result.data_drift = check_batches(
                 dataset,
@@ -287,14 +287,14 @@ def _pass(
             )
 
     with run.step("train") as detail:
-        from beryl.training import train
+        from beryl.model.training import train
 
         card = train(settings)
         result.candidate = card.id
         detail.update(version=card.id, rows=card.training["rows"])
 
     with run.step("score") as detail:
-        from beryl.scoring import evaluate, overlap_with_training, read_labelled
+        from beryl.model.scoring import evaluate, overlap_with_training, read_labelled
 
         schema = Schema.from_dict(card.schema)
         overlap = overlap_with_training(
@@ -384,13 +384,13 @@ def _record_promotion(
 
 
 def _report(settings: Settings, version: str, result: PassResult) -> None:
-    from beryl.reporting import build_report
+    from beryl.monitoring.reporting import build_report
 
     result.reports = build_report(settings, version)
 
 
 def _api_calls(settings: Settings, result: PassResult) -> None:
-    from beryl.client import call_configured_or_in_process
+    from beryl.api.client import call_configured_or_in_process
 
     calls = call_configured_or_in_process(settings)
     result.api_calls = {
@@ -430,7 +430,7 @@ def _drift_check(
 
     Model drift: its F1 there is lower than its recorded F1 by more than ``tolerance``.
     """
-    from beryl.scoring import compute_metrics
+    from beryl.model.scoring import compute_metrics
 
     card = registry.card(production)
     schema = Schema.from_dict(card.schema)
@@ -484,7 +484,7 @@ def _repair_records(settings: Settings, registry: Registry) -> list[str]:
         and f"Beryl model report: {production}<" not in report.read_text(encoding="utf-8")
     )
     if stale and production is not None:
-        from beryl.reporting import build_report
+        from beryl.monitoring.reporting import build_report
 
         build_report(settings, production)
         repaired.append(f"rewrote the report for {production}")

@@ -17,7 +17,7 @@ ingestion leaves at most batch files that no reader ever sees, and every batch a
 carries what is needed to rebuild the manifest without it. New rows are appended to
 ``finaldata.csv`` in place as they are ingested; the manifest records the snapshot's length, and
 a snapshot longer than that (an ingestion killed before its manifest) is cut back to it by
-``repair``. ``beryl.dataset_repair`` holds the repairs: rebuilding a lost or damaged manifest
+``repair``. ``beryl.data.repair`` holds the repairs: rebuilding a lost or damaged manifest
 from the batch records, rebuilding damaged hash indexes, and setting batches aside.
 """
 
@@ -36,24 +36,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beryl import rowhash
-from beryl._batchfiles import BatchWriter as BatchWriter
-from beryl._batchfiles import appending, write_hashes
 from beryl._io import (
     TMP_PREFIX,
     atomic_path,
     atomic_write_json,
     atomic_write_text,
 )
+from beryl.data import rowhash
+from beryl.data._batchfiles import BatchWriter as BatchWriter
+from beryl.data._batchfiles import appending, write_hashes
+from beryl.data.schema import Schema
 from beryl.errors import EmptyDatasetError, StateError, describe_os_error
 from beryl.recovery import RECOVERY_FOLDER
-from beryl.schema import Schema
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from beryl.config import Settings
-    from beryl.dataset_repair import SetAside
+    from beryl.data.repair import SetAside
 
 MANIFEST_NAME = "dataset.json"
 SNAPSHOT_NAME = "finaldata.csv"
@@ -599,7 +599,7 @@ class Dataset:
         command) what it cannot repair alone: a damaged batch, or batches without records and
         no manifest. Call only while holding the workspace lock. Returns what was repaired.
         """
-        from beryl.dataset_repair import repair
+        from beryl.data.repair import repair
 
         return repair(self, write_snapshot)
 
@@ -717,12 +717,12 @@ def set_aside_batches(
     target: Settings | Dataset, batch_ids: list[str] | None, *, write_snapshot: bool | None = None
 ) -> SetAside:
     """``set_aside_batch`` for several batches at once; ``None``: every batch."""
-    from beryl.dataset_repair import set_aside
+    from beryl.data.repair import set_aside
 
     if isinstance(target, Dataset):
         keep = target.snapshot_path.exists() if write_snapshot is None else write_snapshot
         return set_aside(target, batch_ids, keep)
-    from beryl.pipeline import pass_lock
+    from beryl.loop.passes import pass_lock
 
     with pass_lock(target):
         keep = target.write_csv_snapshot if write_snapshot is None else write_snapshot

@@ -21,8 +21,8 @@ from croniter import croniter
 
 from beryl.config import Settings
 from beryl.errors import BerylError, ConfigError, PipelineBusyError
-from beryl.pipeline import PassResult, run_pass
-from beryl.signing import KEY_FILE_ENV, Keyring, default_keyring
+from beryl.loop.passes import PassResult, run_pass
+from beryl.model.signing import KEY_FILE_ENV, Keyring, default_keyring
 
 Clock = Callable[[], datetime]
 Log = Callable[[str], None]

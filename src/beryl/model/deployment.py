@@ -22,8 +22,8 @@ from typing import Any
 from beryl._io import fsync_dir, read_json, sha256_file, utc_now
 from beryl.config import Settings
 from beryl.errors import IntegrityError, ModelNotFoundError, StateError, describe_os_error
+from beryl.model.registry import LATEST_MODEL_FILE, LATEST_SCORE_FILE, Move, Registry
 from beryl.recovery import Aside
-from beryl.registry import LATEST_MODEL_FILE, LATEST_SCORE_FILE, Move, Registry
 
 MANIFEST_FILE = "manifest.json"
 INGESTED_FILES = "ingestedfiles.txt"
@@ -216,7 +216,7 @@ def deploy(
     registry = Registry(settings.model_folder)
     version = version or registry.latest()
     if registry.card(version).f1 is None:
-        from beryl.scoring import score
+        from beryl.model.scoring import score
 
         score(settings, version)
     move = None

@@ -1,8 +1,9 @@
 """The careful reading path: CSV bytes to a typed frame, with errors that name file, column, rows.
 
-Every file the fast Arrow path in ``beryl.ingestion`` cannot vouch for comes here, as do uploads
-to the API and test-data files. The cleaning rules live in one place (``clean_dataset``); pandas
-is imported only by this module, so commands that never read an odd file never load it.
+Every file the fast Arrow path in ``beryl.data.ingestion`` cannot vouch for comes here, as do
+uploads to the API and test-data files. The cleaning rules live in one place
+(``clean_dataset``); pandas is imported only by this module, so commands that never read an odd
+file never load it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from beryl.data.reading import check_text, missing_columns, repeated_columns, unreadable
+from beryl.data.schema import MAX_EXACT_LABEL, Schema, arrow_schema
 from beryl.errors import DataError, SchemaError
-from beryl.reading import check_text, missing_columns, repeated_columns, unreadable
-from beryl.schema import MAX_EXACT_LABEL, Schema, arrow_schema
 
 _MAX_SHOWN = 5
 

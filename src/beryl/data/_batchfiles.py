@@ -1,6 +1,6 @@
 """Writing a batch's files: Parquet row groups, sorted row hashes and rows of the CSV snapshot.
 
-The dataset (``beryl.dataset``) decides what is published; this module only writes, each file
+The dataset (``beryl.data.dataset``) decides what is published; this module only writes, each file
 either atomically (the batch, its hashes) or appended in place and cut back on failure (the
 snapshot).
 """
@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from beryl._io import atomic_path
 
 if TYPE_CHECKING:
-    from beryl.dataset import Dataset
+    from beryl.data.dataset import Dataset
 
 
 @contextmanager

@@ -11,7 +11,7 @@ Layout of ``output_model_path``::
     latestscore.txt            F1 of the latest scored model (original layout)
 
 Promotion and rollback only move the pointer. Beryl never unpickles: it loads ``model.json``,
-whose signature (``beryl.signing``, a key kept outside the workspace) covers everything that
+whose signature (``beryl.model.signing``, a key kept outside the workspace) covers everything that
 changes an answer, and the version id it belongs to; a pointer or log line without a valid
 signature is refused.
 
@@ -41,6 +41,7 @@ from beryl._io import (
     sha256_file,
     utc_now,
 )
+from beryl.data.schema import Schema
 from beryl.errors import (
     IntegrityError,
     ModelError,
@@ -49,10 +50,9 @@ from beryl.errors import (
     TrainingError,
     describe_os_error,
 )
-from beryl.linear import LinearModel, NotLinearError
+from beryl.model.linear import LinearModel, NotLinearError
+from beryl.model.signing import KEY_ENV, KEY_FILE_ENV, Keyring, default_key_path, default_keyring
 from beryl.recovery import Aside
-from beryl.schema import Schema
-from beryl.signing import KEY_ENV, KEY_FILE_ENV, Keyring, default_key_path, default_keyring
 
 MODEL_FILE = "model.pkl"
 DATA_MODEL_FILE = "model.json"
@@ -134,7 +134,7 @@ class Registry:
     """Model versions in ``output_model_path`` and the production pointer.
 
     ``keyring`` signs and checks the data-only models, the pointer and the log; by default the
-    key the environment names (``beryl.signing``).
+    key the environment names (``beryl.model.signing``).
     """
 
     def __init__(self, folder: Path, keyring: Keyring | None = None) -> None:

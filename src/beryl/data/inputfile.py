@@ -2,7 +2,7 @@
 
 A file is opened without following links and without blocking (a FIFO or a folder swapped in
 is refused on the opened descriptor, never read). A file up to ``WHOLE_FILE_BYTES`` is read
-into memory and parsed in one go (``beryl.reading``). A larger file is streamed in blocks of
+into memory and parsed in one go (``beryl.data.reading``). A larger file is streamed in blocks of
 ``BLOCK_BYTES`` with the same rules block by block; its rows are held (beyond ``HELD_BYTES``,
 in a temporary Arrow file beside the dataset) until the whole file has been checked, so a file
 goes in entirely or not at all, and memory is bounded by the block size, not by the file.
@@ -29,8 +29,7 @@ import pyarrow.csv as pacsv
 
 from beryl._io import TMP_PREFIX
 from beryl.config import Settings
-from beryl.errors import SchemaError
-from beryl.reading import (
+from beryl.data.reading import (
     ARROW_ERRORS,
     PY_WHITESPACE,
     check_classes,
@@ -43,7 +42,8 @@ from beryl.reading import (
     unreadable,
     vouched,
 )
-from beryl.schema import Schema, arrow_schema, infer_roles
+from beryl.data.schema import Schema, arrow_schema, infer_roles
+from beryl.errors import SchemaError
 
 WHOLE_FILE_BYTES = 32 * 2**20  # read into memory and parsed in one go up to this size
 # The parse block of a larger file. Arrow's streaming reader reads many blocks ahead, so its
@@ -274,7 +274,7 @@ def _careful_blocks(
     source: InputFile, schema: Schema, name: str, held: Held
 ) -> tuple[list[pa.Array], str | None]:
     """The careful path, block by block: every column read as text, then cleaned."""
-    from beryl.cleaning import clean_dataset, to_arrow
+    from beryl.data.cleaning import clean_dataset, to_arrow
 
     labels: list[pa.Array] = []
     numeric = set(schema.numeric)
@@ -302,7 +302,7 @@ def _careful_blocks(
 
 def _infer_in_blocks(source: InputFile, settings: Settings, name: str) -> Schema:
     """The first file's schema, as ``first_schema`` infers it, from one pass over its blocks."""
-    from beryl.schema import looks_numeric
+    from beryl.data.schema import looks_numeric
 
     reserved = set(text_columns(settings, None))
     numeric: dict[str, bool] = {}

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from beryl._io import utc_now
 from beryl.errors import StateBusyError, StateError, describe_os_error
@@ -109,6 +109,60 @@ class RunRecord:
     summary: str | None
     detail: dict[str, Any]
     steps: list[StepRecord] = field(default_factory=list)
+
+
+@runtime_checkable
+class HistoryStore(Protocol):
+    """What the loop, the CLI and the API need from a history database (SQLite today: ``History``;
+    the contract tests in ``tests/test_history_contract.py`` run against this protocol)."""
+
+    def start_run(self, command: str, detail: dict[str, Any] | None = None) -> int: ...
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        exit_code: int,
+        duration_s: float,
+        summary: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    def record_step(
+        self,
+        run_id: int,
+        name: str,
+        *,
+        started: str,
+        duration_s: float,
+        status: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    def run(
+        self, command: str, detail: dict[str, Any] | None = None
+    ) -> contextlib.AbstractContextManager[RunContext]: ...
+
+    def close_interrupted(self, commands: tuple[str, ...]) -> int: ...
+
+    def runs(self, limit: int = 20) -> list[RunRecord]: ...
+
+    def last_step(self, name: str) -> StepRecord | None: ...
+
+    def record_score(
+        self, version: str, role: str, data: str, metrics: dict[str, Any], run_id: int | None = None
+    ) -> None: ...
+
+    def scores(self, limit: int = 500) -> list[dict[str, Any]]: ...
+
+    def record_promotion(self, move: dict[str, Any], run_id: int | None = None) -> None: ...
+
+    def promotions(self, limit: int = 500) -> list[dict[str, Any]]: ...
+
+    def record_drift(self, result: dict[str, Any], run_id: int | None = None) -> None: ...
+
+    def latest_drift(self) -> dict[str, Any] | None: ...
 
 
 class History:

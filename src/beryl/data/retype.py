@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beryl import rowhash
 from beryl.config import Settings
-from beryl.dataset import BatchInfo, Dataset, Manifest
+from beryl.data import rowhash
+from beryl.data.dataset import BatchInfo, Dataset, Manifest
+from beryl.data.schema import Schema, arrow_schema
 from beryl.errors import EmptyDatasetError, SchemaError
-from beryl.schema import Schema, arrow_schema
 
 Kind = Literal["categorical", "numeric"]
 KINDS: tuple[Kind, ...] = ("categorical", "numeric")
@@ -106,7 +106,7 @@ def retype(settings: Settings, column: str, kind: Kind) -> RetypeResult:
         raise
     # The old batches at once into the recovery folder: a manifest rebuilt from the batches'
     # own records must never find the rows twice.
-    from beryl.dataset_repair import repair
+    from beryl.data.repair import repair
 
     repair(dataset, settings.write_csv_snapshot)
     rows = sum(b.rows for b in batches)
@@ -248,7 +248,7 @@ def _number_text(value: float) -> str:
 
 def _as_numbers(values: pa.ChunkedArray, column: str, source: str, first_row: int) -> pa.Array:
     """Text as numbers by the careful reader's rules; a value that is not one refuses."""
-    from beryl.cleaning import parse_numbers
+    from beryl.data.cleaning import parse_numbers
 
     try:
         return parse_numbers(values, column, source, first_row=first_row)

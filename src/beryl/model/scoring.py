@@ -21,12 +21,12 @@ from sklearn.metrics import (
 )
 
 from beryl._io import atomic_write_text, utc_now
-from beryl.cleaning import clean_dataset, read_csv_bytes
 from beryl.config import Settings
-from beryl.dataset import Dataset
+from beryl.data.cleaning import clean_dataset, read_csv_bytes
+from beryl.data.dataset import Dataset
+from beryl.data.schema import Schema
 from beryl.errors import DataError, EmptyDatasetError
-from beryl.registry import LATEST_SCORE_FILE, ModelCard, Registry
-from beryl.schema import Schema
+from beryl.model.registry import LATEST_SCORE_FILE, ModelCard, Registry
 
 
 def csv_files(path: Path) -> list[Path]:
@@ -142,8 +142,8 @@ class Overlap:
 
 def overlap_with_training(dataset: Dataset, frame: pd.DataFrame, schema: Schema) -> Overlap:
     """How many rows of the labelled test frame the dataset also holds (same row hash)."""
-    from beryl.cleaning import to_arrow
-    from beryl.rowhash import row_hashes
+    from beryl.data.cleaning import to_arrow
+    from beryl.data.rowhash import row_hashes
 
     if frame.empty or not dataset.batches:
         return Overlap(len(frame), 0)

@@ -1,8 +1,8 @@
 """Reading a CSV file's bytes into the dataset's types: the rules, for a whole file.
 
 A well-formed file is parsed by Arrow straight into the dataset's types when Arrow can vouch
-for the result (``vouched``); anything else takes the careful path of ``beryl.cleaning``, which
-gives the same result or says what is wrong. ``beryl.inputfile`` applies the same rules to a
+for the result (``vouched``); anything else takes the careful path of ``beryl.data.cleaning``, which
+gives the same result or says what is wrong. ``beryl.data.inputfile`` applies the same rules to a
 large file block by block.
 """
 
@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from beryl.config import Settings
+from beryl.data.schema import MAX_EXACT_LABEL, Schema, arrow_schema, infer_roles, infer_schema
 from beryl.errors import SchemaError
-from beryl.schema import MAX_EXACT_LABEL, Schema, arrow_schema, infer_roles, infer_schema
 
 ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowKeyError)
 _SNIFF_BYTES = 64 * 1024
@@ -40,7 +40,7 @@ def read_clean(data: bytes, schema: Schema, source: str) -> tuple[pa.Table, str 
     table = _read_typed(data, schema)
     if table is not None:
         return table, None
-    from beryl.cleaning import clean_dataset, read_csv_bytes, to_arrow
+    from beryl.data.cleaning import clean_dataset, read_csv_bytes, to_arrow
 
     raw = read_csv_bytes(data, source, schema.text_columns)
     frame = clean_dataset(raw, schema, source, ingesting=True)
@@ -151,7 +151,7 @@ def first_schema(settings: Settings, data: bytes, source: str) -> Schema:
         }
         if all(name in numeric for name in kinds if name not in reserved):
             return infer_roles(settings, list(kinds), numeric.__contains__, source)
-    from beryl.cleaning import read_csv_bytes
+    from beryl.data.cleaning import read_csv_bytes
 
     raw = read_csv_bytes(data, source, text_columns(settings, None))
     return infer_schema(settings, raw, source)

@@ -21,12 +21,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from beryl._io import atomic_write_with
-from beryl.cleaning import clean_features
 from beryl.config import Settings
+from beryl.data.cleaning import clean_features
+from beryl.data.schema import Schema
 from beryl.errors import DataError, SchemaError
-from beryl.linear import LinearModel
-from beryl.registry import Registry
-from beryl.schema import Schema
+from beryl.model.linear import LinearModel
+from beryl.model.registry import Registry
 
 Progress = Callable[[int], None]
 BLOCK_BYTES = 16 << 20

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, softmax
 
-from beryl.schema import Schema
+from beryl.data.schema import Schema
 
 if TYPE_CHECKING:
-    from beryl.compiled import CompiledModel
+    from beryl.model.compiled import CompiledModel
 
 FORMAT = "beryl-linear-model"
 FORMAT_VERSION = 1
@@ -183,7 +183,7 @@ class LinearModel:
 
     def compiled(self) -> CompiledModel | None:
         """The folded fast path for two classes, when folding keeps 1e-9 precision."""
-        from beryl.compiled import fold
+        from beryl.model.compiled import fold
 
         return fold(self)
 
@@ -307,7 +307,7 @@ def _categorical_block(block: Any, columns: list[str]) -> tuple[list[Any], list[
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
-    from beryl.training import as_object
+    from beryl.model.engine import as_object
 
     _require(type(block) is Pipeline and len(block.steps) == 3, "categorical steps")
     objects, imputer, encoder = (step for _, step in block.steps)

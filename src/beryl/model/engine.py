@@ -1,0 +1,148 @@
+"""The training-engine seam: what fits a model, and the scikit-learn engine Beryl uses today.
+
+A ``TrainingEngine`` turns a labelled frame into a ``Fitted`` model: the data-only
+``LinearModel`` that Beryl serves, predicts and scores with, plus the engine's own artifact (the
+scikit-learn pipeline, pickled for the original layout). Every engine applies the same
+preprocessing semantics (numeric features imputed with the median and scaled, categorical ones
+imputed with the most frequent value and one-hot encoded, unknown categories ignored), so a
+model from any engine serves the same way. The contract tests in
+``tests/test_engine_contract.py`` run against the protocol::
+
+    fitted = SklearnEngine().fit(schema, {"max_iter": 1000}, frame)
+    fitted.model.predict_frame(frame[schema.features])
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from beryl.data.schema import Schema
+from beryl.errors import TrainingError
+from beryl.model.linear import LinearModel, NotLinearError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A fitted model: the data-only form, the engine's artifact and the parameters used."""
+
+    model: LinearModel
+    artifact: Any
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class TrainingEngine(Protocol):
+    """Fits Beryl's model on a labelled frame (``schema.features`` and ``schema.target``)."""
+
+    name: str
+
+    def fit(self, schema: Schema, params: dict[str, Any], frame: pd.DataFrame) -> Fitted:
+        """The fitted model; ``TrainingError`` for data or parameters it refuses."""
+
+
+def check_labels(schema: Schema, labels: pd.Series) -> None:
+    """Refuse what no engine can learn from: one class, or no positive label."""
+    classes = sorted(pd.unique(labels).tolist(), key=str)
+    if len(classes) < 2:
+        raise TrainingError(
+            f"the dataset has only one label value ({classes[0]!r}) in {schema.target!r}"
+            if classes
+            else f"the dataset has no labelled rows in {schema.target!r}",
+            hint="training needs rows of both the attrited and the retained class",
+        )
+    if schema.positive_label not in classes:
+        raise TrainingError(
+            f"positive_label {schema.positive_label!r} never occurs in {schema.target!r} "
+            f"(values: {', '.join(map(repr, classes[:10]))})",
+            hint="set positive_label in config.json to the value that marks attrition",
+        )
+
+
+def as_object(frame: Any) -> Any:
+    """Categorical columns as objects with ``np.nan`` for missing, as the imputer expects."""
+    if isinstance(frame, pd.DataFrame):
+        return frame.astype(object).where(frame.notna(), np.nan)
+    return frame
+
+
+def build_pipeline(schema: Schema, params: dict[str, Any]) -> Pipeline:
+    """Impute + scale numeric features, impute + one-hot categorical ones, then the model."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if schema.numeric:
+        numeric = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                ("scale", StandardScaler()),
+            ]
+        )
+        transformers.append(("numeric", numeric, list(schema.numeric)))
+    if schema.categorical:
+        categorical = Pipeline(
+            [
+                ("as_object", FunctionTransformer(as_object, feature_names_out="one-to-one")),
+                ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
+                ("onehot", OneHotEncoder(handle_unknown="ignore")),
+            ]
+        )
+        transformers.append(("categorical", categorical, list(schema.categorical)))
+    features = ColumnTransformer(transformers, remainder="drop")
+    return Pipeline([("features", features), ("model", LogisticRegression(**params))])
+
+
+def fit_pipeline(schema: Schema, params: dict[str, Any], frame: pd.DataFrame) -> Pipeline:
+    """Fit the pipeline on a labelled frame; the estimator's complaints become ``TrainingError``."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    labels = frame[schema.target]
+    check_labels(schema, labels)
+    pipeline = build_pipeline(schema, params)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            pipeline.fit(frame[schema.features], labels)
+    except InvalidParameterError as exc:
+        raise TrainingError(
+            f"invalid model parameters: {exc}", hint="fix the 'model' section of config.json"
+        ) from exc
+    except ValueError as exc:
+        raise TrainingError(f"training failed: {exc}") from exc
+    return pipeline
+
+
+class SklearnEngine:
+    """``TrainingEngine`` on scikit-learn: Beryl's pipeline, ``LogisticRegression`` last."""
+
+    name = "scikit-learn"
+
+    def fit(self, schema: Schema, params: dict[str, Any], frame: pd.DataFrame) -> Fitted:
+        pipeline = fit_pipeline(schema, params, frame)
+        try:
+            model = LinearModel.from_pipeline(pipeline, schema)
+        except NotLinearError as exc:
+            raise TrainingError(f"the fitted model cannot be stored as data: {exc}") from exc
+        estimator = pipeline.named_steps["model"]
+        parameters = {k: _jsonable(v) for k, v in estimator.get_params().items()}
+        return Fitted(model=model, artifact=pipeline, parameters=parameters)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)

@@ -1,0 +1,159 @@
+"""The storage seam: where a store keeps its files, by key, with the guarantees stores rely on.
+
+A store (the model registry first) names its files by keys relative to its folder
+(``production.json``, ``versions/v0003/card.json``) and asks the storage for four things that a
+folder on a local disk and an object store can both give:
+
+- ``write`` replaces a key's content atomically (a reader sees the old bytes or the new ones);
+- ``create`` writes a key only if it does not exist yet (two writers: one wins, the other learns
+  it lost), which makes immutable things immutable;
+- ``swap`` replaces a key only if it still holds what the caller read (compare-and-swap), so two
+  processes moving the same pointer at once cannot both win;
+- ``append`` adds one line to a log, durably, never tearing another writer's line.
+
+``LocalStorage`` (a folder: atomic renames, ``link`` for create-only, ``flock`` for swaps) is
+today's one implementation; the contract tests in
+``tests/test_storage_contract.py`` are written against the protocol, so the next implementation
+runs them unchanged::
+
+    storage = LocalStorage(settings.model_folder)
+    current = storage.read("production.json")
+    if not storage.swap("production.json", new_pointer, expected=current):
+        ...  # another process moved it first
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Protocol, runtime_checkable
+
+from beryl._io import TMP_PREFIX, append_line, atomic_write_bytes, fsync_dir
+from beryl.errors import StateError, describe_os_error
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Files of one store by key (``a/b.json``, relative, ``/``-separated)."""
+
+    def read(self, key: str) -> bytes | None:
+        """The key's bytes, or None when it does not exist."""
+
+    def write(self, key: str, data: bytes) -> None:
+        """Replace the key's content atomically."""
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write the key only if it does not exist; False when it already did (nothing written)."""
+
+    def swap(self, key: str, data: bytes, *, expected: bytes | None) -> bool:
+        """Replace the key only if it holds ``expected`` (None: only if it does not exist);
+        False, and nothing written, when another writer changed it first."""
+
+    def append(self, key: str, line: str) -> None:
+        """Add one line (without its newline) to the key, durably."""
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The keys below ``prefix`` (a folder-like prefix ending in ``/``, or ""), sorted."""
+
+    def exists(self, key: str) -> bool: ...
+
+
+class LocalStorage:
+    """``Storage`` in a folder on a local (or locally locking) file system."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        """The file behind a key; keys never leave the root."""
+        parts = PurePosixPath(key).parts
+        if not parts or key.startswith("/") or any(p in ("..", ".") for p in parts):
+            raise ValueError(f"not a storage key: {key!r}")
+        return self.root.joinpath(*parts)
+
+    def read(self, key: str) -> bytes | None:
+        path = self.path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            return None
+        except OSError as exc:
+            message, hint = describe_os_error(exc, path)
+            raise StateError(f"cannot read {path}: {message}", hint=hint) from exc
+
+    def write(self, key: str, data: bytes) -> None:
+        atomic_write_bytes(self.path(key), data)
+
+    def create(self, key: str, data: bytes) -> bool:
+        path = self.path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(name, path)  # never replaces: the first writer wins
+            except FileExistsError:
+                return False
+            finally:
+                Path(name).unlink()
+            fsync_dir(path.parent)
+            return True
+        except OSError as exc:
+            message, hint = describe_os_error(exc, path)
+            raise StateError(f"cannot write {path}: {message}", hint=hint) from exc
+
+    def swap(self, key: str, data: bytes, *, expected: bytes | None) -> bool:
+        with self._locked(key):
+            if self.read(key) != expected:
+                return False
+            self.write(key, data)
+            return True
+
+    def append(self, key: str, line: str) -> None:
+        path = self.path(key)
+        try:
+            with self._locked(key):
+                append_line(path, line)
+        except OSError as exc:
+            message, hint = describe_os_error(exc, path)
+            raise StateError(f"cannot write {path}: {message}", hint=hint) from exc
+
+    def keys(self, prefix: str = "") -> list[str]:
+        base = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        found = []
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.startswith(TMP_PREFIX):
+                found.append(path.relative_to(self.root).as_posix())
+        return sorted(found)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """An exclusive lock of ``key``'s folder among processes on this machine (``flock`` on
+        the folder itself: no lock file is left behind)."""
+        folder = self.path(key).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            message, hint = describe_os_error(exc, folder)
+            raise StateError(f"cannot lock {folder}: {message}", hint=hint) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock

@@ -1,0 +1,107 @@
+"""The history seam's contract, run against every implementation (SQLite today).
+
+A second implementation (PostgreSQL) is added to ``IMPLEMENTATIONS`` and must pass the same
+tests: runs with their steps and outcomes, scores, promotions and drift results read back as
+written, newest first where it says so, and concurrent writers losing nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from beryl.monitoring.history import History, HistoryStore
+
+IMPLEMENTATIONS: dict[str, Callable[[Path], HistoryStore]] = {
+    "sqlite": lambda folder: History(folder / "beryl.sqlite"),
+}
+
+
+@pytest.fixture(params=list(IMPLEMENTATIONS))
+def history(request: pytest.FixtureRequest, tmp_path: Path) -> HistoryStore:
+    made = IMPLEMENTATIONS[request.param](tmp_path)
+    assert isinstance(made, HistoryStore)
+    return made
+
+
+def test_an_empty_history_reads_as_empty(history: HistoryStore) -> None:
+    assert history.runs() == [] and history.scores() == [] and history.promotions() == []
+    assert history.latest_drift() is None and history.last_step("ingest") is None
+
+
+def test_a_run_records_its_steps_outcome_and_detail(history: HistoryStore) -> None:
+    with history.run("run", {"started_by": "test"}) as run:
+        with run.step("ingest") as detail:
+            detail["rows"] = 3
+        with run.step("train"):
+            pass
+        run.status, run.exit_code, run.summary = "partial", 10, "one file quarantined"
+        run.detail = {"outcome": "kept"}
+    (record,) = history.runs()
+    assert (record.command, record.status, record.exit_code) == ("run", "partial", 10)
+    assert record.summary == "one file quarantined" and record.detail == {"outcome": "kept"}
+    assert [s.name for s in record.steps] == ["ingest", "train"]
+    assert record.steps[0].detail == {"rows": 3} and record.steps[0].status == "ok"
+    assert record.ended is not None and record.duration_s is not None
+    last = history.last_step("ingest")
+    assert last is not None and last.detail == {"rows": 3}
+
+
+def test_a_failing_run_is_recorded_as_failed_and_the_error_goes_on(history: HistoryStore) -> None:
+    with pytest.raises(ValueError, match="boom"), history.run("train") as run, run.step("train"):
+        raise ValueError("boom")
+    (record,) = history.runs()
+    assert record.status == "failed" and "boom" in (record.summary or "")
+    assert record.steps[0].status == "failed" and "boom" in record.steps[0].detail["error"]
+    assert history.last_step("train") is None  # only successful steps count as timings
+
+
+def test_runs_are_newest_first_and_limited(history: HistoryStore) -> None:
+    for command in ("a", "b", "c"):
+        with history.run(command):
+            pass
+    assert [r.command for r in history.runs(2)] == ["c", "b"]
+
+
+def test_interrupted_runs_are_closed(history: HistoryStore) -> None:
+    history.start_run("run")
+    history.start_run("diagnose")
+    assert history.close_interrupted(("run",)) == 1
+    statuses = {r.command: r.status for r in history.runs()}
+    assert statuses == {"run": "interrupted", "diagnose": "running"}
+
+
+def test_scores_promotions_and_drift_read_back_as_written(history: HistoryStore) -> None:
+    history.record_score("v0001", "candidate", "test data", {"f1": 0.7, "n": 10}, run_id=1)
+    history.record_score("v0002", "candidate", "test data", {"f1": 0.8}, run_id=2)
+    assert [(s["version"], s["f1"]) for s in history.scores()] == [("v0001", 0.7), ("v0002", 0.8)]
+    move = {
+        "time": "2026-01-01T00:00:00Z",
+        "action": "promote",
+        "from_version": None,
+        "to_version": "v0001",
+        "reason": "first",
+        "from_f1": None,
+        "to_f1": 0.7,
+    }
+    history.record_promotion(move, run_id=1)
+    (promotion,) = history.promotions()
+    assert {k: promotion[k] for k in move} == move and promotion["run_id"] == 1
+    drift = {"dataset_drift": True, "drift_share": 0.5, "drifted_features": ["x"], "features": {}}
+    history.record_drift({**drift, "reference": {"rows": 5}, "current": {"rows": 3}})
+    latest = history.latest_drift()
+    assert latest is not None and latest["drifted_features"] == ["x"] and latest["dataset_drift"]
+
+
+def test_concurrent_writers_lose_nothing(history: HistoryStore) -> None:
+    def write(i: int) -> None:
+        with history.run(f"job-{i}") as run, run.step("work"):
+            history.record_score(f"v{i:04d}", "candidate", "test data", {"f1": i / 100})
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(write, range(30)))
+    assert len(history.runs(100)) == 30 and len(history.scores()) == 30
+    assert all(len(r.steps) == 1 for r in history.runs(100))
