@@ -26,7 +26,7 @@ from beryl.errors import (
     ModelNotFoundError,
     StateError,
 )
-from beryl.model.registry import Registry
+from beryl.workspace import Workspace
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 
@@ -236,7 +236,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.hosts = HostCheck(allowed_hosts(settings))
-    app.state.holder = ModelHolder(Registry(settings.model_folder))
+    app.state.workspace = workspace = Workspace(settings)
+    app.state.holder = ModelHolder(workspace.registry)
     app.state.profiles = ProfileCache()
     app.state.outdated = OutdatedCache(settings)
 
