@@ -67,23 +67,30 @@ def predict(
     ``compiled``, the model's folded form when it has one, scores records without pandas;
     both forms apply ``decide`` and give the same answers.
     """
-    if compiled is not None:
-        if isinstance(data, Sequence) and not hasattr(data, "columns"):
-            labels, chances = compiled.predict(data)
-        else:
-            labels, chances = compiled.predict_frame(data)  # type: ignore[arg-type]
-        return Predictions(list(labels), list(chances))
-    if isinstance(data, Sequence) and not hasattr(data, "columns"):
-        import pandas as pd
+    import pandas as pd
 
-        frame = pd.DataFrame(list(data), columns=model.schema.features)
-        for column in model.schema.numeric:
-            frame[column] = frame[column].astype("float64")
-        data = frame
+    if not isinstance(data, pd.DataFrame):
+        if compiled is not None:
+            labels, chances = compiled.predict(data)
+            return Predictions(list(labels), list(chances))
+        data = _frame(model, data)
+    elif compiled is not None:
+        labels, chances = compiled.predict_frame(data)
+        return Predictions(list(labels), list(chances))
     labels_array, chances_array = model.predict_frame(data)
     return Predictions(
         [_plain(v) for v in labels_array.tolist()], chances_array.astype(float).tolist()
     )
+
+
+def _frame(model: LinearModel, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Validated records as the frame the model scores: numeric features as float64."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(records), columns=model.schema.features)
+    for column in model.schema.numeric:
+        frame[column] = frame[column].astype("float64")
+    return frame
 
 
 def _plain(value: Any) -> Any:
