@@ -71,6 +71,20 @@ def git(*args: str) -> str:
 
 
 # -- servers --------------------------------------------------------------------------------------
+def baseline_source(revision: str) -> Path:
+    """The ``src`` folder of a git revision, unpacked once into the cache: put it first on
+    ``PYTHONPATH`` to run that revision's Beryl with today's dependencies."""
+    commit = run_checked(["git", "-C", str(REPO), "rev-parse", "--short", revision]).strip()
+    target = CACHE / f"baseline-{commit}"
+    if not (target / "src" / "beryl").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target / "src"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

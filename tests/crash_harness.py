@@ -87,7 +87,10 @@ _NEXT_STAGE = {
     "data_drift": "drift",
     "drift_check": "train",
     "train": "score",
-    "promote": "report",
+    # production's move is the promote step and the deploy and record steps after it
+    "promote": "promote",
+    "deploy": "promote",
+    "record": "report",
     "report": "finish",
     "apicalls": "finish",
 }

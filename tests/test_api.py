@@ -53,7 +53,7 @@ def make_workspace(root: Path, *, run: bool = True, **overrides: object) -> tupl
     ws.config.write_text(json.dumps(data))
     settings = config.load(ws.config)
     if run:
-        run_pass(settings, call_api=False, report=False)
+        run_pass(settings, report=False)
     return settings, ws.config
 
 
@@ -73,7 +73,7 @@ def make_mixed_workspace(
         frame["margin"] = rng.normal(0.0, 0.01, len(frame))
         frame.to_csv(path, index=False)
     if run:
-        run_pass(settings, call_api=False, report=False)
+        run_pass(settings, report=False)
     return settings, config_path
 
 
@@ -81,7 +81,7 @@ def make_two_pass_workspace(root: Path, seed: int) -> tuple[Settings, Path]:
     """A workspace after two passes: the second ingested a batch with shifted activity."""
     settings, config_path = make_workspace(root)
     add_batch(settings.input_folder, "shifted.csv", rows=1_500, seed=seed, shift=0.8)
-    run_pass(settings, call_api=False, report=False)
+    run_pass(settings, report=False)
     return settings, config_path
 
 

@@ -21,7 +21,7 @@ FEATURES = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
 
 @pytest.fixture
 def deployed(workspace: Settings) -> Settings:
-    run_pass(workspace, call_api=False, report=False)
+    run_pass(workspace, report=False)
     return workspace
 
 

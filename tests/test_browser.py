@@ -67,24 +67,24 @@ def test_dashboard_loads_cleanly_and_charts_hold_the_workspace_data(
             assert response is not None and response.status == 200
 
             # F1 over time: one point per candidate/production score, with its exact value.
-            scores = [s for s in history.scores() if s["role"] in ("candidate", "production")]
+            scores = [s for s in history.scores() if s.role in ("candidate", "production")]
             points = page.locator("#f1-chart circle.f1-point")
             assert points.count() == len(scores)
             shown = sorted(
                 float(points.nth(i).get_attribute("data-f1") or "nan")
                 for i in range(points.count())
             )
-            assert shown == pytest.approx(sorted(s["f1"] for s in scores))
+            assert shown == pytest.approx(sorted(s.f1 for s in scores))
             markers = page.locator("#f1-chart .promotion-marker")
             assert markers.count() == len(history.promotions())
 
             # Drift: one bar per feature, flagged as the history recorded it.
             drift = history.latest_drift()
             assert drift is not None
-            for name, feature in drift["features"].items():
+            for name, feature in drift.features.items():
                 bar = page.locator(f'#drift-chart rect.drift-bar[data-feature="{name}"]')
                 assert bar.count() == 1
-                assert bar.get_attribute("data-drifted") == str(feature["drifted"]).lower()
+                assert bar.get_attribute("data-drifted") == str(feature.drifted).lower()
 
             # Versions table and the production banner.
             for card in registry.cards():

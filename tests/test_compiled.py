@@ -140,16 +140,34 @@ def _slack(pipeline: Pipeline, schema: Schema, frame: pd.DataFrame) -> tuple[Any
     return 1e-15 * inputs, 1e-14 * (inputs + folded)
 
 
+def beryl_labels(pipeline: Pipeline, schema: Schema, decision: np.ndarray) -> list[Any]:
+    """Beryl's decision rule on the pipeline's own scores: the positive label where its score is
+    above 0 (its probability above 0.5), else the other class; a tie is not positive.
+
+    scikit-learn's ``predict`` agrees except at a score of exactly 0, where it picks
+    ``classes_[0]``: the positive label when that sorts first.
+    """
+    classes = pipeline.classes_.tolist()
+    positive = classes.index(schema.positive_label)
+    scores = decision if positive == 1 else -decision
+    return [classes[positive] if s > 0 else classes[1 - positive] for s in scores.tolist()]
+
+
 def assert_parity(
     compiled: CompiledModel, pipeline: Pipeline, schema: Schema, frame: pd.DataFrame
 ) -> None:
     classes = pipeline.classes_.tolist()
     expected_proba = pipeline.predict_proba(frame)[:, classes.index(schema.positive_label)]
-    expected = pipeline.predict(frame).tolist()
     decision = pipeline.decision_function(frame)
+    expected = beryl_labels(pipeline, schema, decision)
     proba_slack, sign_slack = _slack(pipeline, schema, frame)
     # A score within rounding of 0 may fall either way; an exact 0 (no signal at all) may not.
     sure = (np.abs(decision) > sign_slack) | (decision == 0)
+    away = (np.abs(decision) > sign_slack).tolist()  # no tie: scikit-learn decides the same
+    sklearn = pipeline.predict(frame).tolist()
+    assert [e for e, a in zip(expected, away, strict=True) if a] == [
+        k for k, a in zip(sklearn, away, strict=True) if a
+    ]
     records = _records(frame, schema)
     single = [compiled.predict([record]) for record in records]
     answers = {

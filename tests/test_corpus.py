@@ -34,8 +34,9 @@ import pytest
 from tests.conftest import CliRunner
 
 from beryl.config import Settings
-from beryl.data.dataset import Dataset, FileRecord
+from beryl.data.dataset import Dataset
 from beryl.data.ingestion import IngestionResult, ingest
+from beryl.data.manifest import FileRecord
 from beryl.errors import EXIT_PARTIAL
 
 HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
@@ -993,12 +994,12 @@ def test_the_corpus_read_in_blocks_has_the_same_outcomes(
 ) -> None:
     """Every case without a writer, each under its own name, in one pass that reads every file
     in blocks of 128 bytes (as a file over 32 MiB is read): the same statuses, reasons and rows."""
-    from beryl.data import ingestion, inputfile
+    from beryl.data import blocks, ingestion
 
     baseline = ingest(workspace).dataset_rows
     monkeypatch.setattr(ingestion, "WHOLE_FILE_BYTES", 0)
-    monkeypatch.setattr(inputfile, "BLOCK_BYTES", 128)
-    monkeypatch.setattr(inputfile, "HELD_BYTES", 512)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 128)
+    monkeypatch.setattr(blocks, "HELD_BYTES", 512)
     folder = workspace.input_folder
     outside = tmp_path / "outside"
     outside.mkdir()

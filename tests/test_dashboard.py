@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.dashboard_sample import build, empty, sample
 
 from beryl.monitoring.dashboard import drift_section, render_dashboard
+from beryl.monitoring.results import DriftResult
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
 RED = "#dc2626"
@@ -95,157 +97,8 @@ class Page(HTMLParser):
         return " ".join(" ".join(self.text).split())
 
 
-def sample() -> dict[str, Any]:
-    """A small but complete dashboard input with awkward values in the corners."""
-    t = "2026-11-{:02d}T17:30:38Z".format
-    step = [{"name": "ingest", "duration_s": 0.05, "status": "ok"}]
-    return {
-        "title": "Beryl — workspace /tmp/<ws>",
-        "generated_at": t(27),
-        "production": {"version": "v0002", "f1": 0.8379, "since": t(21)},
-        "versions": [
-            {"id": "v0001", "created": t(20), "f1": 0.8253, "rows": 3000, "production": False},
-            {"id": "v0002", "created": t(21), "f1": 0.8379, "rows": 4500, "production": True},
-            {"id": "v0003", "created": t(22), "f1": None, "rows": 6000, "production": False},
-        ],
-        "scores": [
-            {"time": t(20), "version": "v0001", "role": "candidate", "f1": 0.8253, "run_id": 1},
-            {"time": t(21), "version": "v0002", "role": "candidate", "f1": 0.8379, "run_id": 2},
-            {"time": t(21), "version": "v0001", "role": "production", "f1": 0.8253, "run_id": 2},
-            {"time": t(22), "version": "v0002", "role": "drift-check", "f1": 0.80, "run_id": 3},
-            {"time": t(22), "version": "v0003", "role": "candidate", "f1": 0.1 + 0.2, "run_id": 3},
-            {"time": t(22), "version": "v0002", "role": "production", "f1": 0.8391, "run_id": 3},
-        ],
-        "promotions": [
-            {
-                "time": t(20),
-                "action": "promote",
-                "from_version": None,
-                "to_version": "v0001",
-                "from_f1": None,
-                "to_f1": 0.8253,
-                "reason": "first model",
-            },
-            {
-                "time": t(21),
-                "action": "promote",
-                "from_version": "v0001",
-                "to_version": "v0002",
-                "from_f1": 0.8253,
-                "to_f1": 0.8379,
-                "reason": "F1 0.8379 > 0.8253 <better>",
-            },
-            {
-                "time": t(23),
-                "action": "rollback",
-                "from_version": "v0002",
-                "to_version": "v0001",
-                "from_f1": 0.8379,
-                "to_f1": 0.8253,
-                "reason": "asked for",
-            },
-        ],
-        "drift": {
-            "reference": {"rows": 3000, "model_version": "v0001", "batches": ["b1"]},
-            "current": {"rows": 1500, "batches": ["b2"]},
-            "dataset_drift": True,
-            "drift_share": 2 / 3,
-            "drifted_features": ["lastmonth_activity", "corporation"],
-            "features": {
-                "lastmonth_activity": {
-                    "drifted": True,
-                    "test": "kolmogorov-smirnov",
-                    "statistic": 0.145,
-                    "p_value": 9.2e-19,
-                    "distance": 0.12431234567,
-                    "distance_name": "psi",
-                    "threshold": 0.1,
-                },
-                "corporation": {
-                    "drifted": True,
-                    "test": "chi-square",
-                    "statistic": 31.5,
-                    "p_value": 1e-6,
-                    "distance": 0.31,
-                    "distance_name": "jensen-shannon",
-                    "threshold": 0.1,
-                },
-                "employees": {
-                    "drifted": False,
-                    "test": "kolmogorov-smirnov",
-                    "statistic": 0.02,
-                    "p_value": 0.6,
-                    "distance": 0.01,
-                    "distance_name": "psi",
-                    "threshold": 0.1,
-                },
-                "tiny": {
-                    "drifted": False,
-                    "test": "kolmogorov-smirnov",
-                    "statistic": None,
-                    "p_value": None,
-                    "distance": None,
-                    "distance_name": "psi",
-                    "threshold": None,
-                    "note": "not tested: 3 rows, fewer than min_rows=30",
-                },
-            },
-        },
-        "missing_percent": {"corporation": 0.0, "lastmonth_activity": 1.2, "employees": 27.25},
-        "runs": [
-            {
-                "id": 5,
-                "command": "run",
-                "started": t(22),
-                "duration_s": 1.2,
-                "status": "ok",
-                "summary": "promoted: <script>alert(1)</script>",
-                "steps": [
-                    {"name": "ingest", "duration_s": 0.05, "status": "ok"},
-                    {"name": "train", "duration_s": 0.9, "status": "ok"},
-                    {"name": "drift", "duration_s": None, "status": "skipped"},
-                ],
-            },
-            {
-                "id": 4,
-                "command": "ingest",
-                "started": t(21),
-                "duration_s": None,
-                "status": "failed",
-                "summary": "schema error",
-                "steps": step,
-            },
-            {
-                "id": 3,
-                "command": "run",
-                "started": t(20),
-                "duration_s": 0.3,
-                "status": "partial",
-                "summary": "",
-                "steps": [],
-            },
-        ],
-        "confusion_matrix": {
-            "matrix": [[249, 92], [57, 352]],
-            "labels": ["not 1", "1"],
-            "version": "v0002",
-        },
-    }
-
-
-def empty() -> dict[str, Any]:
-    return {
-        "title": "Beryl — workspace /tmp/ws",
-        "generated_at": "2026-11-27T17:30:38Z",
-        "production": None,
-        "versions": [],
-        "scores": [],
-        "promotions": [],
-        "drift": None,
-        "missing_percent": {},
-        "runs": [],
-        "confusion_matrix": None,
-    }
+def render(data: dict[str, Any]) -> str:
+    return render_dashboard(build(data))
 
 
 CHART_IDS = (
@@ -260,7 +113,7 @@ CHART_IDS = (
 
 @pytest.fixture
 def page() -> Page:
-    return Page(render_dashboard(sample()))
+    return Page(render(sample()))
 
 
 def test_every_view_has_its_chart_once(page: Page) -> None:
@@ -365,7 +218,7 @@ def test_run_rows_hold_their_own_step_bars(page: Page) -> None:
 def test_runs_are_capped_at_the_fifteen_newest() -> None:
     data = sample()
     data["runs"] = [dict(data["runs"][0], id=i) for i in range(40, 20, -1)]
-    rows = Page(render_dashboard(data)).find("g", cls="run-row")
+    rows = Page(render(data)).find("g", cls="run-row")
     assert [r.attrs["data-run"] for r in rows] == [str(i) for i in range(40, 25, -1)]
 
 
@@ -402,7 +255,7 @@ def test_drift_badge_is_red_amber_or_green(
 ) -> None:
     data = sample()
     data["drift"].update(dataset_drift=dataset_drift, drifted_features=drifted)
-    assert Page(render_dashboard(data)).one(id="drift-status").attrs["data-level"] == level
+    assert Page(render(data)).one(id="drift-status").attrs["data-level"] == level
 
 
 @pytest.mark.parametrize(
@@ -418,7 +271,7 @@ def test_drift_badge_is_red_amber_or_green(
 def test_run_badge_follows_the_latest_run(status: str, level: str) -> None:
     data = sample()
     data["runs"][0]["status"] = status
-    badge = Page(render_dashboard(data)).one(id="run-status")
+    badge = Page(render(data)).one(id="run-status")
     assert badge.attrs["data-level"] == level
     assert badge.text == [f"#5 {status}"]
 
@@ -430,7 +283,7 @@ def test_banner_shows_the_production_version_and_f1(page: Page) -> None:
 
 
 def test_empty_data_renders_every_empty_state_and_no_chart() -> None:
-    document = render_dashboard(empty())
+    document = render(empty())
     page = Page(document)
     assert page.errors == []
     for sentence in (
@@ -453,7 +306,7 @@ def test_empty_data_renders_every_empty_state_and_no_chart() -> None:
 def test_missing_values_of_zero_everywhere_say_so() -> None:
     data = empty()
     data["missing_percent"] = {"a": 0.0, "b": 0}
-    page = Page(render_dashboard(data))
+    page = Page(render(data))
     assert len(page.find("rect", cls="missing-bar")) == 2
     assert "No column has missing values." in page.visible
 
@@ -462,7 +315,7 @@ def test_text_from_data_is_escaped() -> None:
     data = sample()
     data["versions"][0]["id"] = 'v"1<'
     data["drift"]["features"]['<img src=x onerror="alert(1)">'] = data["drift"]["features"]["tiny"]
-    document = render_dashboard(data)
+    document = render(data)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in document
     assert "<script" not in document.lower()
     assert "<img" not in document
@@ -477,7 +330,7 @@ def test_text_from_data_is_escaped() -> None:
 
 
 def test_page_needs_nothing_from_the_network() -> None:
-    for document in (render_dashboard(sample()), render_dashboard(empty())):
+    for document in (render(sample()), render(empty())):
         assert "http://" not in document and "https://" not in document
         assert "<script" not in document and "@import" not in document
         links = re.findall(r"<link[^>]*>", document)
@@ -486,7 +339,7 @@ def test_page_needs_nothing_from_the_network() -> None:
 
 @pytest.mark.parametrize("data", [sample(), empty()], ids=["sample", "empty"])
 def test_document_parses_and_every_tag_is_closed(data: dict[str, Any]) -> None:
-    document = render_dashboard(data)
+    document = render(data)
     assert document.startswith("<!DOCTYPE html>")
     page = Page(document)
     assert page.errors == []
@@ -504,7 +357,7 @@ def test_unbalanced_markup_is_caught_by_the_checker() -> None:
 
 
 def test_drift_section_alone_is_a_fragment_with_the_chart() -> None:
-    fragment = drift_section(sample()["drift"])
+    fragment = drift_section(DriftResult.from_dict(sample()["drift"]))
     page = Page(fragment)
     assert page.errors == [] and "<html" not in fragment and "<style" not in fragment
     assert page.one("h2").text == ["Latest data drift"]
@@ -516,7 +369,7 @@ def test_drift_section_alone_is_a_fragment_with_the_chart() -> None:
 
 def test_drift_section_without_a_check_explains_why() -> None:
     for drift in (None, dict(copy.deepcopy(sample()["drift"]), features={})):
-        page = Page(drift_section(drift))
+        page = Page(drift_section(None if drift is None else DriftResult.from_dict(drift)))
         assert page.find(id="drift-chart") == []
         assert "No drift check yet" in page.visible
 
@@ -543,7 +396,7 @@ def test_every_f1_point_lies_inside_the_plot_area(
         }
         for i, (role, f1) in enumerate(scores)
     ]
-    page = Page(render_dashboard(data))
+    page = Page(render(data))
     assert page.errors == []
     plotted = [f1 for role, f1 in scores if role != "drift-check"]
     points = page.find("circle", cls="f1-point")

@@ -13,9 +13,10 @@ import pytest
 
 from beryl import config
 from beryl.config import Settings
-from beryl.data.dataset import BatchInfo, Dataset, FileRecord, Manifest
+from beryl.data.dataset import Dataset
 from beryl.data.demo import add_batch
 from beryl.data.ingestion import ingest
+from beryl.data.manifest import BatchInfo, FileRecord, Manifest, SnapshotState
 from beryl.data.schema import Schema
 from beryl.errors import EmptyDatasetError, StateError
 
@@ -69,7 +70,7 @@ def test_manifest_round_trips_through_json() -> None:
             FileRecord("a.csv", "ab" * 32, "ingested", "t", 4, 3, "b1", None, 99),
             FileRecord("c.csv", "cd" * 32, "quarantined", "t", reason="c.csv: empty"),
         ],
-        snapshot={"batches": ["b1"], "bytes": 120},
+        snapshot=SnapshotState(("b1",), 120),
     )
 
     data = json.loads(json.dumps(manifest.to_dict()))
@@ -270,7 +271,7 @@ def test_a_failed_ingestion_leaves_batches_and_snapshot_as_they_were(workspace: 
     """Rows are appended to finaldata.csv as they are read; a failure cuts them off again."""
     from unittest import mock
 
-    from beryl.data import _batchfiles
+    from beryl.data import snapshot
 
     ingest(workspace)
 
@@ -282,7 +283,7 @@ def test_a_failed_ingestion_leaves_batches_and_snapshot_as_they_were(workspace: 
     add_batch(workspace.input_folder, "later", rows=40, seed=4)
     add_batch(workspace.input_folder, "zlater", rows=40, seed=6)
     calls = []
-    real_write = _batchfiles.write_rows
+    real_write = snapshot.write_rows
 
     def write_then_fail(handle: Any, table: Any) -> None:
         real_write(handle, table)
@@ -291,7 +292,7 @@ def test_a_failed_ingestion_leaves_batches_and_snapshot_as_they_were(workspace: 
             raise OSError(28, "No space left on device")
 
     with (
-        mock.patch.object(_batchfiles, "write_rows", write_then_fail),
+        mock.patch.object(snapshot, "write_rows", write_then_fail),
         pytest.raises(StateError, match="no space left"),
     ):
         ingest(workspace)
@@ -339,7 +340,7 @@ def test_snapshot_rows_from_tables_with_empty_chunks(tmp_path: Path) -> None:
     """Arrow's CSV writer mangles a column whose first chunk is empty; the snapshot must not."""
     import pyarrow as pa
 
-    from beryl.data._batchfiles import appending
+    from beryl.data.snapshot import appending
 
     def chunked(*parts: list[Any]) -> pa.ChunkedArray:
         return pa.chunked_array([pa.array(p, pa.large_string()) for p in parts])
@@ -354,7 +355,7 @@ def test_snapshot_rows_from_tables_with_empty_chunks(tmp_path: Path) -> None:
 def test_batch_records_carry_the_records_of_the_ingestion_that_made_them(
     workspace: Settings,
 ) -> None:
-    from beryl.data.dataset import records_by_batch
+    from beryl.data.manifest import records_by_batch
 
     ingest(workspace)
     (workspace.input_folder / "broken.csv").write_text("")  # a pass that adds no rows

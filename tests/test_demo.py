@@ -25,6 +25,7 @@ from beryl.data.demo import (
 from beryl.data.schema import Schema
 from beryl.errors import ConfigError
 from beryl.model.engine import fit_pipeline
+from beryl.model.linear import LinearModel
 from beryl.model.scoring import compute_metrics
 
 SCHEMA = Schema(target="exited", positive_label=1, id_columns=["corporation"], numeric=NUMERIC)
@@ -53,7 +54,9 @@ def test_generate_has_the_original_columns_labels_and_a_few_blanks() -> None:
 
 
 def test_generated_data_is_learnable_across_seeds() -> None:
-    model = fit_pipeline(SCHEMA, {"max_iter": 1000}, generate(2000, seed=0))
+    model = LinearModel.from_pipeline(
+        fit_pipeline(SCHEMA, {"max_iter": 1000}, generate(2000, seed=0)), SCHEMA
+    )
     metrics = compute_metrics(model, generate(1000, seed=1), SCHEMA)
     assert metrics["f1"] > 0.7
     assert metrics["roc_auc"] > 0.8
@@ -66,7 +69,9 @@ def test_low_recent_activity_means_more_attrition() -> None:
 
 
 def test_label_noise_makes_the_data_harder_to_learn() -> None:
-    model = fit_pipeline(SCHEMA, {"max_iter": 1000}, generate(2000, seed=0))
+    model = LinearModel.from_pipeline(
+        fit_pipeline(SCHEMA, {"max_iter": 1000}, generate(2000, seed=0)), SCHEMA
+    )
     clean = compute_metrics(model, generate(1000, seed=1), SCHEMA)
     noisy = compute_metrics(model, generate(1000, seed=1, label_noise=0.4), SCHEMA)
     assert noisy["accuracy"] < clean["accuracy"] - 0.1

@@ -3,6 +3,7 @@ predictions."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import socket
@@ -25,16 +26,21 @@ from beryl.errors import EmptyDatasetError, ModelNotFoundError
 from beryl.model.deployment import deploy
 from beryl.model.registry import Registry
 from beryl.model.training import train
+from beryl.monitoring import diagnostics as diagnostics_module
 from beryl.monitoring.diagnostics import (
+    Diagnostics,
     compute_profile,
     dependencies,
+    diagnose,
     measure_timings,
     outdated_packages,
     predict_test_data,
     profile,
     recorded_timings,
 )
+from beryl.monitoring.drift import compare
 from beryl.monitoring.history import History
+from beryl.workspace import Workspace
 
 NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
 
@@ -99,20 +105,19 @@ def test_profile_before_ingestion_is_an_empty_dataset_error(workspace: Settings)
 
 
 def test_profile_is_cached_until_a_new_batch_arrives(ingested: Settings) -> None:
-    dataset = Dataset(ingested.output_folder)
-    first = profile(dataset)
+    first = profile(ingested)
     cache = ingested.output_folder / "profile.json"
     assert json.loads(cache.read_text()) == first
 
     # prove the second call reads the cache: a marker written into it comes back
     marked = {**first, "marker": "from cache"}
     cache.write_text(json.dumps(marked))
-    assert profile(Dataset(ingested.output_folder)) == marked
+    assert profile(Workspace(ingested)) == marked
 
     add_batch(ingested.input_folder, "more", rows=200, seed=7)
     ingest(ingested)
     dataset = Dataset(ingested.output_folder)
-    fresh = profile(dataset)
+    fresh = profile(ingested)
     assert "marker" not in fresh
     assert fresh["rows"] == dataset.rows > first["rows"]
     assert fresh["batches"] == [b.id for b in dataset.batches]
@@ -126,7 +131,7 @@ def test_profile_is_cached_until_a_new_batch_arrives(ingested: Settings) -> None
 def test_unreadable_cache_is_recomputed(ingested: Settings) -> None:
     cache = ingested.output_folder / "profile.json"
     cache.write_text("{torn")
-    result = profile(Dataset(ingested.output_folder))
+    result = profile(ingested)
     assert result["rows"] == Dataset(ingested.output_folder).rows
     assert json.loads(cache.read_text())["rows"] == result["rows"]
 
@@ -297,14 +302,67 @@ def test_predict_test_data_gives_one_prediction_per_test_row(ingested: Settings)
     registry = Registry(ingested.model_folder)
     train(ingested)
     with pytest.raises(ModelNotFoundError):
-        predict_test_data(ingested, registry)
+        predict_test_data(ingested)
     deploy(ingested)
-    result = predict_test_data(ingested, registry)
+    result = predict_test_data(Workspace(ingested))
     test = pd.read_csv(ingested.test_data / "testdata.csv")
-    assert result["version"] == "v0001"
-    assert len(result["predictions"]) == len(test)
-    assert set(result["predictions"]) <= {0, 1}
-    assert all(type(p) is int for p in result["predictions"])
+    assert result.version == "v0001"
+    assert len(result.predictions) == len(test)
+    assert set(result.predictions) <= {0, 1}
+    assert all(type(p) is int for p in result.predictions)
     model = registry.pipeline("v0001")
-    assert result["predictions"] == model.predict(test).tolist()
-    json.dumps(result)  # JSON-able as the API returns it
+    assert result.predictions == model.predict(test).tolist()
+    json.dumps(result.to_dict())  # JSON-able as the API returns it
+
+
+def test_no_monitoring_module_predicts_but_through_the_one_function() -> None:
+    """Diagnostics and reports predict with ``beryl.model.predict.predict`` (its decision rule),
+    never with a model's own ``predict`` methods."""
+    own = {"predict", "predict_proba", "predict_frame", "decision_function"}
+    found = []
+    modules = sorted(Path(diagnostics_module.__file__).parent.glob("*.py"))
+    assert {"diagnostics.py", "reporting.py"} <= {path.name for path in modules}
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr in own:
+                found.append(f"{path.name}:{node.lineno} .{node.func.attr}(")
+    assert found == []
+
+
+def test_diagnose_gathers_everything_in_the_shape_of_its_json(ingested: Settings) -> None:
+    workspace = Workspace(ingested)
+    before = diagnose(workspace, check_outdated=False)
+    assert before.production_version is None and before.predictions is None
+    assert before.data_drift is None and before.outdated_packages is None
+    train(ingested)
+    deploy(ingested)
+    dataset = Dataset(ingested.output_folder)
+    assert dataset.schema is not None
+    frame = dataset.read()
+    drift = compare(frame, frame.head(100), dataset.schema, ingested.drift, reference_label="v0001")
+    workspace.history.record_drift(drift)
+    result = diagnose(workspace, check_outdated=False)
+    assert isinstance(result, Diagnostics)
+    assert result.production_version == "v0001"
+    assert result.dataset_rows == Dataset(ingested.output_folder).rows
+    assert result.data_drift == drift
+    assert result.predictions == predict_test_data(workspace)
+    data = result.to_dict()
+    assert list(data) == [
+        "production_version",
+        "dataset_rows",
+        "summary_stats",
+        "missing_percent",
+        "timings",
+        "data_drift",
+        "predictions",
+    ]
+    assert data["data_drift"] == drift.to_dict()
+    assert result.predictions is not None
+    assert data["predictions"] == {
+        "version": "v0001",
+        "predictions": result.predictions.predictions,
+    }
+    assert json.loads(json.dumps(data)) == data

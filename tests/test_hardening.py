@@ -1,4 +1,5 @@
-"""The API against a hostile client: hosts, content types, tokens, limits, faults and truth.
+"""The API against a hostile client: hosts, content types, tokens, limits and truth (server
+faults are in ``tests/test_faults.py``).
 
 Each class of attack or fault has tests of its own, against a real ``beryl serve`` on a free
 loopback port (``tests.test_api.serving``) or the app in process where the test holds a fault
@@ -12,7 +13,6 @@ import hashlib
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,12 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from tests.conftest import CliRunner
 from tests.test_api import make_workspace, serving
+from tests.test_event_loop import in_process
 
 from beryl import config
-from beryl.api.app import HostCheck, create_app
+from beryl.api.app import HostCheck
 from beryl.api.server import app_from_environment  # noqa: F401  (the factory serve uses)
 from beryl.config import Settings
 from beryl.errors import ConfigError
@@ -309,117 +309,6 @@ def test_file_location_is_limited_by_bytes_before_reading_and_by_rows_while_pars
         many.unlink()
 
 
-# -- server faults are 503, with a JSON reason ----------------------------------------------------
-@contextlib.contextmanager
-def _in_process(settings: Settings) -> Iterator[tuple[str, Any]]:
-    """The app on a uvicorn thread, so the test can hold faults in place around requests."""
-    app = create_app(settings)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def _damage(path: Path, how: str) -> None:
-    if how == "garbage":
-        path.write_bytes(b"\x00garbage\xff" * 100)
-    elif how == "truncated":
-        path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])
-    elif how == "empty":
-        path.write_bytes(b"")
-
-
-@pytest.mark.parametrize("how", ["garbage", "truncated"])
-def test_a_damaged_history_database_is_503(tmp_path: Path, how: str) -> None:
-    settings, _ = make_workspace(tmp_path / "ws")
-    for suffix in ("-wal", "-shm"):
-        Path(f"{settings.history_db}{suffix}").unlink(missing_ok=True)
-    _damage(settings.history_db, how)
-    with _in_process(settings) as (url, _):
-        for route in ("/history", "/dashboard", "/metrics", "/diagnostics", "/drift"):
-            answer = httpx.get(f"{url}{route}", timeout=10)
-            assert answer.status_code == 503, (route, answer.text)
-            assert "beryl.sqlite" in answer.json()["error"]
-        assert httpx.post(f"{url}/prediction", json={"records": [RECORD]}).status_code == 200
-
-
-@pytest.mark.parametrize(
-    ("target", "routes"),
-    [
-        ("ingesteddata/dataset.json", ["/summarystats", "/diagnostics", "/dashboard"]),
-        ("batch", ["/summarystats", "/diagnostics", "/dashboard"]),
-        ("models/production.json", ["/scoring", "/ready"]),
-    ],
-)
-@pytest.mark.parametrize("how", ["garbage", "truncated", "empty"])
-def test_damaged_workspace_state_is_503_naming_the_file(
-    tmp_path: Path, target: str, routes: list[str], how: str
-) -> None:
-    settings, _ = make_workspace(tmp_path / "ws")
-    if target == "batch":
-        path = next((settings.output_folder / "batches").glob("*.parquet"))
-    else:
-        path = settings.root / target
-    (settings.output_folder / "profile.json").unlink(missing_ok=True)
-    _damage(path, how)
-    with _in_process(settings) as (url, _):
-        for route in routes:
-            answer = httpx.get(f"{url}{route}", timeout=10)
-            assert answer.status_code == 503, (route, answer.text)
-            body = answer.json()
-            assert set(body) >= {"error", "detail"} or route == "/ready"
-            assert path.name in json.dumps(body) or route == "/ready"
-        if target.endswith("production.json"):
-            answer = httpx.post(f"{url}/prediction", json={"records": [RECORD]})
-            assert answer.status_code == 503 and "production.json" in answer.json()["error"]
-
-
-def test_a_held_history_database_is_503_with_retry_after_and_predictions_go_on(
-    tmp_path: Path,
-) -> None:
-    settings, config_path = make_workspace(tmp_path / "ws", api={"db_timeout_s": 1.0})
-    settings = config.load(config_path)
-    holder = sqlite3.connect(settings.history_db, isolation_level=None)
-    holder.execute("PRAGMA locking_mode = EXCLUSIVE")  # in WAL mode, what shuts readers out
-    holder.execute("BEGIN EXCLUSIVE")
-    holder.execute("UPDATE runs SET summary = summary")
-    try:
-        with _in_process(settings) as (url, _):
-            outcome: dict[str, Any] = {}
-
-            def ask_history() -> None:
-                outcome["history"] = httpx.get(f"{url}/history", timeout=30)
-                outcome["history_done"] = time.monotonic()
-
-            thread = threading.Thread(target=ask_history)
-            thread.start()
-            time.sleep(0.2)  # /history is now waiting for the database
-            answer = httpx.post(f"{url}/prediction", json={"records": [RECORD]}, timeout=30)
-            predicted = time.monotonic()
-            thread.join(timeout=30)
-            assert answer.status_code == 200
-            history = outcome["history"]
-            assert history.status_code == 503 and history.headers["Retry-After"] == "1"
-            assert "held by another process" in history.json()["error"]
-            assert predicted < outcome["history_done"]  # answered while /history waited
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-
-
 # -- GET routes never write -----------------------------------------------------------------------
 # SQLite's shared-memory index beside a WAL database: any reader makes it where the folder
 # allows (on a read-only workspace none is made, see the read-only test); it holds no content.
@@ -438,7 +327,7 @@ def test_get_routes_write_nothing_to_the_workspace(tmp_path: Path) -> None:
     settings, _ = make_workspace(tmp_path / "ws")
     (settings.output_folder / "profile.json").unlink(missing_ok=True)
     before = _tree(settings.root)
-    with _in_process(settings) as (url, _):
+    with in_process(settings) as (url, _):
         for route in GET_ROUTES:
             assert httpx.get(f"{url}{route}", timeout=30).status_code < 500, route
         time.sleep(0.5)  # a background refresh of the outdated packages would write by now
@@ -479,14 +368,14 @@ def test_a_read_only_workspace_is_served(read_only_workspace: tuple[Settings, Pa
 
 
 def test_the_profile_computed_for_a_reader_matches_the_saved_one(tmp_path: Path) -> None:
-    from beryl.data.dataset import Dataset
     from beryl.monitoring.diagnostics import ProfileCache, profile
+    from beryl.workspace import Workspace
 
     settings, _ = make_workspace(tmp_path / "ws")
     (settings.output_folder / "profile.json").unlink(missing_ok=True)
-    in_memory = ProfileCache()(Dataset(settings.output_folder))
+    in_memory = ProfileCache()(Workspace(settings))
     assert not (settings.output_folder / "profile.json").exists()
-    saved = profile(Dataset(settings.output_folder))
+    saved = profile(settings)
     assert {k: v for k, v in in_memory.items() if k != "computed_at"} == {
         k: v for k, v in saved.items() if k != "computed_at"
     }
@@ -535,7 +424,7 @@ def test_file_location_races_never_leak_or_hang(tmp_path: Path) -> None:
                 staged.write_text(good.read_text())
                 os.replace(staged, name)
 
-    with _in_process(settings) as (url, _):
+    with in_process(settings) as (url, _):
         thread = threading.Thread(target=swap, daemon=True)
         thread.start()
         statuses: dict[int, int] = {}

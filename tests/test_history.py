@@ -3,18 +3,21 @@ concurrently."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from beryl.errors import DataError
 from beryl.monitoring.history import History, HistoryError
+from beryl.monitoring.results import DriftResult, DriftSample, FeatureDrift
 
 
 @pytest.fixture
@@ -104,11 +107,11 @@ def test_scores_round_trip(history: History) -> None:
     history.record_score("v0001", "candidate", "testdata.csv", metrics, run_id=7)
     history.record_score("v0000", "production", "testdata.csv", {"f1": None})
     scores = history.scores()
-    assert [(s["version"], s["role"], s["f1"], s["run_id"]) for s in scores] == [
+    assert [(s.version, s.role, s.f1, s.run_id) for s in scores] == [
         ("v0001", "candidate", 0.8, 7),
         ("v0000", "production", None, None),
     ]
-    assert scores[0]["data"] == "testdata.csv"
+    assert scores[0].data == "testdata.csv"
 
 
 def test_promotions_round_trip(history: History) -> None:
@@ -126,25 +129,97 @@ def test_promotions_round_trip(history: History) -> None:
         {"time": "2024-05-02T00:00:00Z", "action": "promote", "to_version": "v0001"}
     )
     stored = history.promotions()
-    assert stored[0] == {**move, "run_id": 3}
-    assert stored[1]["from_version"] is None and stored[1]["to_version"] == "v0001"
+    assert stored[0].to_dict() == {**move, "run_id": 3}
+    assert stored[1].from_version is None and stored[1].to_version == "v0001"
+
+
+DRIFTED = FeatureDrift(
+    drifted=True,
+    test="kolmogorov-smirnov",
+    statistic=0.4,
+    p_value=0.001,
+    distance=0.3,
+    distance_name="psi",
+    threshold=0.1,
+    reference_mean=10.0,
+    current_mean=14.5,
+)
+DRIFT = DriftResult(
+    reference=DriftSample(rows=300, batches=("b1",), model_version="v0001"),
+    current=DriftSample(rows=100, batches=("b2",)),
+    dataset_drift=True,
+    drift_share=0.5,
+    drifted_features=("lastmonth_activity",),
+    features={"lastmonth_activity": DRIFTED},
+)
 
 
 def test_drift_round_trip(history: History) -> None:
     assert history.latest_drift() is None
-    result = {
-        "reference": ["b1"],
-        "current": ["b2"],
-        "dataset_drift": True,
-        "drift_share": 0.5,
-        "columns": {"lastmonth_activity": {"p_value": 0.001, "drift": True}},
-    }
-    history.record_drift({**result, "dataset_drift": False, "drift_share": 0.0})
-    history.record_drift(result)
-    assert history.latest_drift() == result
+    history.record_drift(replace(DRIFT, dataset_drift=False, drift_share=0.0))
+    history.record_drift(DRIFT)
+    assert history.latest_drift() == DRIFT
     with sqlite3.connect(history.path) as conn:
         rows = conn.execute("SELECT dataset_drift, drift_share FROM drift ORDER BY id").fetchall()
     assert rows == [(0, 0.0), (1, 0.5)]
+
+
+# What earlier versions of Beryl wrote (a dict from ``drift.compare``): read as a ``DriftResult``.
+EARLIER_RESULT = {
+    "reference": {"rows": 300, "model_version": "v0001", "batches": ["b1"]},
+    "current": {"rows": 100, "batches": ["b2"]},
+    "dataset_drift": True,
+    "drift_share": 0.5,
+    "drifted_features": ["lastmonth_activity"],
+    "features": {
+        "lastmonth_activity": {
+            "drifted": True,
+            "test": "kolmogorov-smirnov",
+            "statistic": 0.4,
+            "p_value": 0.001,
+            "distance": 0.3,
+            "distance_name": "psi",
+            "threshold": 0.1,
+            "reference_mean": 10.0,
+            "current_mean": 14.5,
+        },
+        "plan": {
+            "drifted": False,
+            "test": "chi-square",
+            "statistic": None,
+            "p_value": None,
+            "distance": None,
+            "distance_name": "jensen-shannon",
+            "threshold": None,
+            "note": "not tested: 3 rows, fewer than min_rows=30",
+        },
+    },
+}
+
+
+def test_a_drift_result_written_by_an_earlier_version_reads_back_the_same(
+    history: History,
+) -> None:
+    with history.run("x"):  # the tables exist
+        pass
+    with sqlite3.connect(history.path) as conn:
+        conn.execute(
+            "INSERT INTO drift (time, dataset_drift, drift_share, result) VALUES (?, 1, 0.5, ?)",
+            ("2026-01-01T00:00:00Z", json.dumps(EARLIER_RESULT)),
+        )
+    latest = history.latest_drift()
+    assert latest is not None and latest.to_dict() == EARLIER_RESULT
+    assert latest.features["lastmonth_activity"] == DRIFTED
+    plan = latest.features["plan"]
+    assert not plan.tested and not plan.drifted and plan.note is not None
+
+
+def test_a_drift_record_that_is_no_drift_result_is_a_damaged_history(history: History) -> None:
+    history.record_drift(DRIFT)
+    with sqlite3.connect(history.path) as conn:
+        conn.execute("UPDATE drift SET result = ?", (json.dumps({"columns": {}}),))
+    with pytest.raises(HistoryError, match=r"damaged record.*not a data-drift result"):
+        history.latest_drift()
 
 
 def test_database_is_in_wal_mode(history: History) -> None:

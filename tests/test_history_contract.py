@@ -2,18 +2,30 @@
 
 A second implementation (PostgreSQL) is added to ``IMPLEMENTATIONS`` and must pass the same
 tests: runs with their steps and outcomes, scores, promotions and drift results read back as
-written, newest first where it says so, and concurrent writers losing nothing.
+written, newest first where it says so, and concurrent writers losing nothing. Every method of
+``HistoryStore`` is called here (a test checks that).
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from beryl.monitoring.history import History, HistoryStore
+from beryl.monitoring.history import History
+from beryl.monitoring.results import DriftResult, DriftSample, FeatureDrift
+from beryl.monitoring.store import (
+    HistoryStore,
+    PromotionRecord,
+    RunOutcome,
+    ScoreRecord,
+    StepRecord,
+)
 
 IMPLEMENTATIONS: dict[str, Callable[[Path], HistoryStore]] = {
     "sqlite": lambda folder: History(folder / "beryl.sqlite"),
@@ -74,10 +86,62 @@ def test_interrupted_runs_are_closed(history: HistoryStore) -> None:
     assert statuses == {"run": "interrupted", "diagnose": "running"}
 
 
+def test_a_run_can_be_written_step_by_step(history: HistoryStore) -> None:
+    """``start_run``, ``record_step`` and ``finish_run``: what ``run`` does, called one by one
+    (as a process that records a run it did not start in a ``with`` block)."""
+    run_id = history.start_run("ingest", {"by": "test"})
+    (running,) = history.runs()
+    assert (running.id, running.status, running.ended, running.detail) == (
+        run_id,
+        "running",
+        None,
+        {"by": "test"},
+    )
+    history.record_step(run_id, StepRecord("ingest", 0.5, "ok", "2026-01-01T00:00:00Z"))
+    history.record_step(
+        run_id,
+        StepRecord(
+            name="scan",
+            duration_s=0.25,
+            status="failed",
+            started="2026-01-01T00:00:01Z",
+            detail={"error": "x"},
+        ),
+    )
+    history.finish_run(run_id, RunOutcome("partial", 10, 1.0, summary="one file quarantined"))
+    (record,) = history.runs()
+    assert (record.status, record.exit_code, record.duration_s) == ("partial", 10, 1.0)
+    assert record.summary == "one file quarantined" and record.ended is not None
+    assert record.detail == {"by": "test"}  # finish_run without detail keeps the first one
+    assert [(s.name, s.status, s.duration_s, s.detail) for s in record.steps] == [
+        ("ingest", "ok", 0.5, {}),
+        ("scan", "failed", 0.25, {"error": "x"}),
+    ]
+    assert record.steps[0].started == "2026-01-01T00:00:00Z"
+    last = history.last_step("ingest")
+    assert last is not None and last.duration_s == 0.5
+    assert history.last_step("scan") is None  # failed steps are not timings
+    history.finish_run(run_id, RunOutcome("ok", 0, 2.0, detail={"new": 1}))
+    assert history.runs()[0].detail == {"new": 1}
+
+
+def test_scores_and_promotions_are_the_latest_oldest_first(history: HistoryStore) -> None:
+    for i in range(5):
+        history.record_score(f"v{i:04d}", "candidate", "test data", {"f1": i / 10}, run_id=i)
+        history.record_promotion(
+            {"time": f"2026-01-0{i + 1}T00:00:00Z", "action": "promote", "to_version": f"v{i:04d}"}
+        )
+    assert [s.version for s in history.scores(3)] == ["v0002", "v0003", "v0004"]
+    assert [p.to_version for p in history.promotions(2)] == ["v0003", "v0004"]
+    assert all(isinstance(s, ScoreRecord) for s in history.scores())
+    assert all(isinstance(p, PromotionRecord) for p in history.promotions())
+    assert history.promotions(1)[0].from_version is None and history.promotions(1)[0].run_id is None
+
+
 def test_scores_promotions_and_drift_read_back_as_written(history: HistoryStore) -> None:
     history.record_score("v0001", "candidate", "test data", {"f1": 0.7, "n": 10}, run_id=1)
     history.record_score("v0002", "candidate", "test data", {"f1": 0.8}, run_id=2)
-    assert [(s["version"], s["f1"]) for s in history.scores()] == [("v0001", 0.7), ("v0002", 0.8)]
+    assert [(s.version, s.f1) for s in history.scores()] == [("v0001", 0.7), ("v0002", 0.8)]
     move = {
         "time": "2026-01-01T00:00:00Z",
         "action": "promote",
@@ -89,11 +153,23 @@ def test_scores_promotions_and_drift_read_back_as_written(history: HistoryStore)
     }
     history.record_promotion(move, run_id=1)
     (promotion,) = history.promotions()
-    assert {k: promotion[k] for k in move} == move and promotion["run_id"] == 1
-    drift = {"dataset_drift": True, "drift_share": 0.5, "drifted_features": ["x"], "features": {}}
-    history.record_drift({**drift, "reference": {"rows": 5}, "current": {"rows": 3}})
+    assert {k: promotion.to_dict()[k] for k in move} == move and promotion.run_id == 1
+    feature = FeatureDrift(True, "chi-square", 9.0, 0.01, 0.3, "jensen-shannon", 0.1)
+    drift = DriftResult(
+        reference=DriftSample(5, ("b1",), "v0001"),
+        current=DriftSample(3, ("b2",)),
+        dataset_drift=True,
+        drift_share=0.5,
+        drifted_features=("x",),
+        features={"x": replace(feature, new_categories=("new",), new_category_share=0.2)},
+    )
+    history.record_drift(drift)
     latest = history.latest_drift()
-    assert latest is not None and latest["drifted_features"] == ["x"] and latest["dataset_drift"]
+    assert latest is not None and latest.drifted_features == ("x",) and latest.dataset_drift
+    assert latest == drift and isinstance(latest, DriftResult)
+    history.record_drift(replace(drift, dataset_drift=False, drifted_features=()), run_id=7)
+    latest = history.latest_drift()
+    assert latest is not None and not latest.dataset_drift  # the latest check wins
 
 
 def test_concurrent_writers_lose_nothing(history: HistoryStore) -> None:
@@ -105,3 +181,23 @@ def test_concurrent_writers_lose_nothing(history: HistoryStore) -> None:
         list(pool.map(write, range(30)))
     assert len(history.runs(100)) == 30 and len(history.scores()) == 30
     assert all(len(r.steps) == 1 for r in history.runs(100))
+
+
+def test_every_method_of_the_protocol_is_exercised_here() -> None:
+    """A method added to ``HistoryStore`` is added to the contract: each is called above."""
+    methods = {
+        name
+        for name, _ in inspect.getmembers(HistoryStore, inspect.isfunction)
+        if not name.startswith("_")
+    }
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    called = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "history"
+    }
+    assert methods, "the protocol lists no methods"
+    assert methods - called == set()

@@ -22,9 +22,12 @@ from hypothesis import strategies as st
 from beryl import config
 from beryl.config import Settings
 from beryl.data import rowhash
-from beryl.data.cleaning import clean_dataset, read_csv_bytes
-from beryl.data.dataset import Dataset, FileRecord
-from beryl.data.ingestion import IngestionResult, ingest, scan_input
+from beryl.data.cleaning import clean_dataset
+from beryl.data.csvfiles import read_csv_bytes
+from beryl.data.dataset import Dataset
+from beryl.data.ingestion import IngestionResult, ingest
+from beryl.data.manifest import FileRecord
+from beryl.data.scan import scan_input
 from beryl.data.schema import Schema
 from beryl.errors import DataError, SchemaError
 
@@ -670,7 +673,7 @@ def test_fresh_files_are_read_again_until_their_times_have_settled(workspace: Se
         os.utime(path, (old, old))  # an old modification time, but a change time of now
     first = ingest(workspace)
     assert all(r.mtime_ns is not None and r.ctime_ns is None for r in first.ingested)
-    again = scan_input(workspace, Dataset(workspace.output_folder), read_new=False)
+    again = scan_input(workspace, read_new=False)
     assert sorted(c.name for c in again.new) == ["dataset1.csv", "dataset2.csv", "dataset3.csv"]
 
     fresh = folder / "fresh.csv"
@@ -679,7 +682,7 @@ def test_fresh_files_are_read_again_until_their_times_have_settled(workspace: Se
     record = next(r for r in Dataset(workspace.output_folder).files if r.name == "fresh.csv")
     assert record.mtime_ns is None  # changed moments ago: its time is not trusted
     fresh.write_text(HEADER + "f-2,1,2,3,0\n")  # same size, possibly the same coarse time
-    scan = scan_input(workspace, Dataset(workspace.output_folder))
+    scan = scan_input(workspace)
     assert [c.name for c in scan.new] == ["fresh.csv"]
 
 
@@ -687,9 +690,9 @@ def test_fresh_files_are_read_again_until_their_times_have_settled(workspace: Se
 def settled(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trust file times however fresh: in these tests every file was written before it is
     listed, and nothing writes it while it is read."""
-    from beryl.data import ingestion
+    from beryl.data import scan
 
-    monkeypatch.setattr(ingestion, "_SETTLE_NS", 0)
+    monkeypatch.setattr(scan, "_SETTLE_NS", 0)
 
 
 def _rewrite_in_place(path: Path, data: bytes) -> None:
@@ -751,7 +754,7 @@ def test_a_touched_file_is_read_once_then_listed_again(
     assert touched.records == [] and touched.unchanged == ["a.csv"]
     (record,) = Dataset(ws.output_folder).files
     assert (record.mtime_ns, record.ctime_ns) == (path.stat().st_mtime_ns, path.stat().st_ctime_ns)
-    scan = scan_input(ws, Dataset(ws.output_folder), read_new=False)
+    scan = scan_input(ws, read_new=False)
     assert (scan.new, scan.known) == ([], ["a.csv"])
 
 
@@ -770,11 +773,9 @@ def test_a_record_without_identity_is_read_again_once(
             record.pop(key, None)
     manifest_path.write_text(json.dumps(manifest))
 
-    assert [c.name for c in scan_input(ws, Dataset(ws.output_folder), read_new=False).new] == [
-        "a.csv"
-    ]
+    assert [c.name for c in scan_input(ws, read_new=False).new] == ["a.csv"]
     assert ingest(ws).records == []
-    assert scan_input(ws, Dataset(ws.output_folder), read_new=False).known == ["a.csv"]
+    assert scan_input(ws, read_new=False).known == ["a.csv"]
 
 
 _COUNT_OPENS = """
@@ -789,10 +790,10 @@ def hook(event, args):
             opened.append(path)
 sys.addaudithook(hook)
 from beryl import config
-from beryl.data.dataset import Dataset
-from beryl.data.ingestion import ingest, scan_input
+from beryl.data.ingestion import ingest
+from beryl.data.scan import scan_input
 settings = config.load(Path(sys.argv[1]), environ={})
-scan = scan_input(settings, Dataset(settings.output_folder))
+scan = scan_input(settings)
 result = ingest(settings)
 print(json.dumps({"opened": opened, "known": scan.known, "records": len(result.records)}))
 """
@@ -1029,7 +1030,7 @@ def test_a_file_that_vanishes_after_the_listing_is_deferred(
         os, "scandir", _Listing(ws.input_folder, lambda f: (f / "a_gone.csv").unlink())
     )
 
-    scan = scan_input(ws, Dataset(ws.output_folder), read_new=read_new)
+    scan = scan_input(ws, read_new=read_new)
 
     assert scan.deferred == ["a_gone.csv"]
     assert [c.name for c in scan.new] == ["b_good.csv"]
@@ -1075,7 +1076,7 @@ def test_a_file_swapped_for_a_folder_after_the_listing_is_refused_as_a_folder(
             "scandir",
             _Listing(ws.input_folder, lambda f: _swap_for_a_folder(f / "a_swapped.csv")),
         )
-        scan = scan_input(ws, Dataset(ws.output_folder))
+        scan = scan_input(ws)
     assert [(r.name, r.status) for r in scan.rejected] == [("a_swapped.csv", "quarantined")]
     assert "a_swapped.csv is not a regular file" in (scan.rejected[0].reason or "")
 
@@ -1118,7 +1119,7 @@ def test_a_read_error_quarantines_the_file_and_the_pass_goes_on(
     monkeypatch.setattr(InputFile, "pread", failing)
     monkeypatch.setattr(ingestion, "WHOLE_FILE_BYTES", 2000)  # b_large.csv is read in blocks
 
-    scan = scan_input(ws, Dataset(ws.output_folder))
+    scan = scan_input(ws)
     result = ingest(ws)
 
     assert sorted(r.name for r in scan.rejected) == ["a_small.csv", "b_large.csv"]
@@ -1133,10 +1134,9 @@ _AS_NOBODY = """
 import json, sys
 from pathlib import Path
 from beryl import config
-from beryl.data.dataset import Dataset
-from beryl.data.ingestion import scan_input
+from beryl.data.scan import scan_input
 settings = config.load(Path(sys.argv[1]), environ={})
-scan = scan_input(settings, Dataset(settings.output_folder))
+scan = scan_input(settings)
 print(json.dumps({"rejected": [(r.name, r.reason) for r in scan.rejected],
                   "new": [c.name for c in scan.new]}))
 """

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
-from tests.test_compiled import _frame, _queries, _slack, cases, fit
+from tests.test_compiled import _frame, _queries, _slack, beryl_labels, cases, fit
 
 from beryl.data.schema import Schema
 from beryl.model.linear import LinearModel, NotLinearError
@@ -28,7 +28,11 @@ def assert_same_scores(model: LinearModel, pipeline: Any, frame: pd.DataFrame) -
     assert np.all(np.abs(model.decision_function(frame) - decision) <= sign_slack)
     sure = (np.abs(decision) > sign_slack) | (decision == 0)
     labels, chances = model.predict_frame(frame)
-    assert labels[sure].tolist() == pipeline.predict(frame)[sure].tolist()
+    ruled = np.asarray(beryl_labels(pipeline, schema, decision), dtype=object)
+    assert labels[sure].tolist() == ruled[sure].tolist()
+    away = np.abs(decision) > sign_slack  # no tie: scikit-learn decides the same
+    assert labels[away].tolist() == pipeline.predict(frame)[away].tolist()
+    assert model.predict(frame).tolist() == labels.tolist()
     positive = pipeline.classes_.tolist().index(schema.positive_label)
     assert np.all(np.abs(chances - expected[:, positive]) <= 1e-9 + proba_slack)
 
@@ -131,6 +135,11 @@ BROKEN = {
         "categorical": {**d["categorical"], "categories": [[True, "q"]]},
     },
     "no schema": lambda d: {k: v for k, v in d.items() if k != "schema"},
+    "a threshold of 1": lambda d: {**d, "threshold": 1.0},
+    "a threshold of 0": lambda d: {**d, "threshold": 0},
+    "a NaN threshold": lambda d: {**d, "threshold": float("nan")},
+    "a text threshold": lambda d: {**d, "threshold": "0.5"},
+    "a boolean threshold": lambda d: {**d, "threshold": True},
 }
 
 
@@ -149,6 +158,30 @@ def test_a_broken_model_file_is_refused_not_crashed_on(name: str) -> None:
 )
 def test_any_json_is_a_model_or_a_refusal(value: Any) -> None:
     document = _valid()
-    for key in ("coef", "classes", "numeric", "categorical", "intercept"):
+    for key in ("coef", "classes", "numeric", "categorical", "intercept", "threshold"):
         with contextlib.suppress(NotLinearError):
             LinearModel.from_dict({**document, key: value})
+
+
+def test_the_threshold_is_data_and_decides_only_the_class() -> None:
+    """``threshold`` is in the model file (so its signature covers it); a file from before it
+    was there is a model at 0.5; it moves decisions, never probabilities."""
+    document = _valid()
+    model = LinearModel.from_dict(document)
+    assert model.threshold == 0.5 and document["threshold"] == 0.5
+    older = {k: v for k, v in document.items() if k != "threshold"}
+    assert LinearModel.from_dict(older).to_dict() == document
+    strict = LinearModel.from_dict({**document, "threshold": 0.8})
+    assert LinearModel.from_dict(json.loads(json.dumps(strict.to_dict()))).threshold == 0.8
+    frame = _frame(
+        {"x": np.linspace(-3.0, 6.0, 61), "c": ["p", "q", None] * 20 + ["p"]}, model.schema
+    )
+    labels, chances = model.predict_frame(frame)
+    strict_labels, strict_chances = strict.predict_frame(frame)
+    assert strict_chances.tolist() == chances.tolist()
+    assert labels.tolist() == [1 if c > 0.5 else 0 for c in chances.tolist()]
+    assert strict_labels.tolist() == [1 if c > 0.8 else 0 for c in chances.tolist()]
+    assert any(0.5 < c <= 0.8 for c in chances.tolist())  # where the two disagree
+    compiled = strict.compiled()
+    assert compiled is not None and compiled.threshold == 0.8
+    assert compiled.predict_frame(frame)[0] == strict_labels.tolist()

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from beryl.errors import PipelineBusyError
-from beryl.loop.lock import FileLock, PassLock
+from beryl.lock import FileLock, PassLock
 
 IMPLEMENTATIONS: dict[str, Callable[[Path], PassLock]] = {"file": lambda d: FileLock(d / ".lock")}
 # How another process takes the same lock (for the implementations above).
 HOLDER = {
-    "file": "from beryl.loop.lock import FileLock; lock = FileLock(Path(sys.argv[1]) / '.lock')",
+    "file": "from beryl.lock import FileLock; lock = FileLock(Path(sys.argv[1]) / '.lock')",
 }
 
 

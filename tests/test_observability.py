@@ -43,7 +43,11 @@ def test_drift_endpoint_reports_the_latest_batch(
 ) -> None:
     settings, _ = two_passes
     answer = httpx.get(f"{url}/drift").json()
-    assert answer == History(settings.history_db).latest_drift() | {"features": answer["features"]}
+    latest = History(settings.history_db).latest_drift()
+    assert latest is not None
+    assert answer == latest.to_dict() | {"features": answer["features"]}
+    for name, feature in answer["features"].items():  # each feature's fields, as recorded
+        assert feature == {k: latest.features[name].to_dict().get(k) for k in feature}
     assert answer["dataset_drift"] is True
     assert answer["reference"]["model_version"] == "v0001"
     assert answer["current"]["rows"] == 1_500
@@ -61,9 +65,9 @@ def test_diagnostics_carries_the_drift_verdict(url: str, two_passes: tuple[Setti
     latest = History(settings.history_db).latest_drift()
     assert latest is not None
     summary = httpx.get(f"{url}/diagnostics").json()["data_drift"]
-    assert summary["dataset_drift"] is latest["dataset_drift"] is True
-    assert summary["drifted_features"] == latest["drifted_features"]
-    assert summary["checked_batches"] == latest["current"]["batches"]
+    assert summary["dataset_drift"] is latest.dataset_drift is True
+    assert summary["drifted_features"] == list(latest.drifted_features)
+    assert summary["checked_batches"] == list(latest.current.batches)
 
 
 def test_history_endpoint_returns_runs_scores_and_promotions(url: str) -> None:
@@ -113,9 +117,9 @@ def test_metrics_add_up_over_two_workers(url: str, two_passes: tuple[Settings, P
     assert metric(text, "beryl_production_model_info", version=production) == 1.0
     f1 = metric(text, "beryl_production_f1")
     assert f1 == pytest.approx(Registry(settings.model_folder).card(production).f1)
-    assert metric(text, "beryl_data_drift_share") == pytest.approx(
-        History(settings.history_db).latest_drift()["drift_share"]  # type: ignore[index]
-    )
+    latest = History(settings.history_db).latest_drift()
+    assert latest is not None
+    assert metric(text, "beryl_data_drift_share") == pytest.approx(latest.drift_share)
     assert (metric(text, "beryl_last_pass_timestamp_seconds") or 0) > 1.7e9
     httpx.get(f"{url}/no-such-route")
     text = httpx.get(f"{url}/metrics").text

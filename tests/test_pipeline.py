@@ -19,9 +19,10 @@ from beryl.config import Settings
 from beryl.data.dataset import Dataset
 from beryl.data.demo import add_batch, generate, init_workspace, write_csv
 from beryl.errors import EXIT_OK, EXIT_PARTIAL, PipelineBusyError
-from beryl.loop.passes import KEPT, NO_NEW_DATA, PROMOTED, pass_lock, run_pass, should_promote
+from beryl.loop.passes import KEPT, NO_NEW_DATA, PROMOTED, run_pass, should_promote
 from beryl.model.registry import Registry
 from beryl.monitoring.history import History
+from beryl.workspace import Workspace
 
 REPORT_FILES = ("confusionmatrix.png", "classificationreport.png", "report.html")
 
@@ -61,7 +62,7 @@ def sha256(path: Path) -> str:
 @pytest.fixture
 def deployed(workspace: Settings) -> Settings:
     """The ``workspace`` after its first pass: v0001 is in production."""
-    first = run_pass(workspace, call_api=False, report=False)
+    first = run_pass(workspace, report=False)
     assert first.outcome == PROMOTED
     return workspace
 
@@ -74,14 +75,14 @@ def weak_production(tmp_path: Path) -> Settings:
         path.unlink()
     settings = config.load(ws.config)
     add_batch(settings.input_folder, "noisy.csv", rows=300, seed=3, label_noise=0.45)
-    first = run_pass(settings, call_api=False, report=False)
+    first = run_pass(settings, report=False)
     assert (first.outcome, first.candidate) == (PROMOTED, "v0001")
     return settings
 
 
 # -- the first pass -------------------------------------------------------------------------------
 def test_first_pass_ingests_trains_promotes_deploys_and_reports(workspace: Settings) -> None:
-    result = run_pass(workspace, call_api=False)
+    result = run_pass(workspace)
 
     assert result.outcome == PROMOTED and result.promoted
     assert result.exit_code == EXIT_OK
@@ -121,7 +122,7 @@ def test_first_pass_ingests_trains_promotes_deploys_and_reports(workspace: Setti
 
 
 def test_first_pass_without_report_writes_no_report_files(workspace: Settings) -> None:
-    result = run_pass(workspace, call_api=False, report=False)
+    result = run_pass(workspace, report=False)
 
     assert result.outcome == PROMOTED
     assert result.reports == {}
@@ -140,7 +141,7 @@ def test_pass_without_new_data_changes_nothing(deployed: Settings) -> None:
     pointer = (deployed.model_folder / "production.json").read_bytes()
     deployment = deployed.prod_folder.resolve()
 
-    result = run_pass(deployed, call_api=False, report=False)
+    result = run_pass(deployed, report=False)
 
     assert result.outcome == NO_NEW_DATA
     assert result.exit_code == EXIT_OK
@@ -164,13 +165,13 @@ def test_pass_without_new_data_changes_nothing(deployed: Settings) -> None:
 
 def test_kept_candidate_is_not_retrained_when_no_new_file_arrives(deployed: Settings) -> None:
     add_batch(deployed.input_folder, "wrong.csv", rows=1500, seed=9, label_noise=0.9)
-    kept = run_pass(deployed, call_api=False, report=False)
+    kept = run_pass(deployed, report=False)
     assert kept.outcome == KEPT
     assert version_dirs(deployed) == ["v0001", "v0002"]
 
     # Nothing new arrived: the same data would only train the same rejected model again, and
     # every tick of the schedule would add another version.
-    again = run_pass(deployed, call_api=False, report=False)
+    again = run_pass(deployed, report=False)
 
     assert again.outcome == NO_NEW_DATA
     assert again.candidate is None
@@ -182,7 +183,7 @@ def test_clearly_better_candidate_is_promoted_and_logged(weak_production: Settin
     settings = reconfigure(weak_production, promotion_margin=0.1)
     add_batch(settings.input_folder, "clean.csv", rows=1500, seed=4)
 
-    result = run_pass(settings, call_api=False, report=False)
+    result = run_pass(settings, report=False)
 
     assert result.outcome == PROMOTED
     assert result.exit_code == EXIT_OK
@@ -206,10 +207,10 @@ def test_clearly_better_candidate_is_promoted_and_logged(weak_production: Settin
     assert result.reason in move["reason"]
 
     promotion = History(settings.history_db).promotions()[-1]
-    assert promotion["run_id"] == result.run_id
-    assert (promotion["from_version"], promotion["to_version"]) == ("v0001", "v0002")
-    assert promotion["from_f1"] == pytest.approx(result.production_f1)
-    assert promotion["to_f1"] == pytest.approx(result.candidate_f1)
+    assert promotion.run_id == result.run_id
+    assert (promotion.from_version, promotion.to_version) == ("v0001", "v0002")
+    assert promotion.from_f1 == pytest.approx(result.production_f1)
+    assert promotion.to_f1 == pytest.approx(result.candidate_f1)
 
     steps = [s.name for s in History(settings.history_db).runs()[0].steps]
     assert steps == [
@@ -225,7 +226,7 @@ def test_promotion_log_records_the_scores_the_decision_compared(
     write_csv(generate(400, seed=77, missing_rate=0.0), weak_production.test_data / "testdata.csv")
     add_batch(weak_production.input_folder, "clean.csv", rows=1500, seed=4)
 
-    result = run_pass(weak_production, call_api=False, report=False)
+    result = run_pass(weak_production, report=False)
 
     assert result.outcome == PROMOTED
     move = json.loads(
@@ -239,7 +240,7 @@ def test_worse_candidate_is_kept_and_the_reason_recorded(deployed: Settings) -> 
     pointer = (deployed.model_folder / "production.json").read_bytes()
     add_batch(deployed.input_folder, "wrong.csv", rows=1500, seed=9, label_noise=0.9)
 
-    result = run_pass(deployed, call_api=False)
+    result = run_pass(deployed)
 
     assert result.outcome == KEPT and not result.promoted
     assert result.exit_code == EXIT_OK
@@ -270,7 +271,7 @@ def test_margin_keeps_production_even_when_candidate_is_better(
     settings = reconfigure(weak_production, promotion_margin=1.0)
     add_batch(settings.input_folder, "clean.csv", rows=1500, seed=4)
 
-    result = run_pass(settings, call_api=False, report=False)
+    result = run_pass(settings, report=False)
 
     assert result.outcome == KEPT
     assert result.candidate_f1 is not None and result.production_f1 is not None
@@ -285,7 +286,7 @@ def test_renamed_copy_of_an_ingested_file_is_not_new(deployed: Settings) -> None
     shutil.copyfile(deployed.input_folder / "dataset2.csv", deployed.input_folder / "copy.csv")
     batches = [b.id for b in Dataset(deployed.output_folder).batches]
 
-    result = run_pass(deployed, call_api=False, report=False)
+    result = run_pass(deployed, report=False)
 
     assert result.outcome == NO_NEW_DATA
     assert result.exit_code == EXIT_OK
@@ -298,7 +299,7 @@ def test_renamed_copy_of_an_ingested_file_is_not_new(deployed: Settings) -> None
     assert copy[0]["sha256"] == sha256(deployed.input_folder / "dataset2.csv")
     assert "dataset2.csv" in copy[0]["reason"]
 
-    again = run_pass(deployed, call_api=False, report=False)  # recorded once, not every pass
+    again = run_pass(deployed, report=False)  # recorded once, not every pass
     assert again.outcome == NO_NEW_DATA and again.ingestion is None
     assert len([r for r in file_records(deployed) if r["name"] == "copy.csv"]) == 1
 
@@ -309,7 +310,7 @@ def test_changed_file_with_the_same_name_is_new(deployed: Settings) -> None:
     add_batch(deployed.input_folder, "dataset1.csv", rows=200, seed=11)
     assert sha256(path) != old_hash
 
-    result = run_pass(deployed, call_api=False, report=False)
+    result = run_pass(deployed, report=False)
 
     assert result.ingestion is not None
     assert [r.name for r in result.ingestion.ingested] == ["dataset1.csv"]
@@ -328,23 +329,23 @@ def test_changed_file_with_the_same_name_is_new(deployed: Settings) -> None:
 def test_drift_check_scores_production_on_the_new_batch(deployed: Settings) -> None:
     add_batch(deployed.input_folder, "batch-5.csv", rows=600, seed=5)
 
-    result = run_pass(deployed, call_api=False, report=False)
+    result = run_pass(deployed, report=False)
 
     assert result.ingestion is not None and result.ingestion.batch is not None
     drift = result.drift_check
     assert drift is not None
-    assert drift["version"] == "v0001"
-    assert drift["batches"] == [result.ingestion.batch.id]
-    assert drift["rows"] == result.ingestion.rows_added == 600
-    assert drift["f1_recorded"] == Registry(deployed.model_folder).card("v0001").f1
-    assert 0.0 <= drift["f1_new_data"] <= 1.0
-    assert drift["model_drift"] is False
+    assert drift.version == "v0001"
+    assert drift.batches == [result.ingestion.batch.id]
+    assert drift.rows == result.ingestion.rows_added == 600
+    assert drift.f1_recorded == Registry(deployed.model_folder).card("v0001").f1
+    assert 0.0 <= drift.f1_new_data <= 1.0
+    assert drift.model_drift is False
 
-    rows = [s for s in History(deployed.history_db).scores() if s["role"] == "drift-check"]
+    rows = [s for s in History(deployed.history_db).scores() if s.role == "drift-check"]
     assert len(rows) == 1
-    assert (rows[0]["run_id"], rows[0]["version"]) == (result.run_id, "v0001")
-    assert rows[0]["f1"] == pytest.approx(drift["f1_new_data"])
-    assert result.ingestion.batch.id in rows[0]["data"]
+    assert (rows[0].run_id, rows[0].version) == (result.run_id, "v0001")
+    assert rows[0].f1 == pytest.approx(drift.f1_new_data)
+    assert result.ingestion.batch.id in rows[0].data
     step = next(s for s in History(deployed.history_db).runs()[0].steps if s.name == "drift_check")
     assert step.detail["model_drift"] is False
 
@@ -352,12 +353,12 @@ def test_drift_check_scores_production_on_the_new_batch(deployed: Settings) -> N
 def test_noisy_batch_flags_model_drift(deployed: Settings) -> None:
     add_batch(deployed.input_folder, "noisy.csv", rows=600, seed=9, label_noise=0.5)
 
-    result = run_pass(deployed, call_api=False, report=False)
+    result = run_pass(deployed, report=False)
 
     drift = result.drift_check
     assert drift is not None
-    assert drift["model_drift"] is True
-    assert drift["f1_new_data"] < drift["f1_recorded"] - drift["tolerance"]
+    assert drift.model_drift is True
+    assert drift.f1_new_data < drift.f1_recorded - drift.tolerance
     assert any("→ model drift" in line for line in result.summary())
     assert History(deployed.history_db).runs()[0].detail["drift_check"]["model_drift"] is True
 
@@ -371,7 +372,7 @@ def test_broken_file_makes_the_pass_partial_but_good_files_go_in(deployed: Setti
     )
     add_batch(deployed.input_folder, "batch-5.csv", rows=300, seed=5)
 
-    result = run_pass(deployed, call_api=False, report=False)
+    result = run_pass(deployed, report=False)
 
     assert result.exit_code == EXIT_PARTIAL
     assert result.ingestion is not None
@@ -386,15 +387,15 @@ def test_broken_file_makes_the_pass_partial_but_good_files_go_in(deployed: Setti
     assert (run.status, run.exit_code) == ("partial", EXIT_PARTIAL)
     assert any("quarantined broken.csv" in line for line in result.summary())
 
-    again = run_pass(deployed, call_api=False, report=False)  # retried only once it changes
+    again = run_pass(deployed, report=False)  # retried only once it changes
     assert again.exit_code == EXIT_OK
     assert again.ingestion is None
 
 
 # -- one pass at a time ---------------------------------------------------------------------------
 def test_pass_refuses_to_start_while_another_holds_the_lock(workspace: Settings) -> None:
-    with pass_lock(workspace), pytest.raises(PipelineBusyError) as caught:
-        run_pass(workspace, call_api=False, report=False)
+    with Workspace.of(workspace).lock.held(), pytest.raises(PipelineBusyError) as caught:
+        run_pass(workspace, report=False)
 
     assert caught.value.exit_code == 5
     assert isinstance(caught.value, RuntimeError)
@@ -402,11 +403,15 @@ def test_pass_refuses_to_start_while_another_holds_the_lock(workspace: Settings)
     assert not (workspace.output_folder / "dataset.json").exists()
     assert production(workspace) is None
     # Released: the next pass runs.
-    assert run_pass(workspace, call_api=False, report=False).outcome == PROMOTED
+    assert run_pass(workspace, report=False).outcome == PROMOTED
 
 
 def test_second_lock_holder_is_refused(workspace: Settings) -> None:
-    with pass_lock(workspace), pytest.raises(PipelineBusyError), pass_lock(workspace):
+    with (
+        Workspace.of(workspace).lock.held(),
+        pytest.raises(PipelineBusyError),
+        Workspace.of(workspace).lock.held(),
+    ):
         pytest.fail("two holders of the pass lock")  # pragma: no cover
 
 

@@ -4,7 +4,11 @@ log."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +20,9 @@ from beryl.data.schema import Schema
 from beryl.errors import IntegrityError, ModelError, ModelNotFoundError
 from beryl.model.engine import build_pipeline
 from beryl.model.registry import ModelCard, Move, Registry
+from beryl.storage import LocalStorage, Storage
 
-MOVE_KEYS = {"time", "action", "from_version", "to_version", "reason", "from_f1", "to_f1"}
+MOVE_KEYS = {"time", "action", "from_version", "to_version", "reason", "from_f1", "to_f1", "run_id"}
 
 
 def blank_card() -> ModelCard:
@@ -159,6 +164,7 @@ def test_promote_moves_only_the_pointer_and_logs_the_move(registry: Registry) ->
         "reason": "better F1",
         "from_f1": 0.6,
         "to_f1": 0.7,
+        "run_id": None,
     }
     assert lines[0]["time"] <= lines[1]["time"]
     assert registry.moves() == [first, second]
@@ -352,3 +358,191 @@ def test_a_card_of_the_wrong_shape_is_unreadable(registry: Registry, card: dict[
     with pytest.raises(ModelError, match="unreadable"):
         registry.card(version)
     assert registry.ids() == []
+
+
+# -- the pointer and the log on the storage seam --------------------------------------------------
+class MemoryStorage:
+    """``Storage`` in a dict: what the registry keeps there never touches the models folder."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+
+    def read(self, key: str) -> bytes | None:
+        return self.files.get(key)
+
+    def write(self, key: str, data: bytes) -> None:
+        self.files[key] = data
+
+    def create(self, key: str, data: bytes) -> bool:
+        with self.lock:
+            return self.files.setdefault(key, data) is data
+
+    def swap(self, key: str, data: bytes, *, expected: bytes | None) -> bool:
+        with self.lock:
+            if self.files.get(key) != expected:
+                return False
+            self.files[key] = data
+            return True
+
+    def append(self, key: str, line: str) -> None:
+        with self.lock:
+            self.files[key] = self.files.get(key, b"") + line.encode() + b"\n"
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return sorted(k for k in self.files if k.startswith(prefix))
+
+    def exists(self, key: str) -> bool:
+        return key in self.files
+
+
+def test_the_pointer_and_the_log_live_in_the_registry_storage(tmp_path: Path) -> None:
+    storage = MemoryStorage()
+    registry = Registry(tmp_path / "models", storage=storage)
+    assert isinstance(storage, Storage)
+    v1, v2 = add_version(registry), add_version(registry)
+    registry.promote(v1)
+    registry.promote(v2)
+    assert registry.production() == v2
+    assert set(storage.files) == {"production.json", "promotions.jsonl"}
+    assert not registry.pointer_path.exists() and not registry.log_path.exists()
+    assert [m.to_version for m in registry.moves()] == [v1, v2]
+    assert registry.rollback().to_version == v1
+    assert Registry(tmp_path / "models").production() is None  # the folder holds no pointer
+
+
+class Meanwhile(LocalStorage):
+    """The models folder, where another process moves production just before this one's
+    ``append`` or ``swap`` of the pointer (both read the pointer before either moved it)."""
+
+    def __init__(self, root: Path, at: str, other: Callable[[], object]) -> None:
+        super().__init__(root)
+        self.at = at
+        self.other: Callable[[], object] | None = other
+
+    def _now(self, step: str) -> None:
+        if step == self.at and self.other is not None:
+            other, self.other = self.other, None
+            other()
+
+    def append(self, key: str, line: str) -> None:
+        self._now("append")
+        super().append(key, line)
+
+    def swap(self, key: str, data: bytes, *, expected: bytes | None) -> bool:
+        self._now("swap")
+        return super().swap(key, data, expected=expected)
+
+
+@pytest.mark.parametrize("at", ["append", "swap"])
+def test_two_promotions_from_the_same_reading_one_wins_the_other_raises(
+    registry: Registry, at: str
+) -> None:
+    v1, v2, v3 = (add_version(registry, f1=f1) for f1 in (0.5, 0.6, 0.7))
+    registry.promote(v1)
+    other = Registry(registry.folder)
+    won: list[Move] = []
+    racing = Registry(
+        registry.folder,
+        storage=Meanwhile(registry.folder, at, lambda: won.append(other.promote(v3))),
+    )
+    with pytest.raises(ModelError, match=r"production moved while promoting; run again") as err:
+        racing.promote(v2, reason="this process")
+    assert v3 in str(err.value) and err.value.hint is not None and v2 in err.value.hint
+    assert [(m.from_version, m.to_version) for m in won] == [(v1, v3)]
+    assert registry.production() == v3
+    assert [m.to_version for m in registry.moves()] == [v1, v3]
+    assert [line["action"] for line in log_lines(registry)][-1] == "void"
+    assert registry.unsigned_moves() == 0
+    assert registry.repair() == []  # the move that lost is never rolled forward
+    assert registry.production() == v3
+    assert registry.rollback().to_version == v1
+
+
+def test_a_move_that_lost_is_not_rolled_forward_even_without_its_void_line(
+    registry: Registry,
+) -> None:
+    """A process killed after its swap lost, before it logged the void line."""
+    v1, v2, v3 = (add_version(registry) for _ in range(3))
+    registry.promote(v1)
+    other = Registry(registry.folder)
+    racing = Registry(
+        registry.folder, storage=Meanwhile(registry.folder, "append", lambda: other.promote(v3))
+    )
+    with pytest.raises(ModelError, match="production moved"):
+        racing.promote(v2)
+    lines = registry.log_path.read_bytes().splitlines(keepends=True)
+    registry.log_path.write_bytes(b"".join(lines[:-1]))  # the void line never made it
+    assert [m.to_version for m in registry.moves()] == [v1, v3, v2]
+    assert registry.repair() == []
+    assert registry.production() == v3
+
+
+def test_promotions_at_once_each_win_or_raise_and_the_log_is_a_chain(registry: Registry) -> None:
+    versions = [add_version(registry, seed=seed) for seed in range(6)]
+    registry.promote(versions[0])
+    barrier = threading.Barrier(5)
+
+    def promote(version: str) -> Move | None:
+        barrier.wait()
+        try:
+            return Registry(registry.folder).promote(version)
+        except ModelError as exc:
+            assert "production moved while promoting" in exc.message
+            return None
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        done = [m for m in pool.map(promote, versions[1:]) if m is not None]
+    assert done
+    moves = registry.moves()
+    assert len(moves) == len(done) + 1 and set(moves[1:]) == set(done)
+    for before, after in itertools.pairwise(moves):
+        assert after.from_version == before.to_version  # nobody moved it from a stale reading
+    assert registry.production() == moves[-1].to_version
+
+
+def test_a_move_records_the_pass_that_made_it(registry: Registry) -> None:
+    v1, v2 = add_version(registry), add_version(registry)
+    first = registry.promote(v1, reason="a pass: no production model yet", run_id=7)
+    second = registry.promote(v2)
+    assert (first.run_id, second.run_id) == (7, None)
+    assert [line["run_id"] for line in log_lines(registry)] == [7, None]
+    assert registry.moves() == [first, second]
+    back = registry.rollback(run_id=8)
+    assert back.run_id == 8 and registry.moves()[-1] == back
+    lines = registry.log_path.read_text().splitlines()
+    edited = json.loads(lines[0]) | {"run_id": 9}  # the signature covers it
+    registry.log_path.write_text("\n".join([json.dumps(edited), *lines[1:]]) + "\n")
+    assert [m.run_id for m in registry.moves()] == [None, 8]
+    assert registry.unsigned_moves() == 1
+
+
+def test_log_lines_from_before_run_ids_still_load(registry: Registry) -> None:
+    v1 = add_version(registry)
+    old = {
+        "time": "2024-01-01T00:00:00.000000Z",
+        "action": "promote",
+        "from_version": None,
+        "to_version": v1,
+        "reason": "run 3: no production model yet",
+        "from_f1": None,
+        "to_f1": 0.5,
+    }
+    wrong = old | {"time": "2024-01-02T00:00:00.000000Z", "run_id": "3"}
+    with registry.log_path.open("w") as handle:
+        for body in (old, wrong):
+            handle.write(json.dumps(registry.keyring.sign(body)) + "\n")
+    assert registry.moves() == [Move(**old)]
+    assert registry.moves()[0].run_id is None
+    assert registry.unsigned_moves() == 1  # a run id that is not a number is no move
+
+
+def test_writers_at_once_never_share_a_version_id(registry: Registry) -> None:
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        ids = list(pool.map(lambda s: add_version(Registry(registry.folder), seed=s), range(6)))
+    assert sorted(ids) == [f"v{i:04d}" for i in range(1, 7)]
+    for version, seed in zip(ids, range(6), strict=True):
+        fitted = tiny_pipeline(seed).named_steps["model"]
+        assert registry.model(version).coef.tolist() == fitted.coef_.tolist()
+        assert registry.card(version).id == version
+    assert not [p for p in registry.versions_folder.iterdir() if p.name.startswith(".")]

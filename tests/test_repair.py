@@ -30,7 +30,8 @@ from beryl.data.dataset import Dataset
 from beryl.data.demo import add_batch, init_workspace
 from beryl.data.ingestion import ingest
 from beryl.errors import BerylError, StateError
-from beryl.loop.passes import recover, run_pass
+from beryl.loop.passes import run_pass
+from beryl.loop.recover import recover
 from beryl.model.deployment import check_deployment, deploy, read_manifest
 from beryl.model.registry import Registry
 from beryl.model.training import train
@@ -120,7 +121,7 @@ FILE_DAMAGE = ["missing", "empty", "truncated", "garbage"]
 
 
 def next_pass_has_nothing_new(settings: Settings) -> None:
-    result = run_pass(settings, call_api=False, report=False)
+    result = run_pass(settings, report=False)
     assert (result.outcome, result.exit_code) == ("no-new-data", 0), result.summary()
 
 
@@ -188,7 +189,7 @@ def test_ingest_with_the_record_missing_keeps_every_batch(
 
 
 def test_a_record_naming_a_batch_that_is_not_there_is_refused_then_set_aside(ws: Settings) -> None:
-    from beryl.data.dataset import set_aside_batch
+    from beryl.data.setaside import set_aside_batch
 
     manifest = ws.output_folder / "dataset.json"
     raw = json.loads(manifest.read_text())
@@ -212,7 +213,7 @@ def test_a_record_naming_a_batch_that_is_not_there_is_refused_then_set_aside(ws:
 def test_a_damaged_batch_is_refused_then_set_aside_and_its_rows_come_back(
     ws: Settings, golden_rows: list[tuple[Any, ...]], how: str
 ) -> None:
-    from beryl.data.dataset import set_aside_batch
+    from beryl.data.setaside import set_aside_batch
 
     first, second = batches(ws)
     path = Dataset(ws.output_folder).batch_path(first)
@@ -236,7 +237,7 @@ def test_a_damaged_batch_is_refused_then_set_aside_and_its_rows_come_back(
     recover(ws)
     ingest(ws)  # the files that fed the batch are read again
     assert rows(ws) == golden_rows
-    next_pass = run_pass(ws, call_api=False, report=False)
+    next_pass = run_pass(ws, report=False)
     assert next_pass.exit_code == 0 and next_pass.candidate is not None
 
 
@@ -325,7 +326,7 @@ def test_a_damaged_batch_record_is_written_again_from_the_manifest(
 def test_a_lost_manifest_and_a_lost_record_are_refused_naming_the_folder(
     ws: Settings, golden_rows: list[tuple[Any, ...]]
 ) -> None:
-    from beryl.data.dataset import set_aside_batch
+    from beryl.data.setaside import set_aside_batch
 
     first = batches(ws)[0]
     Dataset(ws.output_folder).record_path(first).unlink()
@@ -373,7 +374,7 @@ def test_an_older_dataset_gets_its_records_and_can_then_be_rebuilt(
 def test_an_older_dataset_without_its_manifest_is_refused_and_read_again(
     ws: Settings, golden_rows: list[tuple[Any, ...]]
 ) -> None:
-    from beryl.data.dataset import set_aside_batches
+    from beryl.data.setaside import set_aside_batches
 
     _as_an_older_beryl_left_it(ws)
     (ws.output_folder / "dataset.json").unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 import re
 import struct
@@ -18,14 +19,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import classification_report
 
+from beryl._io import sha256_file
+from beryl.config import Settings
+from beryl.data.ingestion import ingest
 from beryl.errors import StateError
+from beryl.model.deployment import deploy
+from beryl.model.training import train
 from beryl.monitoring import reporting
 from beryl.monitoring.reporting import (
+    REPORT_RECORD,
+    build_report,
     render_classification_report,
     render_confusion_matrix,
     render_html,
+    report_version,
     write_html,
 )
+from beryl.workspace import Workspace
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -298,3 +308,53 @@ def test_import_is_cheap_and_side_effect_free(tmp_path: Path) -> None:
     )
     assert done.stdout.strip() == "False"
     assert list(tmp_path.iterdir()) == []
+
+
+# --- build_report and report.json ----------------------------------------------------------
+
+
+@pytest.fixture
+def deployed(workspace: Settings) -> Workspace:
+    """A workspace with one trained version in production."""
+    ingest(workspace)
+    train(workspace)
+    deploy(workspace)
+    return Workspace(workspace)
+
+
+def test_a_report_records_the_version_it_describes(deployed: Workspace) -> None:
+    folder = deployed.settings.model_folder
+    assert report_version(deployed) is None  # no report yet
+    written = build_report(deployed)
+    assert set(written) == {"confusion matrix", "classification report", "HTML report"}
+    assert "<title>Beryl model report: v0001</title>" in written["HTML report"].read_text()
+    record = json.loads((folder / REPORT_RECORD).read_text())
+    assert record["version"] == "v0001" and record["written_at"].endswith("Z")
+    assert record["files"] == {
+        label: {"name": path.name, "sha256": sha256_file(path)} for label, path in written.items()
+    }
+    assert all(path.parent == folder for path in written.values())
+    assert report_version(deployed) == report_version(deployed.settings) == "v0001"
+    train(deployed.settings)
+    build_report(deployed, "v0002")
+    assert report_version(deployed) == "v0002"
+
+
+def test_a_report_cut_damaged_or_missing_has_no_version(deployed: Workspace) -> None:
+    folder = deployed.settings.model_folder
+    written = build_report(deployed)
+    page = written["HTML report"]
+    page.write_text("<html><body>cut")  # a torn report still titled by nothing
+    assert report_version(deployed) is None
+    build_report(deployed)
+    written["confusion matrix"].unlink()
+    assert report_version(deployed) is None
+    build_report(deployed)
+    for damage in ("{torn", "[]", '{"version": "v0001", "files": {}}', '{"files": {"x": 1}}'):
+        (folder / REPORT_RECORD).write_text(damage)
+        assert report_version(deployed) is None, damage
+    build_report(deployed)
+    record = json.loads((folder / REPORT_RECORD).read_text())
+    record["files"]["HTML report"]["name"] = "../config.json"  # never a file outside the folder
+    (folder / REPORT_RECORD).write_text(json.dumps(record))
+    assert report_version(deployed) is None

@@ -27,7 +27,7 @@ from tests.conftest import CliRunner
 from beryl import config
 from beryl.config import Settings
 from beryl.errors import BerylError, ConfigError, DataError
-from beryl.loop.passes import PassResult, pass_lock, run_pass
+from beryl.loop.passes import PassResult, run_pass
 from beryl.loop.scheduler import (
     CRON_MARKER,
     ScheduleStats,
@@ -38,6 +38,7 @@ from beryl.loop.scheduler import (
     ticks_between,
 )
 from beryl.model.registry import Registry
+from beryl.workspace import Workspace
 
 EVERY_10 = "*/10 * * * *"
 
@@ -234,9 +235,9 @@ def test_tick_while_a_pass_holds_the_lock_is_skipped(workspace: Settings) -> Non
     logs: list[str] = []
 
     def real_pass(settings: Settings) -> PassResult:
-        return run_pass(settings, call_api=False, report=False)
+        return run_pass(settings, report=False)
 
-    with pass_lock(workspace):
+    with Workspace.of(workspace).lock.held():
         busy = scheduled(workspace, clock, real_pass, logs, 1)
 
     assert (busy.passes, busy.skipped_busy, busy.failures) == (0, 1, 0)
@@ -257,7 +258,7 @@ def test_two_overlapping_schedules_run_one_pass(workspace: Settings) -> None:
     first_clock, second_clock = FakeClock(at(12, 0)), FakeClock(at(12, 0))
 
     def long_pass(settings: Settings) -> PassResult:
-        with pass_lock(settings):
+        with Workspace.of(settings).lock.held():
             inside.set()
             assert release.wait(30), "the test never released the first pass"
         return PassResult(1, "no-new-data", 0, "long pass")
@@ -272,7 +273,7 @@ def test_two_overlapping_schedules_run_one_pass(workspace: Settings) -> None:
         second = scheduled(
             workspace,
             second_clock,
-            lambda s: run_pass(s, call_api=False, report=False),
+            lambda s: run_pass(s, report=False),
             second_logs,
             1,
         )
@@ -306,7 +307,7 @@ def test_stop_event_ends_the_schedule_promptly(workspace: Settings) -> None:
     thread = threading.Thread(
         target=run_schedule,
         kwargs={
-            "settings": workspace,
+            "workspace": workspace,
             "stop": stop,
             "expression": "* * * * *",
             "run": quick_pass,
@@ -338,7 +339,7 @@ def test_stop_set_before_the_start_runs_nothing(workspace: Settings) -> None:
 def test_sigterm_ends_beryl_schedule_cleanly(workspace: Settings) -> None:
     config_path = safe_config(workspace)
     # A tick during the test then finds nothing new: a short pass, no API calls.
-    run_pass(config.load(config_path), call_api=False, report=False)
+    run_pass(config.load(config_path), report=False)
     env = {k: v for k, v in os.environ.items() if k != "BERYL_CONFIG"}
     command = [sys.executable, "-m", "beryl", "--config", str(config_path), "schedule"]
     lines: queue.Queue[str] = queue.Queue()

@@ -13,30 +13,36 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from beryl.config import Settings
+from beryl.data.csvfiles import csv_files, read_labelled
 from beryl.data.ingestion import ingest
 from beryl.data.schema import Schema
 from beryl.errors import DataError, EmptyDatasetError
 from beryl.model.engine import fit_pipeline
+from beryl.model.linear import LinearModel
 from beryl.model.registry import Registry
-from beryl.model.scoring import compute_metrics, csv_files, read_labelled, score
+from beryl.model.scoring import (
+    compute_metrics,
+    evaluate,
+    overlap_with_training,
+    read_test_data,
+    score,
+)
 from beryl.model.training import train
+from beryl.workspace import Workspace
 
 
 class FixedModel:
-    """A fake estimator that answers a fixed list of predictions (and matching probabilities)."""
+    """A fake model that answers a fixed list of predictions (and matching probabilities of
+    its second class) to ``beryl.model.predict.predict``."""
 
     def __init__(self, predictions: list[Any], classes: list[Any]) -> None:
         self.predictions = np.asarray(predictions, dtype=object)
-        self.classes_ = np.asarray(classes, dtype=object)
+        self.classes = tuple(classes)
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         assert len(frame) == len(self.predictions)
-        return self.predictions
-
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        positive = np.array([p == self.classes_[1] for p in self.predictions], dtype=float)
-        confident = 0.1 + 0.8 * positive
-        return np.column_stack([1.0 - confident, confident])
+        positive = np.array([p == self.classes[1] for p in self.predictions], dtype=float)
+        return self.predictions, 0.1 + 0.8 * positive
 
 
 SCHEMA = Schema(target="y", positive_label="Yes", numeric=["x"])
@@ -82,12 +88,24 @@ def assert_held_out_metrics(metrics: dict[str, Any]) -> None:
 
 
 def test_compute_metrics_with_integer_labels_and_a_beryl_pipeline() -> None:
-    model = fit_pipeline(INT_SCHEMA, {}, SEPARABLE)
+    model = LinearModel.from_pipeline(fit_pipeline(INT_SCHEMA, {}, SEPARABLE), INT_SCHEMA)
     assert_held_out_metrics(compute_metrics(model, HELD_OUT, INT_SCHEMA))
 
 
 def test_compute_metrics_with_a_plain_estimator_fitted_on_the_features() -> None:
-    model = LogisticRegression().fit(SEPARABLE[["activity"]], SEPARABLE["exited"])
+    """A logistic regression on the raw feature, held as a data-only model (no scaling)."""
+    estimator = LogisticRegression().fit(SEPARABLE[["activity"]], SEPARABLE["exited"])
+    model = LinearModel(
+        schema=INT_SCHEMA,
+        classes=tuple(estimator.classes_.tolist()),
+        numeric_fill=np.zeros(1),
+        mean=np.zeros(1),
+        scale=np.ones(1),
+        categorical_fill=(),
+        categories=(),
+        coef=estimator.coef_,
+        intercept=estimator.intercept_,
+    )
     assert_held_out_metrics(compute_metrics(model, HELD_OUT, INT_SCHEMA))
 
 
@@ -200,3 +218,43 @@ def test_missing_test_path_is_a_data_error_naming_it(trained: Settings, tmp_path
 def test_folder_without_csv_files_is_an_empty_dataset_error(tmp_path: Path) -> None:
     with pytest.raises(EmptyDatasetError, match="no CSV files"):
         read_labelled(tmp_path, SCHEMA)
+
+
+def test_test_data_read_once_scores_every_version_as_reading_it_again(trained: Settings) -> None:
+    """The loop reads the test data once and scores the candidate and production on it."""
+    train(trained)
+    workspace = Workspace(trained)
+    schema = workspace.registry.model("v0001").schema
+    test_data = read_test_data(workspace, schema)
+    frame, digest = read_labelled(trained.test_data, schema)
+    assert test_data.sha256 == digest and test_data.path == trained.test_data
+    pd.testing.assert_frame_equal(test_data.frame, frame)
+    for version in ("v0001", "v0002"):
+        once, again = evaluate(workspace, version, test_data), evaluate(trained, version)
+        assert {k: v for k, v in once.items() if k != "scored_at"} == {
+            k: v for k, v in again.items() if k != "scored_at"
+        }
+        assert once["test_data"] == {
+            "path": str(trained.test_data),
+            "sha256": digest,
+            "rows": len(frame),
+        }
+    card = score(workspace, "v0002", test_data)
+    assert card.metrics["f1"] == evaluate(trained, "v0002")["f1"]
+    assert overlap_with_training(workspace.dataset, test_data.frame, schema).shared == 0
+
+
+def test_a_version_of_another_schema_reads_the_test_data_for_its_own(trained: Settings) -> None:
+    workspace = Workspace(trained)
+    schema = workspace.registry.model("v0001").schema
+    other = Schema(
+        target=schema.target,
+        positive_label=schema.positive_label,
+        id_columns=schema.id_columns,
+        numeric=schema.numeric[:-1],
+        categorical=[*schema.categorical, schema.numeric[-1]],
+    )
+    test_data = read_test_data(workspace, other)  # as a version trained after a re-type would
+    assert not pd.api.types.is_numeric_dtype(test_data.frame[schema.numeric[-1]])
+    metrics = evaluate(workspace, "v0001", test_data)
+    assert metrics["f1"] == evaluate(trained, "v0001")["f1"]

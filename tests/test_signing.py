@@ -50,6 +50,8 @@ EDITS: dict[str, Callable[[dict[str, Any]], None]] = {
     "positive-label": lambda d: d["model"]["schema"].update(positive_label=0),
     "coefficient": lambda d: d["model"]["coef"][0].__setitem__(0, 5.0),
     "intercept": lambda d: d["model"].update(intercept=[-3.0]),
+    "threshold": lambda d: d["model"].update(threshold=0.9),
+    "threshold-removed": lambda d: d["model"].pop("threshold"),
     "classes": lambda d: d["model"].update(classes=d["model"]["classes"][::-1]),
     "fill-value": lambda d: d["model"]["numeric"]["fill"].__setitem__(0, 1e6),
     "features": lambda d: d["model"]["schema"].update(

@@ -39,16 +39,16 @@ from benchmarks.data.workspaces import (
 
 LOOP_RUNS = 5
 TRACE_INGEST = [
-    "beryl.data.ingestion:scan_input",
+    "beryl.data.scan:scan_input",
     "pandas:concat",
-    "beryl.data.ingestion:row_hashes",
+    "beryl.data.rowhash:row_hashes",
     "numpy:unique",
     "beryl.data.dataset:Dataset.row_hashes",
-    "beryl.data.dataset:Dataset.write_batch",
-    "beryl.data.dataset:Dataset._write_snapshot",
+    "beryl.data.dataset:Dataset.batch_writer",
+    "beryl.data.snapshot:write",
 ]
-TRACE_PREDICT = ["beryl.model.predictfile:_predict", "beryl.data.ingestion:clean_features"]
-TRACE_TRAIN = ["beryl.data.dataset:Dataset.read", "beryl.model.training:fit_pipeline"]
+TRACE_PREDICT = ["beryl.model.predict:predict", "beryl.data.cleaning:clean_features"]
+TRACE_TRAIN = ["beryl.data.dataset:Dataset.read", "beryl.model.engine:fit_pipeline"]
 
 
 # -- ingestion ------------------------------------------------------------------------------------

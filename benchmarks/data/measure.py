@@ -63,6 +63,7 @@ class Context:
     requests: int
     repeat: int
     profile: bool
+    baseline: str | None = None  # a git revision the ``pass`` benchmark compares with
     rows: list[Row] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     scaling: dict[str, Any] = field(default_factory=dict)
@@ -84,11 +85,18 @@ def slug(text: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in text).split())
 
 
-def measure(ctx: Context, label: str, argv: list[str], *, profile: list[str] | None = None) -> Proc:
+def measure(
+    ctx: Context,
+    label: str,
+    argv: list[str],
+    *,
+    profile: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Proc:
     """Run ``argv`` to completion in a fresh process: wall and CPU time, peak RSS, its report.
 
     ``profile`` (functions to mark in the RSS timeline) makes this a Beryl command that
-    ``--profile`` runs under cProfile.
+    ``--profile`` runs under cProfile; ``env`` is added to the environment.
     """
     ctx.counter += 1
     name = f"{ctx.counter:02d}-{slug(label)}"
@@ -96,7 +104,7 @@ def measure(ctx: Context, label: str, argv: list[str], *, profile: list[str] | N
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
     report_path = Path(tempfile.mkdtemp(dir=logs)) / "report.json"
-    env = os.environ | {"BENCH_REPORT": str(report_path), "PYTHONUNBUFFERED": "1"}
+    env = os.environ | (env or {}) | {"BENCH_REPORT": str(report_path), "PYTHONUNBUFFERED": "1"}
     prof = None
     if ctx.profile and profile is not None:
         prof = ctx.out / "profiles" / f"{name}.prof"

@@ -33,15 +33,16 @@ if not __package__:  # run as a script (`python benchmarks/data/run.py`): find `
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.common import RESULTS, machine_info, say
-from benchmarks.data import benches, scaling
+from benchmarks.data import benches, passes, scaling
 from benchmarks.data.measure import Context
 from benchmarks.data.report import draw_plot, scaling_table, table, write_results
 from benchmarks.data.workspaces import DATA, data_dir, ensure_data
 
-BENCHMARKS = ("ingest", "loop", "stats", "predict", "train", "scaling")
+BENCHMARKS = ("ingest", "loop", "pass", "stats", "predict", "train", "scaling")
 RUNNERS: dict[str, Callable[[Context], None]] = {
     "ingest": benches.bench_ingest,
     "loop": benches.bench_loop,
+    "pass": passes.bench_pass,
     "stats": benches.bench_stats,
     "predict": benches.bench_predict,
     "train": benches.bench_train,
@@ -60,6 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--only", default=",".join(BENCHMARKS))
     parser.add_argument("--profile", action="store_true", help="profile Beryl's commands")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="a git revision the `pass` benchmark runs side by side with this one",
+    )
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(BENCHMARKS))
@@ -85,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         requests=args.requests,
         repeat=1 if args.profile else max(1, args.repeat),
         profile=args.profile,
+        baseline=args.baseline,
     )
     shutil.rmtree(ctx.work, ignore_errors=True)
     ctx.work.mkdir(parents=True)

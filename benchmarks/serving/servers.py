@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CACHE, REPO, free_port, run_checked, say, server, versions
+from benchmarks.common import (
+    CACHE,
+    baseline_source,
+    free_port,
+    run_checked,
+    say,
+    server,
+    versions,
+)
 from benchmarks.serving.workspace import WORK, Model
 
 HERE = Path(__file__).resolve().parent
@@ -140,19 +148,6 @@ def beryl_peer(model: Model, workers: int, baseline: str | None = None) -> Peer:
         note="beryl serve, as shipped (its own uvicorn settings)"
         + ("" if baseline is None else f", from the source of {baseline}"),
     )
-
-
-def baseline_source(revision: str) -> Path:
-    """The ``src`` folder of a git revision, unpacked once into the cache."""
-    commit = run_checked(["git", "-C", str(REPO), "rev-parse", "--short", revision]).strip()
-    target = CACHE / f"baseline-{commit}"
-    if not (target / "src" / "beryl").is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True, check=True
-        )
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target / "src"
 
 
 def mlflow_peer(python: Path, model_dir: Path, workers: int) -> Peer:

@@ -58,7 +58,7 @@ def build_workspace(config_path: Path) -> None:
     data = json.loads(config_path.read_text())
     data["package_index_url"] = "http://127.0.0.1:9"  # never ask a real index
     write_json(config_path, data)
-    result = run_pass(config_module.load(config_path), call_api=False, report=False)
+    result = run_pass(config_module.load(config_path), report=False)
     if not result.promoted:
         raise RuntimeError(f"the demo pass promoted no model: {result.reason}")
 

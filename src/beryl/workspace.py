@@ -6,8 +6,8 @@ The CLI, the API factory and the scheduler each build a ``Workspace`` from the l
 - ``dataset``: the consolidated dataset (``beryl.data.dataset.Dataset``), read once and read
   again only when ``dataset.json`` changed on disk;
 - ``registry``: the model versions, the production pointer and its log;
-- ``history``: the history database (``beryl.monitoring.history.HistoryStore``);
-- ``lock``: the single-flight lock around a pass (``beryl.loop.lock.PassLock``);
+- ``history``: the history database (``beryl.monitoring.store.HistoryStore``);
+- ``lock``: the single-flight lock around a pass (``beryl.lock.PassLock``);
 - ``engine``: what trains a model (``beryl.model.engine.TrainingEngine``).
 
 Each backend is a seam with one implementation today (a folder, SQLite, a lock file,
@@ -19,7 +19,6 @@ scikit-learn) and can be handed in instead::
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,11 +26,11 @@ from beryl.config import Settings
 
 if TYPE_CHECKING:
     from beryl.data.dataset import Dataset
-    from beryl.loop.lock import PassLock
+    from beryl.lock import PassLock
     from beryl.model.engine import TrainingEngine
     from beryl.model.registry import Registry
     from beryl.model.signing import Keyring
-    from beryl.monitoring.history import HistoryStore
+    from beryl.monitoring.store import HistoryStore
 
 
 class Workspace:
@@ -53,7 +52,6 @@ class Workspace:
         self._keyring = keyring
         self._registry: Registry | None = None
         self._dataset: Dataset | None = None
-        self._dataset_key: tuple[int, int, int] | None = None
 
     @classmethod
     def of(cls, value: Workspace | Settings) -> Workspace:
@@ -66,13 +64,12 @@ class Workspace:
 
     @property
     def dataset(self) -> Dataset:
-        """The dataset, as ``dataset.json`` is now (one ``stat`` to know; read when it moved)."""
-        from beryl.data.dataset import MANIFEST_NAME, Dataset
+        """The dataset, as ``dataset.json`` is now (one ``stat`` to know; read when another
+        process changed it: what this process publishes, the dataset already holds)."""
+        from beryl.data.dataset import Dataset
 
-        key = _identity(self.settings.output_folder / MANIFEST_NAME)
-        if self._dataset is None or key != self._dataset_key:
+        if self._dataset is None or not self._dataset.is_current():
             self._dataset = Dataset(self.settings.output_folder)
-            self._dataset_key = key
         return self._dataset
 
     def forget_dataset(self) -> None:
@@ -98,7 +95,7 @@ class Workspace:
     @property
     def lock(self) -> PassLock:
         if self._lock is None:
-            from beryl.loop.lock import FileLock
+            from beryl.lock import FileLock
 
             self._lock = FileLock(self.settings.lock_file)
         return self._lock
@@ -110,10 +107,3 @@ class Workspace:
 
             self._engine = SklearnEngine()
         return self._engine
-
-
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    with contextlib.suppress(OSError):
-        info = path.stat()
-        return (info.st_ino, info.st_mtime_ns, info.st_size)
-    return None

@@ -228,6 +228,7 @@ def create_app(settings: Settings) -> FastAPI:
     from beryl.api.metrics import ApiMetrics, MetricsMiddleware
     from beryl.api.routes import health, monitoring, observability, prediction
     from beryl.monitoring.diagnostics import OutdatedCache, ProfileCache
+    from beryl.monitoring.history import History
 
     app = FastAPI(
         title="Beryl",
@@ -236,7 +237,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.hosts = HostCheck(allowed_hosts(settings))
-    app.state.workspace = workspace = Workspace(settings)
+    # The API waits for a history database another process holds at most api.db_timeout_s.
+    history = History(settings.history_db, timeout=settings.api.db_timeout_s)
+    app.state.workspace = workspace = Workspace(settings, history=history)
     app.state.holder = ModelHolder(workspace.registry)
     app.state.profiles = ProfileCache()
     app.state.outdated = OutdatedCache(settings)

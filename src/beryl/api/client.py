@@ -14,8 +14,10 @@ from typing import Any
 
 from beryl._io import atomic_write_text, utc_now
 from beryl.config import Settings
+from beryl.data.csvfiles import csv_files
 from beryl.errors import ServiceError
-from beryl.model.scoring import csv_files
+from beryl.loop.passes import ApiCallsDone
+from beryl.workspace import Workspace
 
 API_RETURNS_FILE = "apireturns.txt"
 
@@ -168,3 +170,15 @@ def call_configured_or_in_process(settings: Settings) -> ApiCalls:
         return call_all(settings, url)
     with in_process_server(settings) as local:
         return call_all(settings, local)
+
+
+def calls_after_promotion(workspace: Workspace) -> ApiCallsDone:
+    """What a pass hands the loop to call after a promotion: every endpoint, on the configured
+    server if it answers, else on an in-process one."""
+    calls = call_configured_or_in_process(workspace.settings)
+    return ApiCallsDone(
+        ok=sum(c.status == 200 for c in calls.calls),
+        total=len(calls.calls),
+        file=str(calls.written[0]),
+        base_url=calls.base_url,
+    )

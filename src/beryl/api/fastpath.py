@@ -4,11 +4,12 @@ Scoring a record with the compiled model takes microseconds; FastAPI's middlewar
 and dependency resolution cost several times the whole answer. ``PredictionFastPath`` wraps the
 app ``create_app`` builds and answers the common request itself: ``POST /prediction`` with a
 JSON ``{"records": [...]}`` body that validates. It applies the app's token check and body limit,
-validates and scores with the route's own functions, and sends the route's answer bytes, headers
-and metrics. Every other request, and any it has a doubt about (another content type,
-``file_location``, a body that does not parse or validate, no model yet, overridden
-dependencies), goes to the app unchanged, the body it already read replayed: every error answer
-still comes from the route and the app's handlers.
+validates and scores with the route's own functions (``respond``, which predicts with
+``beryl.model.predict.predict``), and sends the route's answer bytes, headers and metrics.
+Every other request, and any it has a doubt about (another content type, ``file_location``, a
+body that does not parse or validate, no model yet, overridden dependencies), goes to the app
+unchanged, the body it already read replayed: every error answer still comes from the route
+and the app's handlers.
 """
 
 from __future__ import annotations

@@ -85,10 +85,3 @@ class ModelHolder:
         from starlette.concurrency import run_in_threadpool
 
         return await run_in_threadpool(self.get)
-
-    def ready(self) -> bool:
-        try:
-            self.get()
-        except ModelNotFoundError:
-            return False
-        return True

@@ -27,8 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beryl.config import Settings
 from beryl.errors import BerylError
-from beryl.model.registry import Registry
-from beryl.monitoring.history import History
+from beryl.workspace import Workspace
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Scope key: ``time.perf_counter()`` when a layer in front of the app took the request (the
@@ -38,14 +37,13 @@ _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 
 class WorkspaceCollector(Collector):
-    """Gauges read from the workspace when Prometheus scrapes."""
+    """Gauges read from the workspace's registry and history when Prometheus scrapes."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
 
     def collect(self) -> Iterator[Metric]:
-        registry = Registry(self.settings.model_folder)
-        history = History(self.settings.history_db, timeout=self.settings.api.db_timeout_s)
+        registry, history = self.workspace.registry, self.workspace.history
         info = GaugeMetricFamily(
             "beryl_production_model_info",
             "The production model version (value 1)",
@@ -92,8 +90,8 @@ class WorkspaceCollector(Collector):
         )
         drift = history.latest_drift()
         if drift is not None:
-            share.add_metric([], float(drift.get("drift_share", 0.0)))
-            dataset.add_metric([], 1.0 if drift.get("dataset_drift") else 0.0)
+            share.add_metric([], drift.drift_share)
+            dataset.add_metric([], 1.0 if drift.dataset_drift else 0.0)
         yield share
         yield dataset
 
@@ -107,10 +105,10 @@ def _epoch(timestamp: str | None) -> float:
 
 
 class ApiMetrics:
-    """The metrics one app records, and the text a scrape returns."""
+    """The metrics one app records, and the text a scrape returns (the workspace gauges from
+    the app's ``Workspace``)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, workspace: Workspace | Settings) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -132,8 +130,8 @@ class ApiMetrics:
             ["label"],
             registry=self.registry,
         )
-        self.workspace = WorkspaceCollector(settings)
-        self.registry.register(self.workspace)
+        self.collector = WorkspaceCollector(Workspace.of(workspace))
+        self.registry.register(self.collector)
         # Labelled series, looked up once: ``labels()`` validates and locks on every call.
         self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._prediction_series: dict[str, Any] = {}
@@ -163,7 +161,7 @@ class ApiMetrics:
         if os.environ.get(MULTIPROC_ENV):
             combined = CollectorRegistry()
             MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
-            combined.register(self.workspace)
+            combined.register(self.collector)
             return generate_latest(combined)
         return generate_latest(self.registry)
 

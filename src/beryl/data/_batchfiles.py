@@ -2,64 +2,27 @@
 
 The dataset (``beryl.data.dataset``) decides what is published; this module only writes, each file
 either atomically (the batch, its hashes) or appended in place and cut back on failure (the
-snapshot).
+snapshot, ``beryl.data.snapshot``).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from beryl._io import atomic_path
+from beryl.data import snapshot
 
 if TYPE_CHECKING:
     from beryl.data.dataset import Dataset
-
-
-@contextmanager
-def appending(path: Path, header: list[str] | None) -> Iterator[Callable[[pa.Table], None]]:
-    """Append CSV rows to ``path`` in place: kept when the block ends normally, cut back to the
-    file's old length when it ends with an error.
-
-    ``header``: the columns to write first into a new (emptied) file, or None to only append.
-    The rows are flushed, not fsynced: the snapshot is derived data, and if a power loss drops
-    rows the manifest already counts, its length no longer matches and ``repair`` rewrites it.
-    """
-    start = path.stat().st_size if header is None else 0
-    with path.open("r+b" if header is None else "wb") as handle:
-        handle.seek(start)
-        try:
-            if header is not None:  # written by Arrow, quoted as Arrow quotes it
-                empty = pa.schema([(name, pa.string()) for name in header]).empty_table()
-                options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
-                pacsv.write_csv(empty, handle, options)
-            yield functools.partial(write_rows, handle)
-            handle.flush()
-        except BaseException:
-            handle.truncate(start)
-            raise
-
-
-def write_rows(handle: BinaryIO, table: pa.Table) -> None:
-    """``table``'s rows as CSV (no header) at the end of ``handle``."""
-    # Arrow's CSV writer (pyarrow 26) writes garbage for a column whose first chunk is empty,
-    # so empty record batches are dropped first (no copy).
-    batches = [batch for batch in table.to_batches() if batch.num_rows]
-    if not batches:
-        return
-    table = pa.Table.from_batches(batches, table.schema)
-    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-    pacsv.write_csv(integral_floats_as_ints(table), handle, options)
 
 
 class BatchWriter:
@@ -78,7 +41,7 @@ class BatchWriter:
         self.dataset = dataset
         self.batch_id = batch_id
         self.rows = 0
-        self.appended = write_snapshot and dataset.snapshot_appendable()
+        self.appended = write_snapshot and snapshot.appendable(dataset)
         self._id_columns = set(id_columns)
         self._hashes: list[np.ndarray] = []
         self._stack = ExitStack()
@@ -148,26 +111,10 @@ class BatchWriter:
             fresh = not self.dataset.manifest.batches
             header = list(schema.names) if fresh else None
             self._snapshot = self._stack.enter_context(
-                appending(self.dataset.snapshot_path, header)
+                snapshot.appending(self.dataset.snapshot_path, header)
             )
 
 
 def write_hashes(path: Path, hashes: np.ndarray) -> None:
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.save(handle, hashes, allow_pickle=False)
-
-
-def integral_floats_as_ints(table: pa.Table) -> pa.Table:
-    """Write 100.0 as 100 so the CSV snapshot reads like the files it came from.
-
-    A float column becomes int64 when every value converts exactly: Arrow's safe cast refuses
-    fractions, infinities, NaN and values beyond int64, and then the floats are kept.
-    """
-    for index, column in enumerate(table.columns):
-        if pa.types.is_floating(column.type):
-            try:
-                as_int = column.cast(pa.int64())
-            except pa.ArrowInvalid:
-                continue
-            table = table.set_column(index, table.field(index).name, as_int)
-    return table

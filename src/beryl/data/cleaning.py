@@ -1,9 +1,10 @@
-"""The careful reading path: CSV bytes to a typed frame, with errors that name file, column, rows.
+"""The careful path's rules: a raw frame to the schema's typed columns, with errors that name
+file, column and rows.
 
-Every file the fast Arrow path in ``beryl.data.ingestion`` cannot vouch for comes here, as do
-uploads to the API and test-data files. The cleaning rules live in one place
-(``clean_dataset``); pandas is imported only by this module, so commands that never read an odd
-file never load it.
+Every file the fast Arrow path in ``beryl.data.reading`` cannot vouch for comes here once parsed
+(``beryl.data.csvfiles.read_csv_bytes``), as do uploads to the API and test-data files. The
+cleaning rules live in one place (``clean_dataset``); pandas is imported only by this module, so
+commands that never read an odd file never load it.
 """
 
 from __future__ import annotations
@@ -13,97 +14,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
-from beryl.data.reading import check_text, missing_columns, repeated_columns, unreadable
+# TooManyRowsError and read_csv_bytes: the parser's, imported from here by callers that predate
+# beryl.data.csvfiles (the API's prediction route, model scoring).
+from beryl.data.csvfiles import TooManyRowsError as TooManyRowsError
+from beryl.data.csvfiles import missing_columns
+from beryl.data.csvfiles import read_csv_bytes as read_csv_bytes
 from beryl.data.schema import MAX_EXACT_LABEL, Schema, arrow_schema
-from beryl.errors import DataError, SchemaError
+from beryl.errors import SchemaError
 
 _MAX_SHOWN = 5
-
-
-class TooManyRowsError(DataError):
-    """More data rows than the reader was allowed to take (found while parsing, not after)."""
 
 
 class ColumnTypeError(SchemaError):
     """Values that do not fit a column's type in the schema (text in a numeric column): the
     file may be right and the type wrong, so ingestion judges it again after a re-type."""
-
-
-def read_csv_bytes(
-    data: bytes,
-    source: str,
-    text_columns: list[str] | None = None,
-    *,
-    max_rows: int | None = None,
-) -> pd.DataFrame:
-    """Parse CSV bytes into a frame; anything unparsable is a ``SchemaError`` naming ``source``.
-
-    ``text_columns`` (identifiers, categories, labels) are read as written: ``007`` stays
-    ``"007"`` instead of becoming the number 7. With ``max_rows``, parsing stops at the block
-    that passes it (``TooManyRowsError``), so a huge body costs one block, not its whole size.
-    """
-    check_text(data, source)
-    column_types = {name: pa.string() for name in text_columns or []}
-    note = None
-    try:
-        table = _parse(data, column_types, max_rows=max_rows)
-    except pa.ArrowInvalid as exc:
-        message = str(exc)
-        try:
-            if "UTF8" in message or "UTF-8" in message:
-                # Not UTF-8: Latin-1 decodes every byte, so the values survive as written.
-                table = _parse(data, column_types, encoding="latin-1", max_rows=max_rows)
-                note = "read as Latin-1 (the file is not valid UTF-8)"
-            elif "straddling" in message:
-                # A row longer than one parse block: parse the file as a single block.
-                table = _parse(data, column_types, block_size=len(data) + 1, max_rows=max_rows)
-            else:
-                raise
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as again:
-            raise unreadable(source, again) from again
-    except pa.ArrowNotImplementedError as exc:
-        raise unreadable(source, exc) from exc
-    names = [str(n).strip() for n in table.column_names]
-    repeated_columns(names, source)
-    frame: pd.DataFrame = table.rename_columns(names).to_pandas()
-    if frame.empty:
-        raise SchemaError(f"{source}: has a header but no data rows")
-    if note:
-        frame.attrs["note"] = note
-    return frame
-
-
-def _parse(
-    data: bytes,
-    column_types: dict[str, pa.DataType],
-    *,
-    encoding: str = "utf8",
-    block_size: int | None = None,
-    max_rows: int | None = None,
-) -> pa.Table:
-    read_options = pacsv.ReadOptions(encoding=encoding)
-    if block_size is not None:
-        read_options.block_size = block_size
-    options = {
-        "read_options": read_options,
-        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
-        "convert_options": pacsv.ConvertOptions(
-            strings_can_be_null=True, column_types=column_types
-        ),
-    }
-    if max_rows is None:
-        return pacsv.read_csv(pa.BufferReader(data), **options)
-    # Block by block (types are inferred from the first block either way), counting rows.
-    reader = pacsv.open_csv(pa.BufferReader(data), **options)
-    batches, rows = [], 0
-    for batch in reader:
-        rows += batch.num_rows
-        if rows > max_rows:
-            raise TooManyRowsError(f"more than {max_rows} rows")
-        batches.append(batch)
-    return pa.Table.from_batches(batches, schema=reader.schema)
 
 
 def _rows(mask: pd.Series, first_row: int = 1) -> str:

@@ -19,7 +19,9 @@ the file as the user wrote it, never its content nor where a link points. ``a/..
 lexically as ``b`` (``a`` is never looked at).
 
 The folder itself is resolved once with ``Path.resolve()``: symlinks above it are the
-administrator's business; the confinement is about what lies below. Linux and other POSIX systems.
+administrator's business; the confinement is about what lies below. The file itself is opened by
+``beryl.data.safeopen.open_regular``, as every file Beryl did not write. Linux and other POSIX
+systems.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from beryl._io import is_utf8
+from beryl.data.safeopen import LINK_ERRNOS, NOFOLLOW, NotRegularFileError, describe, open_regular
 
 __all__ = [
     "BLOCK_SIZE",
@@ -58,26 +61,16 @@ BLOCK_SIZE = 1 << 20
 _MAX_NAME_BYTES = 4096  # PATH_MAX on Linux: a longer name cannot name a file anyway
 _SHOWN_CHARS = 120
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # O_PATH (Linux) opens a folder without needing read permission on it; elsewhere O_RDONLY (0).
 _FOLDER_FLAGS = (
     os.O_RDONLY
     | getattr(os, "O_PATH", 0)
     | getattr(os, "O_DIRECTORY", 0)
-    | _NOFOLLOW
+    | NOFOLLOW
     | getattr(os, "O_NONBLOCK", 0)  # without O_PATH, a FIFO named as a folder must not block
     | getattr(os, "O_CLOEXEC", 0)
 )
-# O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer.
-_FILE_FLAGS = (
-    os.O_RDONLY
-    | _NOFOLLOW
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-)
 _DELETED = " (deleted)"  # how /proc/self/fd shows a descriptor whose name was removed
-_LINK_ERRNOS = frozenset({errno.ELOOP, errno.EMLINK})  # O_NOFOLLOW on a symlink (EMLINK: BSDs)
 
 Kind = Literal["bad-name", "outside", "link", "not-found", "not-a-file", "too-large", "unreadable"]
 
@@ -90,6 +83,11 @@ class ConfinedError(Exception):
 
     kind: ClassVar[Kind]
 
+    def __init_subclass__(cls, kind: Kind | None = None, **rest: Any) -> None:
+        super().__init_subclass__(**rest)
+        if kind is not None:
+            cls.kind = kind
+
     def __init__(self, name: str, message: str, hint: str) -> None:
         super().__init__(f"{message} ({hint})")
         self.name = name
@@ -97,46 +95,32 @@ class ConfinedError(Exception):
         self.hint = hint
 
 
-class BadNameError(ConfinedError, ValueError):
+class BadNameError(ConfinedError, ValueError, kind="bad-name"):
     """The name cannot name a file: empty, a NUL byte, a lone surrogate, too long."""
 
-    kind = "bad-name"
 
-
-class OutsideError(ConfinedError, ValueError):
+class OutsideError(ConfinedError, ValueError, kind="outside"):
     """The name points above or beside the folder."""
 
-    kind = "outside"
 
-
-class LinkError(ConfinedError, ValueError):
+class LinkError(ConfinedError, ValueError, kind="link"):
     """A symlink somewhere on the way, or a file with more than one hard link."""
 
-    kind = "link"
 
-
-class NotFoundError(ConfinedError, LookupError):
+class NotFoundError(ConfinedError, LookupError, kind="not-found"):
     """No such file, or a component on the way is not a folder."""
 
-    kind = "not-found"
 
-
-class NotAFileError(ConfinedError, ValueError):
+class NotAFileError(ConfinedError, ValueError, kind="not-a-file"):
     """A folder, FIFO, socket or device: only regular files are read."""
 
-    kind = "not-a-file"
 
-
-class TooLargeError(ConfinedError, ValueError):
+class TooLargeError(ConfinedError, ValueError, kind="too-large"):
     """Over ``max_bytes``: by its size when opened, or because it grew while being read."""
 
-    kind = "too-large"
 
-
-class UnreadableError(ConfinedError):
+class UnreadableError(ConfinedError, kind="unreadable"):
     """The OS refused the open or the read for another reason (permissions, I/O error)."""
-
-    kind = "unreadable"
 
 
 class RootUnavailableError(UnreadableError):
@@ -227,7 +211,7 @@ def open_confined(root: Path, name: str, *, max_bytes: int) -> ConfinedFile:
     """
     if max_bytes < 0:
         raise ValueError(f"max_bytes must be 0 or more, not {max_bytes}")
-    if not (_NOFOLLOW and os.open in os.supports_dir_fd):
+    if not (NOFOLLOW and os.open in os.supports_dir_fd):
         raise NotImplementedError("open_confined needs O_NOFOLLOW and openat (a POSIX system)")
     real_root = Path(root).resolve()
     parts = _parts_below(name, real_root, Path(root).absolute())
@@ -238,12 +222,12 @@ def open_confined(root: Path, name: str, *, max_bytes: int) -> ConfinedFile:
     folder = _open_root(real_root, name)
     try:
         for depth, part in enumerate(parts[:-1], start=1):
-            child = _open_step(folder, part, name, "/".join(parts[:depth]), last=False)
+            child = _open_folder(folder, part, name, "/".join(parts[:depth]))
             os.close(folder)
             folder = child
-        fd = _open_step(folder, parts[-1], name, "/".join(parts), last=True)
+        fd, info = _open_file(folder, parts[-1], name)
         try:
-            size = _check_opened(fd, folder, parts[-1], name, max_bytes)
+            size = _check_opened(fd, info, folder, parts[-1], name, max_bytes)
             os.set_blocking(fd, True)
             raw = io.FileIO(fd, "rb", closefd=True)
         except BaseException:
@@ -306,22 +290,36 @@ def _open_root(real_root: Path, name: str) -> int:
         ) from exc
 
 
-def _open_step(folder: int, part: str, name: str, so_far: str, *, last: bool) -> int:
-    """Open one component below the descriptor ``folder``, never following a symlink."""
+def _open_folder(folder: int, part: str, name: str, so_far: str) -> int:
+    """Open the folder ``part`` below the descriptor ``folder``, never following a symlink."""
     try:
-        return os.open(part, _FILE_FLAGS if last else _FOLDER_FLAGS, dir_fd=folder)
+        return os.open(part, _FOLDER_FLAGS, dir_fd=folder)
     except OSError as exc:
-        raise _refusal(exc, folder, part, name, so_far, last) from exc
+        raise _refusal(exc, folder, part, name, so_far, last=False) from exc
+
+
+def _open_file(folder: int, part: str, name: str) -> tuple[int, os.stat_result]:
+    """Open the regular file ``part`` below the descriptor ``folder`` (``open_regular``)."""
+    try:
+        return open_regular(part, dir_fd=folder)
+    except OSError as exc:
+        if isinstance(exc, NotRegularFileError) and exc.mode is not None:
+            raise NotAFileError(
+                name,
+                f"{_shown(name)} is {describe(exc.mode)}, not a regular file",
+                "name a regular file",
+            ) from exc
+        raise _refusal(exc, folder, part, name, part, last=True) from exc  # a link among them
 
 
 def _refusal(
     exc: OSError, folder: int, part: str, name: str, so_far: str, last: bool
 ) -> ConfinedError:
     where = _shown(name) if last else f"{_shown(so_far)} in {_shown(name)}"
-    if exc.errno in (errno.ENOTDIR, *_LINK_ERRNOS):
+    if exc.errno in (errno.ENOTDIR, *LINK_ERRNOS):
         # A folder opened with O_DIRECTORY|O_NOFOLLOW (or O_PATH) gives ENOTDIR for a symlink
         # and for a file alike; lstat tells them apart, for the message only.
-        if exc.errno in _LINK_ERRNOS or _is_symlink(folder, part):
+        if exc.errno in LINK_ERRNOS or _is_symlink(folder, part):
             return LinkError(
                 name,
                 f"{where} is a symbolic link; links are refused, even to files inside the "
@@ -348,18 +346,11 @@ def _refusal(
     return _unreadable(name, exc)
 
 
-def _check_opened(fd: int, folder: int, part: str, name: str, max_bytes: int) -> int:
-    """The checks that matter run here, on the descriptor: regular, one link, not too big."""
-    try:
-        info = os.fstat(fd)
-    except OSError as exc:
-        raise _unreadable(name, exc) from exc
-    if not stat.S_ISREG(info.st_mode):
-        raise NotAFileError(
-            name,
-            f"{_shown(name)} is {_describe(info.st_mode)}, not a regular file",
-            "name a regular file",
-        )
+def _check_opened(
+    fd: int, info: os.stat_result, folder: int, part: str, name: str, max_bytes: int
+) -> int:
+    """The checks beyond ``open_regular``'s, on the descriptor ``info`` is the fstat of: one
+    link, not too big."""
     if info.st_nlink > 1:
         raise LinkError(
             name,
@@ -421,18 +412,6 @@ def _no_other_name(fd: int, folder: int, part: str, opened: os.stat_result) -> b
     except OSError:
         return False
     return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
-
-
-def _describe(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
 
 
 def _outside(name: str) -> OutsideError:

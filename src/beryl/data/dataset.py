@@ -10,15 +10,18 @@ Layout of ``output_folder_path``::
                               classes and the row-hash version (``RECORD_SUFFIX``)
     finaldata.csv             CSV snapshot of the whole dataset (``write_csv_snapshot``)
     ingestedfiles.txt         one ingested file name per line
-    .recovered/<time>/        what a repair or ``set_aside_batch`` moved aside (never deleted)
+    .recovered/<time>/        what a repair or a set-aside moved aside (never deleted)
 
 A batch's files are written before the manifest that names it (its record last), so a killed
 ingestion leaves at most batch files that no reader ever sees, and every batch a manifest names
-carries what is needed to rebuild the manifest without it. New rows are appended to
-``finaldata.csv`` in place as they are ingested; the manifest records the snapshot's length, and
-a snapshot longer than that (an ingestion killed before its manifest) is cut back to it by
-``repair``. ``beryl.data.repair`` holds the repairs: rebuilding a lost or damaged manifest
-from the batch records, rebuilding damaged hash indexes, and setting batches aside.
+carries what is needed to rebuild the manifest without it. The records themselves are in
+``beryl.data.manifest``, the snapshot's upkeep in ``beryl.data.snapshot``; ``beryl.data.repair``
+holds the repairs (rebuilding a lost or damaged manifest from the batch records, rebuilding
+damaged hash indexes) and ``beryl.data.setaside`` sets batches aside.
+
+A ``Dataset`` knows the identity of the manifest it last read or published
+(``loaded_identity``): ``is_current()`` tells with one ``stat`` whether ``dataset.json`` is
+still that one, so a workspace reads it again only when another process changed it.
 """
 
 from __future__ import annotations
@@ -26,34 +29,34 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beryl._io import (
-    TMP_PREFIX,
-    atomic_path,
-    atomic_write_json,
-    atomic_write_text,
+from beryl._io import TMP_PREFIX, atomic_write_json, atomic_write_text
+from beryl.data import rowhash, snapshot
+from beryl.data._batchfiles import BatchWriter, write_hashes
+from beryl.data.manifest import (
+    FORMAT_VERSION,
+    BatchInfo,
+    BatchRecord,
+    FileRecord,
+    Manifest,
+    records_by_batch,
 )
-from beryl.data import rowhash
-from beryl.data._batchfiles import BatchWriter as BatchWriter
-from beryl.data._batchfiles import appending, write_hashes
+from beryl.data.safeopen import Identity
 from beryl.data.schema import Schema
 from beryl.errors import EmptyDatasetError, StateError, describe_os_error
 from beryl.recovery import RECOVERY_FOLDER
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from beryl.config import Settings
-    from beryl.data.repair import SetAside
 
 MANIFEST_NAME = "dataset.json"
 SNAPSHOT_NAME = "finaldata.csv"
@@ -62,183 +65,7 @@ BATCH_FOLDER = "batches"
 PARQUET_SUFFIX = ".parquet"
 HASHES_SUFFIX = ".hashes.npy"
 RECORD_SUFFIX = ".batch.json"
-FORMAT_VERSION = 1
-RECORD_FORMAT_VERSION = 1
-SET_ASIDE = "set-aside"  # the status of a file record whose batch was set aside
-_BATCH_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _REBUILT = "the next `beryl ingest` or `beryl run` rebuilds it from the batches' own records"
-
-
-@dataclass
-class FileRecord:
-    """What happened to one input file (the ingestion record)."""
-
-    name: str
-    sha256: str
-    status: str  # ingested | duplicate-file | quarantined
-    time: str
-    rows_read: int = 0
-    rows_kept: int = 0
-    batch: str | None = None
-    reason: str | None = None
-    size: int = 0
-    note: str | None = None
-    # The file's identity when it was read (``os.stat``): a file whose device, inode, size,
-    # modification and change times all match is not read again. A time within the settle
-    # period of the read is not recorded (None: the file is read again next time).
-    mtime_ns: int | None = None
-    ctime_ns: int | None = None
-    dev: int | None = None
-    ino: int | None = None
-    # For a file refused for its content: the key of the schema it was judged against
-    # (``Schema.key``); it is judged again once the dataset's schema has another key.
-    schema_key: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FileRecord:
-        return cls(**data)
-
-
-@dataclass
-class BatchInfo:
-    """One immutable batch of rows new to the dataset.
-
-    ``sizes``: the bytes of its files on disk (``parquet``, ``hashes``, ``record``), so that a
-    repair finds a cut or swapped file with one ``stat``.
-    """
-
-    id: str
-    created: str
-    rows: int
-    files: list[str]
-    sizes: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        data["sizes"] = dict(self.sizes)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Any) -> BatchInfo:
-        """A batch as a manifest or a batch record holds it; ValueError or TypeError if not."""
-        if not isinstance(data, dict):
-            raise TypeError("a batch is not a JSON object")
-        batch = cls(**data)
-        if not isinstance(batch.id, str) or not _BATCH_ID.match(batch.id):
-            raise ValueError(f"{batch.id!r} is not a batch id")
-        if not _is_count(batch.rows) or not isinstance(batch.created, str):
-            raise ValueError(f"batch {batch.id} has no row count or time")
-        if not isinstance(batch.files, list) or not all(isinstance(f, str) for f in batch.files):
-            raise ValueError(f"batch {batch.id}: files is not a list of names")
-        if not isinstance(batch.sizes, dict) or not all(map(_is_count, batch.sizes.values())):
-            raise ValueError(f"batch {batch.id}: sizes is not a mapping of byte counts")
-        return batch
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _file_record(data: Any) -> FileRecord:
-    if not isinstance(data, dict):
-        raise TypeError("a file record is not a JSON object")
-    record = FileRecord.from_dict(data)
-    if not all(isinstance(v, str) for v in (record.name, record.sha256, record.status)):
-        raise ValueError("a file record has no name, sha256 or status")
-    return record
-
-
-@dataclass
-class Manifest:
-    schema: Schema | None = None
-    batches: list[BatchInfo] = field(default_factory=list)
-    files: list[FileRecord] = field(default_factory=list)
-    snapshot: dict[str, Any] = field(default_factory=dict)
-    classes: list[Any] = field(default_factory=list)
-    row_hash: int = rowhash.VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
-            "schema": self.schema.to_dict() if self.schema else None,
-            "classes": self.classes,
-            "batches": [b.to_dict() for b in self.batches],
-            "files": [f.to_dict() for f in self.files],
-            "snapshot": self.snapshot,
-            "row_hash": self.row_hash,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Manifest:
-        """The manifest ``data`` describes; ValueError, KeyError or TypeError when it is not one."""
-        if not isinstance(data, dict):
-            raise TypeError("not a JSON object")
-        schema = Schema.from_dict(data["schema"]) if data.get("schema") else None
-        batches, files = data.get("batches", []), data.get("files", [])
-        snapshot, classes = data.get("snapshot", {}), data.get("classes", [])
-        if not isinstance(batches, list) or not isinstance(files, list):
-            raise TypeError("batches and files are not lists")
-        if not isinstance(snapshot, dict) or not isinstance(classes, list):
-            raise TypeError("snapshot is not an object or classes not a list")
-        manifest = cls(
-            schema=schema,
-            batches=[BatchInfo.from_dict(b) for b in batches],
-            files=[_file_record(f) for f in files],
-            snapshot=dict(snapshot),
-            classes=list(classes),
-            row_hash=int(data.get("row_hash", 1)),
-        )
-        if len({b.id for b in manifest.batches}) != len(manifest.batches):
-            raise ValueError("a batch is named twice")
-        return manifest
-
-    @property
-    def header(self) -> tuple[Any, ...]:
-        """What every batch record repeats from the manifest."""
-        return (self.schema, self.classes, self.row_hash)
-
-
-@dataclass(frozen=True)
-class BatchRecord:
-    """What ``batches/<id>.batch.json`` holds: enough to rebuild the manifest's part on it."""
-
-    batch: BatchInfo
-    files: list[FileRecord]
-    schema: Schema | None
-    classes: list[Any]
-    row_hash: int
-
-    def to_dict(self) -> dict[str, Any]:
-        sizes = {k: v for k, v in self.batch.sizes.items() if k != "record"}
-        return {
-            "format": RECORD_FORMAT_VERSION,
-            "batch": {**self.batch.to_dict(), "sizes": sizes},
-            "files": [f.to_dict() for f in self.files],
-            "schema": self.schema.to_dict() if self.schema else None,
-            "classes": self.classes,
-            "row_hash": self.row_hash,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any) -> BatchRecord:
-        if not isinstance(data, dict):
-            raise TypeError("not a JSON object")
-        version = data.get("format")
-        if not isinstance(version, int) or version > RECORD_FORMAT_VERSION:
-            raise ValueError(f"format {version!r} is not one this Beryl reads")
-        files, classes = data["files"], data["classes"]
-        if not isinstance(files, list) or not isinstance(classes, list):
-            raise TypeError("files or classes is not a list")
-        return cls(
-            batch=BatchInfo.from_dict(data["batch"]),
-            files=[_file_record(f) for f in files],
-            schema=Schema.from_dict(data["schema"]) if data.get("schema") else None,
-            classes=classes,
-            row_hash=int(data["row_hash"]),
-        )
 
 
 class DamagedFile(Exception):
@@ -265,6 +92,8 @@ class Dataset:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        # the identity of dataset.json as last read or published here (None: there was none)
+        self.loaded_identity: Identity | None = None
         self._manifest, self.problem = self._load()
 
     @property
@@ -273,9 +102,9 @@ class Dataset:
             self.problem.raise_it()
         return self._manifest
 
-    @manifest.setter
-    def manifest(self, manifest: Manifest) -> None:
-        self.adopt(manifest)
+    def is_current(self) -> bool:
+        """Whether ``dataset.json`` is still the one this dataset last read or published."""
+        return Identity.at(self.manifest_path) == self.loaded_identity
 
     @property
     def manifest_path(self) -> Path:
@@ -303,12 +132,14 @@ class Dataset:
 
     @property
     def rows(self) -> int:
-        return sum(b.rows for b in self.manifest.batches)
+        return self.manifest.rows
 
     def _load(self) -> tuple[Manifest, _Problem | None]:
         path = self.manifest_path
         try:
-            raw = path.read_bytes()
+            with path.open("rb") as handle:
+                self.loaded_identity = Identity.of(os.fstat(handle.fileno()))
+                raw = handle.read()
         except FileNotFoundError:
             if not self.batch_ids_on_disk():
                 return Manifest(), None  # nothing ingested yet
@@ -318,6 +149,7 @@ class Dataset:
             )
             return Manifest(), _Problem(error, rebuild=True)
         except OSError as exc:
+            self.loaded_identity = Identity.at(path)
             message, hint = describe_os_error(exc, path)
             error = StateError(f"cannot read the dataset record {path}: {message}", hint=hint)
             return Manifest(), _Problem(error, rebuild=False)
@@ -345,18 +177,30 @@ class Dataset:
     def record_path(self, batch_id: str) -> Path:
         return self.batch_folder / f"{batch_id}{RECORD_SUFFIX}"
 
+    def files_on_disk(self) -> list[Path]:
+        """The files in ``batches/``, in name order (temporary files of writes aside)."""
+        try:
+            paths = sorted(self.batch_folder.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [p for p in paths if not p.name.startswith(TMP_PREFIX)]
+
     def batch_files(self, batch_id: str) -> list[Path]:
-        """The files of a batch that are on disk."""
-        paths = (self.batch_path(batch_id), self.hashes_path(batch_id), self.record_path(batch_id))
-        return [p for p in paths if p.exists()]
+        """The files of a batch that are on disk (every ``batches/<id>.*``)."""
+        return [p for p in self.files_on_disk() if p.name.split(".", 1)[0] == batch_id]
 
     def batch_ids_on_disk(self) -> set[str]:
-        """The batch ids that files in ``batches/`` belong to (temporary files aside)."""
-        try:
-            names = [p.name for p in self.batch_folder.iterdir()]
-        except (FileNotFoundError, NotADirectoryError):
-            return set()
-        return {n.split(".", 1)[0] for n in names if not n.startswith((TMP_PREFIX, "."))}
+        """The batch ids that files in ``batches/`` belong to."""
+        return {p.name.split(".", 1)[0] for p in self.files_on_disk() if p.name[0] != "."}
+
+    def new_batch_id(self, taken: Collection[str] = ()) -> str:
+        """A batch id no batch has, on record, on disk or in ``taken``: the UTC time, to the
+        microsecond, so that ids sort as the batches were made."""
+        used = {b.id for b in self._manifest.batches} | self.batch_ids_on_disk() | set(taken)
+        while True:
+            candidate = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            if candidate not in used:
+                return candidate
 
     def ingested_names(self) -> list[str]:
         """Names of ingested files, each once, in order of first ingestion."""
@@ -461,6 +305,18 @@ class Dataset:
         except (OSError, pa.ArrowException) as exc:  # ArrowInvalid: a damaged file
             raise damaged_batch(path, batch_id, _short(exc)) from exc
 
+    def row_groups(self, batch_id: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """A batch's rows a Parquet row group at a time (memory holds one group)."""
+        path = self.batch_path(batch_id)
+        try:
+            parquet = pq.ParquetFile(path)
+            for group in range(parquet.num_row_groups):
+                yield parquet.read_row_group(group, columns=columns)
+        except PermissionError as exc:
+            raise _unavailable(path, exc) from exc
+        except (OSError, pa.ArrowException) as exc:
+            raise damaged_batch(path, batch_id, _short(exc)) from exc
+
     def read(
         self, columns: list[str] | None = None, batches: list[str] | None = None
     ) -> pd.DataFrame:
@@ -486,12 +342,11 @@ class Dataset:
         previous = self._manifest
         try:
             if settings_snapshot and appended and self.snapshot_path.exists():
-                ids = [b.id for b in manifest.batches]
-                manifest.snapshot = {"batches": ids, "bytes": self.snapshot_path.stat().st_size}
+                manifest.snapshot = snapshot.state(self, manifest)
             elif settings_snapshot:
-                manifest.snapshot = self.write_snapshot(previous, manifest)
+                manifest.snapshot = snapshot.write(self, previous, manifest)
             else:
-                manifest.snapshot = {}
+                manifest.snapshot = None
                 # A snapshot that would no longer match the dataset is removed (the batches hold
                 # every row; `write_csv_snapshot: true` writes it again).
                 self.snapshot_path.unlink(missing_ok=True)
@@ -503,12 +358,12 @@ class Dataset:
         except BaseException:
             self._undo(previous, manifest)
             raise
-        self._manifest, self.problem = manifest, None
         names = self.ingested_names()
         atomic_write_text(self.folder / INGESTED_FILES_NAME, "".join(n + "\n" for n in names))
 
     def publish(self, manifest: Manifest, previous: Manifest | None = None) -> None:
-        """Write the batch records ``manifest`` needs, then the manifest itself (atomically).
+        """Write the batch records ``manifest`` needs, then the manifest itself (atomically),
+        and use it from now on.
 
         A batch without a recorded record size gets its record; the last batch's record is
         written again when the schema, the classes or the row-hash version changed since
@@ -544,10 +399,13 @@ class Dataset:
                 atomic_write_json(path, record.to_dict())
                 batch.sizes["record"] = path.stat().st_size
         atomic_write_json(self.manifest_path, manifest.to_dict())
+        self.adopt(manifest)
 
     def adopt(self, manifest: Manifest) -> None:
-        """Use ``manifest`` from now on (a repair has just published it)."""
+        """Use ``manifest`` from now on: it is what ``dataset.json`` holds now (just published,
+        or, with no ``dataset.json``, what a repair made of the batches)."""
         self._manifest, self.problem = manifest, None
+        self.loaded_identity = Identity.at(self.manifest_path)
 
     def read_record(self, batch_id: str) -> BatchRecord:
         """A batch's own record; ``DamagedFile`` when it is missing or not one."""
@@ -569,26 +427,19 @@ class Dataset:
         """After a commit failed: remove what it wrote for new batches, unless it published."""
         with contextlib.suppress(OSError, StateError):
             known = {b.id for b in previous.batches}
-            new = [b.id for b in manifest.batches if b.id not in known]
-            on_disk = Dataset(self.folder)
-            if on_disk.problem is None and any(b.id in new for b in on_disk._manifest.batches):
-                return  # published after all (the failure came later): nothing to undo
-            for batch_id in new:
-                for path in self.batch_files(batch_id):
-                    path.unlink()
-            cut_snapshot(self, previous)
+            if not self.discard_unpublished([b.id for b in manifest.batches if b.id not in known]):
+                snapshot.cut(self, previous)
 
-    def snapshot_appendable(self) -> bool:
-        """Whether new rows can be appended to the snapshot: it holds exactly the dataset."""
-        recorded = self.manifest.snapshot
-        if not self.manifest.batches:
-            return True  # written from scratch, header first
-        path = self.snapshot_path
-        return (
-            path.exists()
-            and recorded.get("batches") == [b.id for b in self.manifest.batches]
-            and recorded.get("bytes") == path.stat().st_size
-        )
+    def discard_unpublished(self, batch_ids: list[str]) -> bool:
+        """After a failed write: remove the files of these new batches that the manifest on disk
+        does not name; whether it names any (it was published after all, and stays)."""
+        on_disk = Dataset(self.folder)
+        published = set() if on_disk.problem else {b.id for b in on_disk._manifest.batches}
+        for batch_id in batch_ids:
+            if batch_id not in published:
+                for path in self.batch_files(batch_id):
+                    path.unlink(missing_ok=True)
+        return not published.isdisjoint(batch_ids)
 
     def repair(self, write_snapshot: bool) -> list[str]:
         """After a crash or damage: put the dataset right without losing a row.
@@ -602,79 +453,6 @@ class Dataset:
         from beryl.data.repair import repair
 
         return repair(self, write_snapshot)
-
-    def write_snapshot(self, previous: Manifest, manifest: Manifest) -> dict[str, Any]:
-        """Keep finaldata.csv equal to the dataset, appending only new batches when possible."""
-        if manifest.schema is None or not manifest.batches:
-            return {}
-        known = [b.id for b in previous.batches]
-        target_ids = [b.id for b in manifest.batches]
-        path = self.snapshot_path
-        reusable = (
-            path.exists()
-            and previous.snapshot.get("batches") == known
-            and previous.snapshot.get("bytes") == path.stat().st_size
-            and target_ids[: len(known)] == known
-        )
-        columns = manifest.schema.columns
-        if reusable:
-            with appending(path, header=None) as write:
-                for batch_id in target_ids[len(known) :]:
-                    self._copy_batch(batch_id, columns, write)
-        else:
-            with atomic_path(path) as tmp, appending(tmp, header=columns) as write:
-                for batch_id in target_ids:
-                    self._copy_batch(batch_id, columns, write)
-        return {"batches": target_ids, "bytes": path.stat().st_size}
-
-    def _copy_batch(
-        self, batch_id: str, columns: list[str], write: Callable[[pa.Table], None]
-    ) -> None:
-        path = self.batch_path(batch_id)
-        try:
-            parquet = pq.ParquetFile(path)
-            for group in range(parquet.num_row_groups):
-                write(parquet.read_row_group(group, columns=columns))
-        except PermissionError as exc:
-            raise _unavailable(path, exc) from exc
-        except pa.ArrowException as exc:
-            raise damaged_batch(path, batch_id, _short(exc)) from exc
-
-
-def records_by_batch(manifest: Manifest) -> dict[str, list[FileRecord]]:
-    """The file records each batch's record carries: those of the ingestion that made it.
-
-    Records are in the order ingestions appended them; a batch takes the records since the
-    previous batch's (files of passes that added no rows, then its own ingestion's), so the
-    records taken together, in batch order, are the manifest's up to its last batch.
-    """
-    named = {b.id for b in manifest.batches}
-    groups: dict[str, list[FileRecord]] = {}
-    pending: list[FileRecord] = []
-    for record in manifest.files:
-        pending.append(record)
-        if record.batch in named:
-            groups.setdefault(record.batch, []).extend(pending)
-            pending = []
-    return groups
-
-
-def cut_snapshot(dataset: Dataset, manifest: Manifest) -> bytes:
-    """Cut finaldata.csv back to the length ``manifest`` records when rows were appended after
-    it (by an ingestion that never published); returns the bytes cut off."""
-    recorded = manifest.snapshot
-    path = dataset.snapshot_path
-    current = [b.id for b in manifest.batches]
-    if not current or recorded.get("batches") != current or not path.exists():
-        return b""
-    end = recorded.get("bytes")
-    if not isinstance(end, int) or path.stat().st_size <= end:
-        return b""
-    with path.open("rb") as handle:
-        handle.seek(end)
-        tail = handle.read()
-    os.truncate(path, end)
-    return tail
 
 
 def damaged_batch(path: Path, batch_id: str, why: str, others: tuple[str, ...] = ()) -> StateError:
@@ -698,32 +476,3 @@ def _unavailable(path: Path, exc: OSError) -> StateError:
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:200] + "…"
-
-
-def set_aside_batch(target: Settings | Dataset, batch_id: str) -> SetAside:
-    """Move a batch Beryl cannot use (with its index and record) to ``.recovered/``, publish a
-    manifest without it, and mark the files that fed it as not ingested, so that the next pass
-    reads them again from the input folder and their rows come back.
-
-    ``target``: the workspace's ``Settings`` (the workspace lock is taken here), or a
-    ``Dataset`` whose caller holds it.
-
-        set_aside_batch(settings, "20240611T101500123456Z")
-    """
-    return set_aside_batches(target, [batch_id])
-
-
-def set_aside_batches(
-    target: Settings | Dataset, batch_ids: list[str] | None, *, write_snapshot: bool | None = None
-) -> SetAside:
-    """``set_aside_batch`` for several batches at once; ``None``: every batch."""
-    from beryl.data.repair import set_aside
-
-    if isinstance(target, Dataset):
-        keep = target.snapshot_path.exists() if write_snapshot is None else write_snapshot
-        return set_aside(target, batch_ids, keep)
-    from beryl.loop.passes import pass_lock
-
-    with pass_lock(target):
-        keep = target.write_csv_snapshot if write_snapshot is None else write_snapshot
-        return set_aside(Dataset(target.output_folder), batch_ids, keep)

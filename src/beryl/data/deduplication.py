@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beryl.data.dataset import BatchWriter, FileRecord
+from beryl.data._batchfiles import BatchWriter
+from beryl.data.manifest import FileRecord
 from beryl.data.rowhash import as_bools, row_hashes
 
 # Data read (Arrow bytes) before it is deduplicated and written: two groups at most are held,

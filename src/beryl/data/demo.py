@@ -32,7 +32,7 @@ NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
 
 
 @dataclass(frozen=True)
-class Workspace:
+class DemoWorkspace:
     """Where a generated workspace put its files."""
 
     root: Path
@@ -126,7 +126,7 @@ def init_workspace(
     seed: int = 0,
     test_rows: int | None = None,
     force: bool = False,
-) -> Workspace:
+) -> DemoWorkspace:
     """Create a ready workspace: config.json, source and practice files, and test data."""
     if rows < 10:
         raise ConfigError("--rows must be at least 10")
@@ -158,7 +158,7 @@ def init_workspace(
     ]
     test = generate(test_rows or max(rows // 4, 50), seed + 2000, missing_rate=0.0)
     test_file = write_csv(test, tests / "testdata.csv")
-    return Workspace(root, config_path, source_files, practice_files, test_file)
+    return DemoWorkspace(root, config_path, source_files, practice_files, test_file)
 
 
 def add_batch(

@@ -1,26 +1,23 @@
 """Reading a CSV file's bytes into the dataset's types: the rules, for a whole file.
 
 A well-formed file is parsed by Arrow straight into the dataset's types when Arrow can vouch
-for the result (``vouched``); anything else takes the careful path of ``beryl.data.cleaning``, which
-gives the same result or says what is wrong. ``beryl.data.inputfile`` applies the same rules to a
-large file block by block.
+for the result (``vouched``); anything else takes the careful path (``read_csv_bytes`` and
+``clean_dataset``), which gives the same result or says what is wrong. ``beryl.data.blocks``
+applies the same rules to a large file block by block; the parsing itself is
+``beryl.data.csvfiles``'.
 """
 
 from __future__ import annotations
 
-import csv
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from beryl.config import Settings
+from beryl.data.csvfiles import ARROW_ERRORS, header_names, parse, plain_header, read_csv_bytes
 from beryl.data.schema import MAX_EXACT_LABEL, Schema, arrow_schema, infer_roles, infer_schema
 from beryl.errors import SchemaError
-
-ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowKeyError)
-_SNIFF_BYTES = 64 * 1024
 
 
 def text_columns(settings: Settings, schema: Schema | None) -> list[str]:
@@ -40,7 +37,7 @@ def read_clean(data: bytes, schema: Schema, source: str) -> tuple[pa.Table, str 
     table = _read_typed(data, schema)
     if table is not None:
         return table, None
-    from beryl.data.cleaning import clean_dataset, read_csv_bytes, to_arrow
+    from beryl.data.cleaning import clean_dataset, to_arrow
 
     raw = read_csv_bytes(data, source, schema.text_columns)
     frame = clean_dataset(raw, schema, source, ingesting=True)
@@ -74,30 +71,12 @@ def _read_typed(data: bytes, schema: Schema) -> pa.Table | None:
     # the file at any line end, which parses faster.
     quoted = data.find(b'"', data.find(b"\n") + 1) >= 0
     try:
-        table = pacsv.read_csv(
-            pa.BufferReader(data),
-            parse_options=pacsv.ParseOptions(newlines_in_values=quoted),
-            convert_options=typed_options(schema, types),
-        )
+        table = parse(data, column_types=types, include_columns=schema.columns, quoted=quoted)
     except ARROW_ERRORS:
         return None
     if table.num_rows == 0 or not vouched(table, schema, types):
         return None
     return table
-
-
-def typed_options(schema: Schema, types: pa.Schema) -> pacsv.ConvertOptions:
-    return pacsv.ConvertOptions(
-        column_types={f.name: f.type for f in types},
-        include_columns=schema.columns,
-        strings_can_be_null=True,
-    )
-
-
-def plain_header(data: bytes, schema: Schema) -> bool:
-    """Whether the file starts with a plain header naming every column of ``schema`` once."""
-    names = _header(data)
-    return not (names is None or len(set(names)) != len(names) or set(schema.columns) - set(names))
 
 
 def vouched(table: pa.Table, schema: Schema, types: pa.Schema) -> bool:
@@ -128,18 +107,11 @@ def first_schema(settings: Settings, data: bytes, source: str) -> Schema:
     careful path decides.
     """
     reserved = set(text_columns(settings, None))
-    names = _header(data)
+    names = header_names(data)
     table = None
     if names is not None and len(set(names)) == len(names):
         try:
-            table = pacsv.read_csv(
-                pa.BufferReader(data),
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in reserved if c in names},
-                    strings_can_be_null=True,
-                ),
-            )
+            table = parse(data, column_types={c: pa.string() for c in reserved if c in names})
         except ARROW_ERRORS:
             table = None
     if table is not None and table.num_rows:
@@ -151,63 +123,8 @@ def first_schema(settings: Settings, data: bytes, source: str) -> Schema:
         }
         if all(name in numeric for name in kinds if name not in reserved):
             return infer_roles(settings, list(kinds), numeric.__contains__, source)
-    from beryl.data.cleaning import read_csv_bytes
-
     raw = read_csv_bytes(data, source, text_columns(settings, None))
     return infer_schema(settings, raw, source)
-
-
-def _header(data: bytes) -> list[str] | None:
-    """The column names of a plain header line (no quoted line breaks, no padding), else None."""
-    end = data.find(b"\n")
-    line = data[: end if end >= 0 else len(data)].rstrip(b"\r")
-    if line.count(b'"') % 2 or line.startswith(b"\xef\xbb\xbf"):
-        return None
-    try:
-        names = next(csv.reader([line.decode("utf-8")]))
-    except (UnicodeDecodeError, csv.Error, StopIteration):
-        return None
-    return names if all(n == n.strip() and n for n in names) else None
-
-
-def check_text(data: bytes, source: str, *, whole: bool = True) -> None:
-    """Refuse what cannot be CSV text: an empty file (``whole``: ``data`` is all of it), or
-    one with NUL bytes near its start (binary, or UTF-16)."""
-    if whole and not data.strip():
-        raise SchemaError(f"{source}: the file is empty", hint="send a CSV file with a header row")
-    if b"\x00" in data[:_SNIFF_BYTES]:
-        raise SchemaError(
-            f"{source}: is a binary file, not CSV text (it contains NUL bytes)",
-            hint="export the data as CSV",
-        )
-
-
-def repeated_columns(names: list[str], source: str) -> None:
-    """Refuse a header that names a column more than once (after trimming)."""
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise SchemaError(
-            f"{source}: column name(s) {', '.join(duplicated)} appear more than once",
-            hint="give every column a unique name",
-        )
-
-
-def missing_columns(names: list[str], columns: list[str], source: str) -> None:
-    """Refuse a file whose columns ``names`` lack some of ``columns``."""
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise SchemaError(
-            f"{source}: missing column(s) {', '.join(missing)}; found {', '.join(names)}",
-            hint="the file needs every column of the dataset's schema",
-        )
-
-
-def unreadable(source: str, exc: Exception) -> SchemaError:
-    """A file Arrow cannot parse as CSV (``exc`` says where)."""
-    return SchemaError(
-        f"{source}: not a readable CSV file: {exc}",
-        hint="fix the file (comma-separated, UTF-8, one header row) and save it again",
-    )
 
 
 def check_classes(labels: pa.ChunkedArray, known: list[Any], source: str) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Repairing the dataset without losing a row, and setting aside batches Beryl cannot use.
+"""Repairing the dataset without losing a row.
 
 ``Dataset.repair`` (at the start of every command that changes the workspace, under its lock):
 
@@ -18,67 +18,30 @@
 5. rebuilds the derived files (``ingestedfiles.txt``, ``finaldata.csv``), keeping rows it cuts
    from the snapshot in ``.recovered/``.
 
-``set_aside`` (``beryl dataset set-aside``) moves batches to ``.recovered/`` and marks the files
-that fed them as not ingested, so the next pass reads them again from the input folder.
+What a repair refuses (a damaged batch, batches without records) is set aside with
+``beryl.data.setaside`` (``beryl dataset set-aside``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beryl._io import TMP_PREFIX, atomic_write_text, remove_stale_temporaries
-from beryl.data import rowhash
+from beryl._io import atomic_write_text, remove_stale_temporaries
+from beryl.data import rowhash, snapshot
 from beryl.data.dataset import (
     INGESTED_FILES_NAME,
     MANIFEST_NAME,
-    SET_ASIDE,
     SNAPSHOT_NAME,
-    BatchInfo,
-    BatchRecord,
     DamagedFile,
     Dataset,
-    FileRecord,
-    Manifest,
-    cut_snapshot,
     damaged_batch,
 )
-from beryl.errors import DataError, StateError, describe_os_error
+from beryl.data.manifest import BatchInfo, BatchRecord, Manifest
+from beryl.errors import StateError, describe_os_error
 from beryl.recovery import RECOVERY_FOLDER, Aside
-
-
-@dataclass(frozen=True)
-class SetAside:
-    """What ``set_aside`` did."""
-
-    batches: list[str]  # the batches moved aside
-    folder: Path | None  # where they went
-    rows: int  # rows the dataset no longer holds, until their files are read again
-    files: list[str]  # input files the next pass reads again (when they are still there)
-    rebuilt: bool = False  # no usable manifest: the next pass reads every input file again
-
-    def summary(self) -> list[str]:
-        if not self.batches:
-            return ["nothing was set aside"]
-        lines = [
-            f"set aside {len(self.batches)} batch(es) ({', '.join(self.batches)}) to {self.folder}"
-        ]
-        if self.rebuilt:
-            lines.append("the next `beryl ingest` or `beryl run` reads the input folder again")
-        else:
-            lines.append(
-                f"the dataset holds {self.rows} row(s) fewer; the next `beryl ingest` or "
-                f"`beryl run` reads {len(self.files)} file(s) again if they are still in the "
-                f"input folder: {', '.join(self.files) or 'none'}"
-            )
-        return lines
 
 
 def repair(dataset: Dataset, write_snapshot: bool) -> list[str]:
@@ -87,7 +50,7 @@ def repair(dataset: Dataset, write_snapshot: bool) -> list[str]:
     try:
         return _repair(dataset, write_snapshot, aside)
     except OSError as exc:
-        raise _os_error(exc) from exc
+        raise os_error(exc) from exc
 
 
 def _repair(dataset: Dataset, write_snapshot: bool, aside: Aside) -> list[str]:
@@ -131,7 +94,7 @@ def rebuild(dataset: Dataset, aside: Aside) -> list[str]:
         moved = aside.move(dataset.manifest_path)
         repaired.append(f"moved the damaged {MANIFEST_NAME} to {aside.shown(moved)}")
     for batch_id in sorted(unrecorded):  # newer than every record: an unfinished ingestion
-        repaired.append(_move_batch(dataset, batch_id, aside, "unfinished batch"))
+        repaired.append(move_batch(dataset, batch_id, aside, "unfinished batch"))
     if not records:
         dataset.adopt(Manifest())
         return repaired
@@ -145,8 +108,7 @@ def rebuild(dataset: Dataset, aside: Aside) -> list[str]:
         row_hash=last.row_hash,  # the last record follows every change of the manifest's
     )
     dataset.publish(manifest, manifest)  # every record is on disk already
-    dataset.adopt(manifest)
-    rows = sum(b.rows for b in manifest.batches)
+    rows = manifest.rows
     repaired.append(
         f"rebuilt {MANIFEST_NAME} from the records of {len(ordered)} batch(es) ({rows} rows, "
         f"{len(manifest.files)} file records)"
@@ -167,18 +129,9 @@ def _unaccounted(dataset: Dataset, ids: list[str], *, every: bool) -> StateError
     )
 
 
-def _files_of(dataset: Dataset, batch_id: str) -> list[Path]:
-    if not dataset.batch_folder.is_dir():
-        return []
-    return sorted(
-        p
-        for p in dataset.batch_folder.iterdir()
-        if p.name.split(".", 1)[0] == batch_id and not p.name.startswith(TMP_PREFIX)
-    )
-
-
-def _move_batch(dataset: Dataset, batch_id: str, aside: Aside, what: str) -> str:
-    moved = [aside.move(p) for p in _files_of(dataset, batch_id)]
+def move_batch(dataset: Dataset, batch_id: str, aside: Aside, what: str) -> str:
+    """Move every file of a batch to the recovery folder; says what moved where."""
+    moved = [aside.move(p) for p in dataset.batch_files(batch_id)]
     names = ", ".join(p.name for p in moved) or "no files"
     where = aside.shown(moved[0].parent) if moved else "nowhere"
     return f"moved {what} {batch_id} ({names}) to {where}"
@@ -186,8 +139,6 @@ def _move_batch(dataset: Dataset, batch_id: str, aside: Aside, what: str) -> str
 
 def _move_unnamed(dataset: Dataset, aside: Aside) -> list[str]:
     """Move files of ``batches/`` that no batch of the manifest names to ``.recovered/``."""
-    if not dataset.batch_folder.is_dir():
-        return []
     named = {b.id for b in dataset.manifest.batches}
     own = {
         name
@@ -199,8 +150,8 @@ def _move_unnamed(dataset: Dataset, aside: Aside) -> list[str]:
         )
     }
     found: dict[str, list[Path]] = {}
-    for path in sorted(dataset.batch_folder.iterdir()):
-        if path.name not in own and not path.name.startswith(TMP_PREFIX):
+    for path in dataset.files_on_disk():
+        if path.name not in own:
             found.setdefault(path.name.split(".", 1)[0], []).append(path)
     repaired = []
     for batch_id, paths in found.items():
@@ -307,18 +258,15 @@ def refresh_derived(dataset: Dataset, write_snapshot: bool, aside: Aside) -> lis
         repaired.append(f"rewrote {INGESTED_FILES_NAME}")
     path = dataset.snapshot_path
     if write_snapshot and manifest.batches:
-        recorded = manifest.snapshot
-        ids = [b.id for b in manifest.batches]
-        size = path.stat().st_size if path.exists() else -1
-        tail = cut_snapshot(dataset, manifest)
+        tail = snapshot.cut(dataset, manifest)
         if tail:  # rows appended by an ingestion that never published its manifest
             kept = aside.keep(f"{SNAPSHOT_NAME}.cut", tail)
             repaired.append(
                 f"cut {SNAPSHOT_NAME} back to the published dataset (the {len(tail)} bytes cut "
                 f"off are in {aside.shown(kept)})"
             )
-        elif recorded.get("batches") != ids or recorded.get("bytes") != size:
-            manifest.snapshot = dataset.write_snapshot(Manifest(), manifest)
+        elif not snapshot.matches(dataset, manifest):
+            manifest.snapshot = snapshot.write(dataset, Manifest(), manifest)
             dataset.publish(manifest, manifest)
             repaired.append(f"rewrote {SNAPSHOT_NAME}")
     elif not manifest.batches and path.exists():
@@ -329,124 +277,7 @@ def refresh_derived(dataset: Dataset, write_snapshot: bool, aside: Aside) -> lis
     return repaired
 
 
-def set_aside(dataset: Dataset, batch_ids: list[str] | None, write_snapshot: bool) -> SetAside:
-    """``beryl.data.dataset.set_aside_batches`` (the caller holds the workspace lock)."""
-    aside = Aside(dataset.folder)
-    try:
-        return _set_aside(dataset, batch_ids, write_snapshot, aside)
-    except OSError as exc:
-        raise _os_error(exc) from exc
-
-
-def _set_aside(
-    dataset: Dataset, batch_ids: list[str] | None, write_snapshot: bool, aside: Aside
-) -> SetAside:
-    remove_stale_temporaries(dataset.batch_folder)
-    problem = dataset.problem
-    if problem is not None and not problem.rebuild:
-        problem.raise_it()
-    if problem is not None:
-        try:
-            rebuild(dataset, aside)
-        except StateError:  # batches without records and no manifest: move them as they are
-            return _set_aside_unrecorded(dataset, batch_ids, aside)
-    manifest = dataset.manifest
-    named = [b.id for b in manifest.batches]
-    chosen = named if batch_ids is None else list(dict.fromkeys(batch_ids))
-    unknown = [i for i in chosen if i not in named and not _files_of(dataset, i)]
-    if unknown:
-        raise DataError(
-            f"{dataset.batch_folder} holds no batch {unknown[0]}",
-            hint="a batch id is the name of its files (batches/<id>.parquet), as the message "
-            "that asked to set it aside shows",
-        )
-    removed = [b for b in manifest.batches if b.id in chosen]
-    for batch_id in chosen:
-        for path in _files_of(dataset, batch_id):
-            aside.move(path)
-    originals = [r for r in manifest.files if r.batch in set(chosen)]
-    if removed and dataset.snapshot_path.exists():  # the rows of the batches, as CSV
-        aside.move(dataset.snapshot_path)
-    files, again = _mark_set_aside(manifest.files, set(chosen), aside.shown(aside.folder))
-    aside.keep(
-        "set-aside.json",
-        json.dumps(
-            {
-                "batches": [b.to_dict() for b in removed],
-                "files": [r.to_dict() for r in originals],
-            },
-            indent=2,
-        ).encode("utf-8"),
-    )
-    left = Manifest(
-        schema=manifest.schema,
-        batches=[b for b in manifest.batches if b.id not in set(chosen)],
-        files=files,
-        classes=list(manifest.classes),
-        row_hash=manifest.row_hash,
-    )
-    dataset.publish(left, manifest)
-    dataset.adopt(left)
-    result = SetAside(chosen, aside.folder, sum(b.rows for b in removed), again)
-    refresh_derived(dataset, write_snapshot, aside)  # a second damaged batch is named here
-    return result
-
-
-def _set_aside_unrecorded(dataset: Dataset, batch_ids: list[str] | None, aside: Aside) -> SetAside:
-    """Without a manifest and with batches an older Beryl made: move the chosen batches."""
-    on_disk = sorted(dataset.batch_ids_on_disk())
-    chosen = on_disk if batch_ids is None else list(dict.fromkeys(batch_ids))
-    unknown = [i for i in chosen if i not in on_disk]
-    if unknown:
-        raise DataError(f"{dataset.batch_folder} holds no batch {unknown[0]}")
-    for batch_id in chosen:
-        _move_batch(dataset, batch_id, aside, "batch")
-    with contextlib.suppress(StateError):  # others without records remain: repair names them
-        rebuild(dataset, aside)
-    return SetAside(chosen, aside.folder, 0, [], rebuilt=True)
-
-
-def _mark_set_aside(
-    records: list[FileRecord], batches: set[str], where: str
-) -> tuple[list[FileRecord], list[str]]:
-    """The file records with those of the set-aside batches marked as not ingested (and renamed
-    copies of their content), and the names of the files to read again.
-
-    A marked record keeps its name, size and time but no content hash the scan could match
-    (``set-aside:<sha256>``), so the file is new to the next pass.
-    """
-    marked: set[str] = set()
-    names = []
-    out = []
-    for record in records:
-        if record.status == "ingested" and record.batch in batches:
-            marked.add(record.sha256)
-            names.append(record.name)
-            record = _marked(record, f"its batch {record.batch} was set aside ({where})")
-        out.append(record)
-    gone = marked - {r.sha256 for r in out if r.status == "ingested"}
-    for index, record in enumerate(out):
-        if record.status == "duplicate-file" and record.sha256 in gone:
-            out[index] = _marked(record, "the file it copies was set aside with its batch")
-            names.append(record.name)
-    return out, list(dict.fromkeys(names))
-
-
-def _marked(record: FileRecord, why: str) -> FileRecord:
-    # no recorded identity either (time, inode...): the scan must read the file, not skip it
-    identity: dict[str, Any] = {
-        k: None for k in ("mtime_ns", "ctime_ns", "dev", "ino") if hasattr(record, k)
-    }
-    return dataclasses.replace(
-        record,
-        status=SET_ASIDE,
-        sha256=f"{SET_ASIDE}:{record.sha256}",
-        batch=None,
-        reason=f"{why}; read again while it is in the input folder",
-        **identity,
-    )
-
-
-def _os_error(exc: OSError) -> StateError:
+def os_error(exc: OSError) -> StateError:
+    """An OS error met while repairing the dataset (or setting batches aside), in one line."""
     message, hint = describe_os_error(exc)
     return StateError(f"cannot repair the dataset: {message}", hint=hint)

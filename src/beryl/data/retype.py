@@ -4,8 +4,8 @@ A dataset's types are fixed by its first file (or the config's feature lists); a
 as numeric that really holds categories makes every later file with text in it a quarantined
 one. ``retype`` converts the column in every batch, as the careful reader would have read it::
 
-    retype(settings, "plan", "categorical")  # 7.0 -> "7", 2.5 -> "2.5", missing stays missing
-    retype(settings, "plan", "numeric")  # " 7" -> 7.0; "gold" refuses, naming batch and rows
+    retype(workspace, "plan", "categorical")  # 7.0 -> "7", 2.5 -> "2.5", missing stays missing
+    retype(workspace, "plan", "numeric")  # " 7" -> 7.0; "gold" refuses, naming batch and rows
 
 Crash-safe: the converted rows go to new batches under new ids (a published batch is never
 changed), with their row hashes computed again, and one new manifest naming them and the new
@@ -26,13 +26,15 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from beryl.config import Settings
 from beryl.data import rowhash
-from beryl.data.dataset import BatchInfo, Dataset, Manifest
+from beryl.data.dataset import Dataset
+from beryl.data.manifest import BatchInfo, Manifest
+from beryl.data.repair import repair
 from beryl.data.schema import Schema, arrow_schema
 from beryl.errors import EmptyDatasetError, SchemaError
+from beryl.workspace import Workspace
 
 Kind = Literal["categorical", "numeric"]
 KINDS: tuple[Kind, ...] = ("categorical", "numeric")
@@ -51,7 +53,7 @@ class RetypeResult:
     merged: int = 0  # rows equal to an earlier one once converted, kept once
 
 
-def retype(settings: Settings, column: str, kind: Kind) -> RetypeResult:
+def retype(workspace: Workspace | Settings, column: str, kind: Kind) -> RetypeResult:
     """Re-type ``column`` of the stored dataset as ``kind`` ("categorical" or "numeric").
 
     The config must agree with the new types first: ``numeric_features`` and
@@ -61,7 +63,8 @@ def retype(settings: Settings, column: str, kind: Kind) -> RetypeResult:
     """
     if kind not in KINDS:
         raise SchemaError(f"cannot re-type as {kind!r}", hint="use categorical or numeric")
-    dataset = Dataset(settings.output_folder)
+    workspace = Workspace.of(workspace)
+    settings, dataset = workspace.settings, workspace.dataset
     schema = dataset.schema
     if schema is None or not dataset.batches:
         raise EmptyDatasetError(
@@ -81,7 +84,7 @@ def retype(settings: Settings, column: str, kind: Kind) -> RetypeResult:
     merged = 0
     try:
         for batch in dataset.batches:
-            new_id = _new_id(dataset, {b.id for b in dataset.batches} | set(written))
+            new_id = dataset.new_batch_id(written)
             written.append(new_id)
             rows, dropped = _rewrite(dataset, batch.id, new_id, retyped, column, kind, seen)
             merged += dropped
@@ -96,18 +99,16 @@ def retype(settings: Settings, column: str, kind: Kind) -> RetypeResult:
             schema=retyped,
             batches=batches,
             files=files,
-            snapshot=dict(dataset.manifest.snapshot),
+            snapshot=dataset.manifest.snapshot,
             classes=list(dataset.manifest.classes),
             row_hash=rowhash.VERSION,
         )
         dataset.commit(manifest, settings.write_csv_snapshot)
     except BaseException:
-        _remove_unpublished(dataset, written)
+        dataset.discard_unpublished(written)
         raise
     # The old batches at once into the recovery folder: a manifest rebuilt from the batches'
     # own records must never find the rows twice.
-    from beryl.data.repair import repair
-
     repair(dataset, settings.write_csv_snapshot)
     rows = sum(b.rows for b in batches)
     return RetypeResult(column, kind, True, retyped, mapping, rows, merged)
@@ -168,15 +169,6 @@ def _retyped_schema(schema: Schema, settings: Settings, column: str, kind: Kind)
     return retyped
 
 
-def _new_id(dataset: Dataset, taken: set[str]) -> str:
-    """A batch id no batch has, on record or on disk (ids are times, as ingestion makes them)."""
-    on_disk = dataset.batch_ids_on_disk()
-    while True:
-        candidate = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        if candidate not in taken and candidate not in on_disk:
-            return candidate
-
-
 def _rewrite(
     dataset: Dataset,
     old_id: str,
@@ -189,13 +181,10 @@ def _rewrite(
     """Write batch ``new_id``: batch ``old_id`` with ``column`` converted, a row group at a
     time, without rows equal to one kept before. Returns the rows written and dropped."""
     types = arrow_schema(schema)
-    path = dataset.batch_path(old_id)
-    parquet = pq.ParquetFile(path)
     dropped = 0
     first_row = 1
     with dataset.batch_writer(new_id, False, schema.id_columns) as writer:
-        for group in range(parquet.num_row_groups):
-            table = parquet.read_row_group(group)
+        for table in dataset.row_groups(old_id):
             values = table[column]
             converted = (
                 _as_text(values)
@@ -257,16 +246,3 @@ def _as_numbers(values: pa.ChunkedArray, column: str, source: str, first_row: in
             f"cannot re-type {column!r} as numeric: {exc.message}; nothing was changed",
             hint=f"{column!r} holds text that is not a number, so it stays categorical",
         ) from exc
-
-
-def _remove_unpublished(dataset: Dataset, batch_ids: list[str]) -> None:
-    """Remove the files of new batches no published manifest names (a failed re-type)."""
-    published = set()
-    again = Dataset(dataset.folder)
-    if again.problem is None:
-        published = {b.id for b in again.batches}
-    for batch_id in batch_ids:
-        if batch_id in published:
-            continue
-        for path in dataset.batch_files(batch_id):
-            path.unlink(missing_ok=True)

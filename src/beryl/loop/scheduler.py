@@ -23,6 +23,7 @@ from beryl.config import Settings
 from beryl.errors import BerylError, ConfigError, PipelineBusyError
 from beryl.loop.passes import PassResult, run_pass
 from beryl.model.signing import KEY_FILE_ENV, Keyring, default_keyring
+from beryl.workspace import Workspace
 
 Clock = Callable[[], datetime]
 Log = Callable[[str], None]
@@ -58,17 +59,21 @@ def ticks_between(expression: str, start: datetime, end: datetime) -> int:
 
 
 def run_schedule(
-    settings: Settings,
+    workspace: Workspace | Settings,
     *,
     stop: threading.Event,
     expression: str | None = None,
-    run: Callable[[Settings], PassResult] = run_pass,
+    run: Callable[[Workspace], PassResult] = run_pass,
     clock: Clock = _utc_now,
     log: Log = print,
     max_passes: int | None = None,
 ) -> ScheduleStats:
-    """Run a pass at every tick until ``stop`` is set (or ``max_passes`` ticks were handled)."""
-    expression = expression or settings.schedule
+    """Run a pass at every tick until ``stop`` is set (or ``max_passes`` ticks were handled).
+
+    ``run`` makes one pass (the CLI hands in one that calls the API after a promotion).
+    """
+    workspace = Workspace.of(workspace)
+    expression = expression or workspace.settings.schedule
     if not croniter.is_valid(expression):
         raise ConfigError(f"{expression!r} is not a cron expression")
     stats = ScheduleStats()
@@ -80,7 +85,7 @@ def run_schedule(
             break
         handled += 1
         try:
-            result = run(settings)
+            result = run(workspace)
             stats.passes += 1
             log(f"{tick.isoformat()} pass {result.run_id}: {result.outcome} ({result.reason})")
         except PipelineBusyError:

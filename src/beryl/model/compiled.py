@@ -2,10 +2,11 @@
 
 Imputation, scaling, one-hot encoding and the logistic coefficients collapse into
 ``score = b + Σ a_j·x_j + Σ w_j[category]``, so scoring one record is a few multiplications and
-dict look-ups with no pandas and no scikit-learn call. Predictions and probabilities match the
-pipeline's to rounding (1e-9). ``fold`` makes one from a two-class data-only model
-(``beryl.model.linear.LinearModel``) and answers ``None`` when folding would cost precision; callers
-then score with the data-only model itself.
+dict look-ups with no pandas and no scikit-learn call. Probabilities match the pipeline's to
+rounding (1e-9); classes follow Beryl's decision rule (``beryl.model.predict.DecisionRule``) at
+the model's threshold, as the data-only model's do. ``fold`` makes one from a two-class
+data-only model (``beryl.model.linear.LinearModel``) and answers ``None`` when folding would
+cost precision; callers then score with the data-only model itself.
 
 For example, with the demo schema::
 
@@ -27,6 +28,7 @@ from scipy.special import expit
 
 from beryl.data.schema import Schema
 from beryl.model.linear import LinearModel, NotLinearError, is_missing
+from beryl.model.predict import DEFAULT_THRESHOLD, DecisionRule
 
 # Folding the scaler's centring into the intercept costs about 3·2**-53·Σ|mean·coef/scale| of
 # absolute precision in the score (under 1e-9 up to this bound); past it the pipeline keeps serving.
@@ -53,6 +55,8 @@ class CompiledModel:
     intercept: float
     classes: tuple[Any, Any]
     positive_index: int
+    threshold: float = DEFAULT_THRESHOLD
+    _rule: DecisionRule = field(init=False, repr=False, compare=False)
     _numeric_plan: tuple[tuple[str, float, float], ...] = field(
         init=False, repr=False, compare=False
     )
@@ -80,6 +84,9 @@ class CompiledModel:
         setattr_(self, "weights", weights)
         setattr_(self, "category_weights", tables)
         setattr_(self, "intercept", float(self.intercept))
+        positive = self.classes[self.positive_index]
+        negative = self.classes[1 - self.positive_index]
+        setattr_(self, "_rule", DecisionRule(positive, negative, self.threshold))
         setattr_(
             self,
             "_numeric_plan",
@@ -158,8 +165,8 @@ class CompiledModel:
             score = self._score(rows[0])
             chance = float(expit(score))
             if self.positive_index == 0:
-                chance = 1.0 - chance
-            return [self.classes[1] if score > 0 else self.classes[0]], [chance]
+                chance, score = 1.0 - chance, -score
+            return [self._rule.label(score)], [chance]
         return self._answer(self.decision(rows))
 
     def predict_frame(self, frame: pd.DataFrame) -> tuple[list[Any], list[float]]:
@@ -182,10 +189,8 @@ class CompiledModel:
     def _answer(self, scores: np.ndarray) -> tuple[list[Any], list[float]]:
         chances = expit(scores)
         if self.positive_index == 0:
-            chances = 1.0 - chances
-        negative, positive = self.classes
-        predictions = [positive if s else negative for s in (scores > 0).tolist()]
-        return predictions, chances.astype(np.float64).tolist()
+            chances, scores = 1.0 - chances, -scores
+        return self._rule.labels(scores).tolist(), chances.astype(np.float64).tolist()
 
 
 _NOT_FINITE = "the model cannot score these records: a score is not finite (inputs too extreme)"
@@ -236,4 +241,5 @@ def fold(model: LinearModel) -> CompiledModel | None:
         intercept=math.fsum([float(model.intercept[0]), *(-c for c in centring)]),
         classes=(model.classes[0], model.classes[1]),
         positive_index=model.positive_index,
+        threshold=model.threshold,
     )

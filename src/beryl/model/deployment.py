@@ -22,8 +22,9 @@ from typing import Any
 from beryl._io import fsync_dir, read_json, sha256_file, utc_now
 from beryl.config import Settings
 from beryl.errors import IntegrityError, ModelNotFoundError, StateError, describe_os_error
-from beryl.model.registry import LATEST_MODEL_FILE, LATEST_SCORE_FILE, Move, Registry
+from beryl.model.registry import LATEST_MODEL_FILE, LATEST_SCORE_FILE, Move
 from beryl.recovery import Aside
+from beryl.workspace import Workspace
 
 MANIFEST_FILE = "manifest.json"
 INGESTED_FILES = "ingestedfiles.txt"
@@ -45,13 +46,15 @@ def _store(prod: Path) -> Path:
     return prod.parent / f".{prod.name}.d"
 
 
-def materialise(settings: Settings, registry: Registry) -> Path:
+def materialise(workspace: Workspace | Settings) -> Path:
     """Write the production version's files to a fresh folder and switch the link to it."""
+    workspace = Workspace.of(workspace)
+    registry = workspace.registry
     version = registry.require_production()
     card = registry.card(version)
     if not registry.verify(version):
         raise IntegrityError(f"model files of {version} do not match their signature")
-    prod = settings.prod_folder
+    prod = workspace.settings.prod_folder
     store = _store(prod)
     store.mkdir(parents=True, exist_ok=True)
     stamp = utc_now().replace(":", "").replace("-", "").replace(".", "")
@@ -120,20 +123,22 @@ def _prune(store: Path, keep: Path) -> None:
             aside.move(old)
 
 
-def repair(settings: Settings, registry: Registry) -> list[str]:
+def repair(workspace: Workspace | Settings) -> list[str]:
     """After a crash or damage: make prod_deployment_path match the production pointer again
     (a link to a complete folder whose model matches its manifest), moving aside, never
     deleting, what a user may have put there."""
+    workspace = Workspace.of(workspace)
     try:
-        return _repair(settings, registry)
+        return _repair(workspace)
     except OSError as exc:
         message, hint = describe_os_error(exc)
-        raise StateError(f"cannot repair {settings.prod_folder}: {message}", hint=hint) from exc
+        prod = workspace.settings.prod_folder
+        raise StateError(f"cannot repair {prod}: {message}", hint=hint) from exc
 
 
-def _repair(settings: Settings, registry: Registry) -> list[str]:
+def _repair(workspace: Workspace) -> list[str]:
     repaired = []
-    prod = settings.prod_folder
+    prod = workspace.settings.prod_folder
     store = _store(prod)
     if store.is_dir():
         aside = Aside(store)
@@ -143,14 +148,14 @@ def _repair(settings: Settings, registry: Registry) -> list[str]:
     for link_tmp in prod.parent.glob(f".{prod.name}.link-tmp-*"):
         link_tmp.unlink(missing_ok=True)  # a link being made: it holds nothing
     try:
-        version = registry.production()
+        version = workspace.registry.production()
     except IntegrityError:
         return repaired  # the pointer itself is damaged: whatever needs production says so
     if version is None:
         return repaired
-    problem = _deployment_problem(settings, version)
+    problem = _deployment_problem(workspace.settings, version)
     if problem is not None:
-        materialise(settings, registry)
+        materialise(workspace)
         repaired.append(f"materialised {version} in {prod} ({problem})")
     return repaired
 
@@ -172,8 +177,9 @@ def _deployment_problem(settings: Settings, version: str) -> str | None:
     return None if intact else "its model file did not match its manifest"
 
 
-def read_manifest(settings: Settings) -> dict[str, Any]:
+def read_manifest(workspace: Workspace | Settings) -> dict[str, Any]:
     """The manifest of the current deployment (``StateError`` when it is damaged)."""
+    settings = Workspace.of(workspace).settings
     path = settings.prod_folder / MANIFEST_FILE
     try:
         data = read_json(path)
@@ -199,8 +205,9 @@ def read_manifest(settings: Settings) -> dict[str, Any]:
     return data
 
 
-def check_deployment(settings: Settings) -> bool:
+def check_deployment(workspace: Workspace | Settings) -> bool:
     """True when the deployed model file matches its manifest."""
+    settings = Workspace.of(workspace).settings
     manifest = read_manifest(settings)
     model = settings.prod_folder / LATEST_MODEL_FILE
     try:
@@ -210,29 +217,42 @@ def check_deployment(settings: Settings) -> bool:
 
 
 def deploy(
-    settings: Settings, version: str | None = None, reason: str = "deployed by hand"
+    workspace: Workspace | Settings,
+    version: str | None = None,
+    reason: str = "deployed by hand",
+    *,
+    run_id: int | None = None,
 ) -> Deployment:
-    """Promote ``version`` (default: the latest trained) and materialise the deployment."""
-    registry = Registry(settings.model_folder)
+    """Promote ``version`` (default: the latest trained) and materialise the deployment.
+
+    ``run_id``: the pass (or the command's run) that decided it, logged with the move.
+    """
+    from beryl.model.scoring import score
+
+    workspace = Workspace.of(workspace)
+    registry = workspace.registry
     version = version or registry.latest()
     if registry.card(version).f1 is None:
-        from beryl.model.scoring import score
-
-        score(settings, version)
+        score(workspace, version)
     move = None
     try:
         current = registry.production()
     except IntegrityError:  # a damaged pointer: the promotion below replaces it
         current = None
     if current != version:
-        move = registry.promote(version, reason)
-    folder = materialise(settings, registry)
+        move = registry.promote(version, reason, run_id=run_id)
+    folder = materialise(workspace)
     return Deployment(version=version, folder=folder, move=move)
 
 
-def rollback(settings: Settings, reason: str = "rolled back by hand") -> Deployment:
+def rollback(
+    workspace: Workspace | Settings,
+    reason: str = "rolled back by hand",
+    *,
+    run_id: int | None = None,
+) -> Deployment:
     """Move production back to the version it replaced and materialise it."""
-    registry = Registry(settings.model_folder)
-    move = registry.rollback(reason)
-    folder = materialise(settings, registry)
+    workspace = Workspace.of(workspace)
+    move = workspace.registry.rollback(reason, run_id=run_id)
+    folder = materialise(workspace)
     return Deployment(version=move.to_version, folder=folder, move=move)

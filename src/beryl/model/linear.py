@@ -5,7 +5,9 @@ so every fitted model is a handful of arrays: per numeric feature its fill value
 scale; per categorical feature its fill value and categories; the coefficients and intercepts.
 ``LinearModel`` holds exactly those, scores frames with them as the pipeline does (to rounding,
 tested to 1e-9), and round-trips through JSON. Serving, prediction and scoring load it instead of
-unpickling, so a model file can be read without running any code it contains::
+unpickling, so a model file can be read without running any code it contains. Its decision is
+Beryl's rule (``beryl.model.predict.DecisionRule``) at its own ``threshold``, which the file
+holds (0.5 for a file written before it did)::
 
     model = LinearModel.from_pipeline(pipeline, schema)
     labels, chances = model.predict_frame(frame)   # predicted classes, P(positive_label)
@@ -23,6 +25,7 @@ import pandas as pd
 from scipy.special import expit, softmax
 
 from beryl.data.schema import Schema
+from beryl.model.predict import DEFAULT_THRESHOLD, DecisionRule
 
 if TYPE_CHECKING:
     from beryl.model.compiled import CompiledModel
@@ -67,6 +70,7 @@ class LinearModel:
     categories: tuple[tuple[Any, ...], ...]
     coef: np.ndarray  # (1, width) for two classes, else (classes, width)
     intercept: np.ndarray  # (1,) or (classes,)
+    threshold: float = DEFAULT_THRESHOLD  # two classes: P(positive_label) above it is positive
 
     def __post_init__(self) -> None:
         n_numeric, n_categorical = len(self.schema.numeric), len(self.schema.categorical)
@@ -94,6 +98,13 @@ class LinearModel:
         for array in (coef, intercept, self.numeric_fill, self.mean, self.scale):
             _require(bool(np.isfinite(array).all()), "parameters must be finite numbers")
         _require(bool((self.scale != 0).all()), "scales must not be zero")
+        _require(
+            isinstance(self.threshold, int | float)
+            and not isinstance(self.threshold, bool)
+            and 0.0 < self.threshold < 1.0,
+            "the threshold must be a number between 0 and 1 (exclusive)",
+        )
+        object.__setattr__(self, "threshold", float(self.threshold))
         coef.flags.writeable = False
         intercept.flags.writeable = False
         object.__setattr__(self, "coef", coef)
@@ -112,6 +123,14 @@ class LinearModel:
             self, "_index", tuple(pd.Index(list(c), dtype=object) for c in self.categories)
         )
         object.__setattr__(self, "_tables", tuple(tables))
+        positive = self.positive_index
+        object.__setattr__(
+            self,
+            "_rule",
+            DecisionRule(self.classes[positive], self.classes[1 - positive], self.threshold)
+            if len(self.classes) == 2
+            else None,
+        )
 
     # -- what scikit-learn callers expect -------------------------------------------------------
     @property
@@ -160,8 +179,14 @@ class LinearModel:
             return np.column_stack([1.0 - positive, positive])
         return np.asarray(softmax(scores, axis=1))
 
+    @property
+    def rule(self) -> DecisionRule | None:
+        """The decision rule of a two-class model (None for more classes: the highest score)."""
+        rule: DecisionRule | None = self._rule  # type: ignore[attr-defined]
+        return rule
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Predicted classes, as the pipeline's ``predict``."""
+        """Predicted classes by Beryl's decision rule (``beryl.model.predict``)."""
         return self._labels(self.decision_function(frame))
 
     def predict_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -176,10 +201,10 @@ class LinearModel:
         return self._labels(scores), np.asarray(chances, dtype=np.float64)
 
     def _labels(self, scores: np.ndarray) -> np.ndarray:
-        classes = self.classes_
-        if len(self.classes) == 2:
-            return np.asarray(classes[(scores > 0).astype(np.intp)])
-        return np.asarray(classes[scores.argmax(axis=1)])
+        rule = self.rule
+        if rule is not None:  # the decision is a score for classes[1]
+            return rule.labels(scores if self.positive_index == 1 else -scores)
+        return np.asarray(self.classes_[scores.argmax(axis=1)])
 
     def compiled(self) -> CompiledModel | None:
         """The folded fast path for two classes, when folding keeps 1e-9 precision."""
@@ -205,6 +230,7 @@ class LinearModel:
             },
             "coef": self.coef.tolist(),
             "intercept": self.intercept.tolist(),
+            "threshold": self.threshold,
         }
 
     @classmethod
@@ -241,6 +267,7 @@ class LinearModel:
                 categories=tuple(tuple(c) for c in categorical["categories"]),
                 coef=_numbers(data["coef"]),
                 intercept=_numbers(data["intercept"]),
+                threshold=data.get("threshold", DEFAULT_THRESHOLD),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, NotLinearError):

@@ -10,14 +10,16 @@ Layout of ``output_model_path``::
     trainedmodel.pkl           copy of the latest trained model (original layout)
     latestscore.txt            F1 of the latest scored model (original layout)
 
-Promotion and rollback only move the pointer. Beryl never unpickles: it loads ``model.json``,
-whose signature (``beryl.model.signing``, a key kept outside the workspace) covers everything that
-changes an answer, and the version id it belongs to; a pointer or log line without a valid
-signature is refused.
+Promotion and rollback only move the pointer (``beryl.model.pointer``: a compare-and-swap on the
+registry's ``Storage``, so two processes cannot both move it). Beryl never unpickles: it loads
+``model.json``, whose signature (``beryl.model.signing``, a key kept outside the workspace)
+covers everything that changes an answer, and the version id it belongs to; a pointer or log
+line without a valid signature is refused.
 
 Damage stays local: a version whose card cannot be read is left out of ``ids`` and ``cards``
 (``damaged`` names it and why), a log line that is not a valid move is skipped, and a damaged
-pointer is restored from the log by ``repair``. Reading never writes, not even a new key.
+pointer is restored from the log by ``repair`` (``beryl.model.registry_repair``). Reading never
+writes, not even a new key.
 """
 
 from __future__ import annotations
@@ -25,21 +27,17 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
-from dataclasses import asdict, dataclass, field
+import secrets
 from pathlib import Path
 from typing import Any, Literal
 
 from beryl._io import (
-    append_line,
     atomic_write_bytes,
     atomic_write_json,
     fsync_dir,
     read_json,
-    remove_stale_temporaries,
     sha256_bytes,
     sha256_file,
-    utc_now,
 )
 from beryl.data.schema import Schema
 from beryl.errors import (
@@ -50,99 +48,48 @@ from beryl.errors import (
     TrainingError,
     describe_os_error,
 )
+from beryl.model.card import ModelCard
 from beryl.model.linear import LinearModel, NotLinearError
+from beryl.model.pointer import LOG_FILE, POINTER_FILE, VERSION_RE, Move, ProductionPointer
 from beryl.model.signing import KEY_ENV, KEY_FILE_ENV, Keyring, default_key_path, default_keyring
-from beryl.recovery import Aside
+from beryl.storage import LocalStorage, Storage
+
+__all__ = [
+    "CARD_FILE",
+    "DATA_MODEL_FILE",
+    "LATEST_MODEL_FILE",
+    "LATEST_SCORE_FILE",
+    "LOG_FILE",
+    "MODEL_FILE",
+    "POINTER_FILE",
+    "ModelCard",
+    "Move",
+    "Registry",
+]
 
 MODEL_FILE = "model.pkl"
 DATA_MODEL_FILE = "model.json"
 CARD_FILE = "card.json"
-POINTER_FILE = "production.json"
-LOG_FILE = "promotions.jsonl"
 LATEST_MODEL_FILE = "trainedmodel.pkl"
 LATEST_SCORE_FILE = "latestscore.txt"
-_VERSION_RE = re.compile(r"^v(\d{4,})$")
 _CARD_HINT = "restore it from a backup; until then this version cannot be used (the others can)"
-
-
-@dataclass
-class ModelCard:
-    """Everything known about one model version."""
-
-    id: str
-    created: str
-    schema: dict[str, Any]
-    parameters: dict[str, Any]
-    classes: list[Any]
-    training: dict[str, Any]
-    libraries: dict[str, str]
-    model_sha256: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-    decision: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> ModelCard:
-        """The card ``data`` describes; TypeError or ValueError when it is not one."""
-        if not isinstance(data, dict):
-            raise TypeError("not a JSON object")
-        card = cls(**data)
-        for name, kind in _CARD_FIELDS:
-            if not isinstance(getattr(card, name), kind):
-                raise TypeError(f"{name} is not a {kind.__name__}")
-        f1 = card.metrics.get("f1")
-        if f1 is not None and (isinstance(f1, bool) or not isinstance(f1, int | float)):
-            raise ValueError(f"metrics.f1 {f1!r} is not a number")
-        return card
-
-    @property
-    def f1(self) -> float | None:
-        value = self.metrics.get("f1")
-        return float(value) if value is not None else None
-
-
-_CARD_FIELDS: tuple[tuple[str, type], ...] = (
-    ("id", str),
-    ("created", str),
-    ("schema", dict),
-    ("parameters", dict),
-    ("classes", list),
-    ("training", dict),
-    ("libraries", dict),
-    ("model_sha256", str),
-    ("metrics", dict),
-    ("decision", dict),
-)
-
-
-@dataclass(frozen=True)
-class Move:
-    """One entry of the promotion log."""
-
-    time: str
-    action: str
-    from_version: str | None
-    to_version: str
-    reason: str
-    from_f1: float | None = None
-    to_f1: float | None = None
 
 
 class Registry:
     """Model versions in ``output_model_path`` and the production pointer.
 
     ``keyring`` signs and checks the data-only models, the pointer and the log; by default the
-    key the environment names (``beryl.model.signing``).
+    key the environment names (``beryl.model.signing``). ``storage`` holds the pointer and the
+    log (by default the folder itself, ``beryl.storage.LocalStorage``).
     """
 
-    def __init__(self, folder: Path, keyring: Keyring | None = None) -> None:
+    def __init__(
+        self, folder: Path, keyring: Keyring | None = None, *, storage: Storage | None = None
+    ) -> None:
         self.folder = folder
+        self.storage: Storage = storage if storage is not None else LocalStorage(folder)
         self._keyring = keyring
-        # set by ``repair`` when the pointer is damaged beyond what the log restores: this
-        # registry then reports no production, so the rest of the repair goes on
-        self._left_for_the_user: IntegrityError | None = None
+        self.pointer = ProductionPointer(self)
 
     @property
     def keyring(self) -> Keyring:
@@ -152,7 +99,7 @@ class Registry:
             self._keyring.check_outside(self.folder)
         return self._keyring
 
-    def _checking_key(self, where: Path) -> Keyring:
+    def checking_keyring(self, where: Path) -> Keyring:
         """The key that checks ``where``'s signature: never made here (reading writes nothing,
         and a key made now could check nothing signed before)."""
         if self._keyring is None and not _a_key_exists():
@@ -169,12 +116,23 @@ class Registry:
         return self.folder / "versions"
 
     def version_folder(self, version: str) -> Path:
-        if not _VERSION_RE.match(version):
+        if not VERSION_RE.match(version):
             raise ModelNotFoundError(
                 f"{version!r} is not a model version id",
                 hint="ids look like v0001; see `beryl models list`",
             )
         return self.versions_folder / version
+
+    def has_version(self, version: str) -> bool:
+        """Whether a folder of that id is here (usable or not)."""
+        return (self.versions_folder / version).is_dir()
+
+    def version_dirs(self) -> list[str]:
+        """Every folder named like a version, usable or not, oldest first."""
+        if not self.versions_folder.is_dir():
+            return []
+        found = [p.name for p in self.versions_folder.iterdir() if VERSION_RE.match(p.name)]
+        return sorted(found, key=lambda v: int(v[1:]))
 
     # -- versions -----------------------------------------------------------------------------
     def ids(self) -> list[str]:
@@ -184,7 +142,7 @@ class Registry:
     def cards(self) -> list[ModelCard]:
         """The card of every version that has a readable one, oldest first."""
         cards = []
-        for version in self._all_version_dirs():
+        for version in self.version_dirs():
             if (self.versions_folder / version / CARD_FILE).exists():
                 try:
                     cards.append(self.card(version))
@@ -196,7 +154,7 @@ class Registry:
         """Versions that cannot be used because their card is missing or unreadable, each
         with the reason (naming the file)."""
         found = {}
-        for version in self._all_version_dirs():
+        for version in self.version_dirs():
             folder = self.versions_folder / version
             if not (folder / CARD_FILE).exists():
                 if (folder / DATA_MODEL_FILE).exists() or (folder / MODEL_FILE).exists():
@@ -243,26 +201,42 @@ class Registry:
             )
         return ids[-1]
 
-    def create(self, pipeline: Any, card: ModelCard, *, latest: bool = True) -> ModelCard:
+    def create(
+        self,
+        pipeline: Any,
+        card: ModelCard,
+        *,
+        model: LinearModel | None = None,
+        latest: bool = True,
+    ) -> ModelCard:
         """Store a fitted pipeline as a new immutable version; returns its card with the new id.
 
-        The version holds the pipeline's data-only form (signed; what Beryl loads) and its
-        pickle (the original layout's artifact).
+        The version holds the data-only model (signed; what Beryl loads: ``model``, by default
+        read from the pipeline) and the pipeline's pickle (the original layout's artifact). Its
+        id is claimed create-only, so two writers never share one.
         """
+        schema = Schema.from_dict(card.schema)
         try:
-            model = LinearModel.from_pipeline(pipeline, Schema.from_dict(card.schema))
+            model = model if model is not None else LinearModel.from_pipeline(pipeline, schema)
         except NotLinearError as exc:
             raise TrainingError(f"the fitted model cannot be stored as data: {exc}") from exc
+        if model.schema != schema or list(model.classes) != list(card.classes):
+            raise TrainingError("the model's schema or classes are not its card's")
         payload = pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
         card.model_sha256 = sha256_bytes(payload)
         self.versions_folder.mkdir(parents=True, exist_ok=True)
-        staging = self.versions_folder / f".staging-{os.getpid()}-{utc_now().replace(':', '')}"
+        staging = self.versions_folder / f".staging-{os.getpid()}-{secrets.token_hex(6)}"
         staging.mkdir()
         try:
             (staging / MODEL_FILE).write_bytes(payload)
             while True:
-                existing = [int(v[1:]) for v in self._all_version_dirs()]
+                existing = [int(v[1:]) for v in self.version_dirs()]
                 card.id = f"v{(max(existing) + 1) if existing else 1:04d}"
+                target = self.versions_folder / card.id
+                try:
+                    target.mkdir()  # the claim: only one writer makes the folder of an id
+                except FileExistsError:
+                    continue
                 (staging / DATA_MODEL_FILE).write_text(
                     json.dumps(self._signed_model(card, model), indent=1) + "\n"
                 )
@@ -271,8 +245,8 @@ class Registry:
                     with (staging / name).open("rb") as handle:
                         os.fsync(handle.fileno())
                 try:
-                    staging.rename(self.versions_folder / card.id)
-                except OSError:  # another writer took this id first: take the next one
+                    staging.rename(target)  # replaces the empty folder this writer claimed
+                except OSError:  # something was put into it meanwhile: claim the next id
                     continue
                 break
             fsync_dir(self.versions_folder)
@@ -294,7 +268,7 @@ class Registry:
     def repair(self) -> list[str]:
         """After a crash or damage (under the workspace lock): move unfinished versions to
         ``.recovered/``, take unreadable lines out of the log (kept there too), and finish a
-        logged move or restore a damaged pointer from the log.
+        logged move or restore a damaged pointer from the log (``beryl.model.registry_repair``).
 
         A damaged pointer the log cannot restore is left for the user: ``production`` (of any
         other ``Registry``) names both files and ``beryl models promote V``, while this one
@@ -302,93 +276,9 @@ class Registry:
         records) go on, and a command that does not need production is not refused. Returns
         what was repaired.
         """
-        aside = Aside(self.folder)
-        try:
-            return self._repair(aside)
-        except OSError as exc:
-            message, hint = describe_os_error(exc)
-            raise StateError(f"cannot repair the models folder: {message}", hint=hint) from exc
+        from beryl.model.registry_repair import repair
 
-    def _repair(self, aside: Aside) -> list[str]:
-        repaired = []
-        if remove_stale_temporaries(self.folder):
-            repaired.append(f"removed temporary files in {self.folder}")
-        if self.versions_folder.is_dir():
-            for staging in sorted(self.versions_folder.glob(".staging-*")):
-                moved = aside.move(staging)
-                repaired.append(f"moved unfinished version {staging.name} to {aside.shown(moved)}")
-            for version in self._all_version_dirs():
-                if remove_stale_temporaries(self.versions_folder / version):
-                    repaired.append(f"removed temporary files in {version}")
-        repaired += self._repair_log(aside)
-        repaired += self._repair_pointer(aside)
-        return repaired
-
-    def _repair_log(self, aside: Aside) -> list[str]:
-        """Move lines that are not JSON objects (torn, garbage, not UTF-8) out of the log, into
-        the recovery folder; count the lines that are objects but no usable move."""
-        try:
-            data = self.log_path.read_bytes()
-        except FileNotFoundError:
-            return []
-        kept: list[bytes] = []
-        cut: list[bytes] = []
-        for line in data.split(b"\n"):
-            if line.strip():
-                (kept if _log_entry(line) is not None else cut).append(line)
-        repaired = []
-        if cut:
-            saved = aside.keep(LOG_FILE, b"".join(line + b"\n" for line in cut))
-            atomic_write_bytes(self.log_path, b"".join(line + b"\n" for line in kept))
-            repaired.append(
-                f"moved {len(cut)} unreadable line(s) of {LOG_FILE} to {aside.shown(saved)}"
-            )
-        skipped = len(kept) - len(self.moves())
-        if skipped:
-            repaired.append(
-                f"skipped {skipped} line(s) of {LOG_FILE} that are not signed with this key or "
-                "name a version that is not here (they move nothing)"
-            )
-        return repaired
-
-    def _repair_pointer(self, aside: Aside) -> list[str]:
-        """Finish a logged move the pointer missed, or restore a damaged pointer from the log."""
-        moves = self.moves()
-        try:
-            pointer, damage = self._pointer(), None
-        except IntegrityError as exc:
-            pointer, damage = None, exc
-        if damage is None:
-            last = moves[-1] if moves else None
-            current, since = pointer if pointer else (None, None)
-            # a move logged after the pointer was written (killed in between); a log that
-            # lost lines is behind the pointer, and is never followed back
-            ahead = last is not None and (since is None or last.time > since)
-            if last and ahead and last.to_version != current and self.verify(last.to_version):
-                self._write_pointer(last.to_version, last.time)
-                return [f"finished the logged {last.action} to {last.to_version}"]
-            return []
-        restore = self._restorable(moves)
-        if restore is None:  # the user chooses; every other Registry says so (``production``)
-            self._left_for_the_user = damage
-            return []
-        kept = aside.keep(POINTER_FILE, self.pointer_path.read_bytes())
-        self._write_pointer(restore.to_version, restore.time)
-        return [
-            f"restored {POINTER_FILE} from {LOG_FILE}: {restore.to_version} ({damage.message}; "
-            f"the damaged file is in {aside.shown(kept)})"
-        ]
-
-    def _restorable(self, moves: list[Move]) -> Move | None:
-        """The last logged move to a version that is here and intact."""
-        return next((m for m in reversed(moves) if self.verify(m.to_version)), None)
-
-    def _all_version_dirs(self) -> list[str]:
-        """Every folder named like a version, usable or not, oldest first."""
-        if not self.versions_folder.is_dir():
-            return []
-        found = [p.name for p in self.versions_folder.iterdir() if _VERSION_RE.match(p.name)]
-        return sorted(found, key=lambda v: int(v[1:]))
+        return repair(self)
 
     def model_path(self, version: str) -> Path:
         """The pickle of a version (the original layout's artifact; Beryl never loads it)."""
@@ -434,7 +324,7 @@ class Registry:
             ) from exc
         except (OSError, ValueError) as exc:
             raise IntegrityError(f"model file {path} is unreadable: {exc}") from exc
-        body = self._checking_key(path).verify(data, str(path))
+        body = self.checking_keyring(path).verify(data, str(path))
         if body.get("version") != version:
             raise IntegrityError(
                 f"model file {path} belongs to version {body.get('version')!r}, not {version}",
@@ -490,21 +380,9 @@ class Registry:
 
     def sign_records(self) -> list[str]:
         """Re-sign the pointer and every log line with this key (after ``sign``)."""
-        done = []
-        raw = self._raw_log()
-        if raw:
-            lines = [json.dumps(self.keyring.sign(entry)) for entry, _ in raw]
-            atomic_write_bytes(self.log_path, "".join(line + "\n" for line in lines).encode())
-            done.append(f"signed {len(lines)} line(s) of {self.log_path.name}")
-        if self.pointer_path.exists():
-            try:
-                pointer = read_json(self.pointer_path)
-                version = str(pointer["version"])
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise IntegrityError(f"{self.pointer_path} is unreadable: {exc}") from exc
-            self._write_pointer(version, str(pointer.get("since", utc_now())))
-            done.append(f"signed {self.pointer_path.name} ({version})")
-        return done
+        from beryl.model.registry_repair import sign_records
+
+        return sign_records(self)
 
     def record_decision(self, version: str, decision: dict[str, Any]) -> ModelCard:
         """Record what a pass decided about a candidate (promoted or kept, and why)."""
@@ -537,55 +415,7 @@ class Registry:
         A damaged pointer (unreadable, unsigned, naming no version or one that is not here) is
         an ``IntegrityError`` naming it and what restores it.
         """
-        if self._left_for_the_user is not None:
-            return None  # the repair found it damaged and left it for the user
-        pointer = self._pointer()
-        return pointer[0] if pointer else None
-
-    def _pointer(self) -> tuple[str, str | None] | None:
-        """The pointer's version and the time of the move that wrote it (``production``)."""
-        path = self.pointer_path
-        try:
-            data = read_json(path)
-        except FileNotFoundError:
-            return None
-        except ValueError as exc:  # not JSON, or not UTF-8
-            raise self._damaged_pointer(f"production pointer {path} is unreadable: {exc}") from exc
-        except OSError as exc:
-            raise _unavailable(path, exc) from exc
-        try:
-            body = self._checking_key(path).verify(data, str(path))
-        except IntegrityError as exc:
-            raise self._damaged_pointer(exc.message, exc.hint) from exc
-        version = body.get("version")
-        if not isinstance(version, str) or not _VERSION_RE.match(version):
-            raise self._damaged_pointer(f"production pointer {path} names no version")
-        if not (self.versions_folder / version).is_dir():
-            raise self._damaged_pointer(
-                f"production pointer {path} names {version}, which is not in {self.versions_folder}"
-            )
-        since = body.get("since")
-        return version, since if isinstance(since, str) else None
-
-    def _damaged_pointer(self, message: str, hint: str | None = None) -> IntegrityError:
-        """What a damaged pointer is reported as: restored by the next repair when the log
-        allows it, else the user chooses (``beryl models promote``)."""
-        if self._restorable(self.moves()) is not None:
-            restore = (
-                f"the next `beryl run` (or any command that changes the workspace) restores "
-                f"it from {self.log_path}"
-            )
-        else:
-            restore = (
-                f"{self.log_path} holds no move to restore it from: put a version into "
-                "production with `beryl models promote V` (`beryl models list` shows them)"
-            )
-        return IntegrityError(message, hint=f"{hint}; or {restore}" if hint else restore)
-
-    def _write_pointer(self, version: str, since: str) -> None:
-        atomic_write_json(
-            self.pointer_path, self.keyring.sign({"version": version, "since": since})
-        )
+        return self.pointer.version()
 
     def require_production(self) -> str:
         version = self.production()
@@ -597,140 +427,33 @@ class Registry:
 
     def moves(self) -> list[Move]:
         """The logged moves: lines whose signature holds, shaped as a move to a version that is
-        here (a torn, foreign or garbage line, or a move to a version that is gone, is none)."""
-        entries = self._raw_log()
-        if not entries:
-            return []
-        try:
-            keyring = self._checking_key(self.log_path)
-        except IntegrityError:
-            return []
-        moves = []
-        for entry, _ in entries:
-            try:
-                move = Move(**keyring.verify(entry, str(self.log_path)))
-            except (IntegrityError, TypeError):
-                continue
-            if _well_formed(move) and (self.versions_folder / move.to_version).is_dir():
-                moves.append(move)
-        return moves
+        here (a torn, foreign or garbage line, a move to a version that is gone, or a move that
+        lost to another process's, is none)."""
+        return self.pointer.moves()
 
     def unsigned_moves(self) -> int:
         """How many complete log lines are no usable move (counted by ``repair``)."""
-        return len(self._raw_log()) - len(self.moves())
-
-    def _raw_log(self) -> list[tuple[dict[str, Any], int]]:
-        """Every JSON object line of the log, with its line number (a line torn by a crash
-        mid-append, or garbage, is none)."""
-        try:
-            data = self.log_path.read_bytes()
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise _unavailable(self.log_path, exc) from exc
-        entries = []
-        for number, line in enumerate(data.split(b"\n"), start=1):
-            entry = _log_entry(line) if line.strip() else None
-            if entry is not None:
-                entries.append((entry, number))
-        return entries
-
-    def _move(
-        self,
-        action: str,
-        to_version: str,
-        reason: str,
-        scores: tuple[float | None, float | None] | None = None,
-    ) -> Move:
-        self.card(to_version)
-        if not self.verify(to_version):
-            raise IntegrityError(
-                f"model files of {to_version} do not match their signature; it cannot go to "
-                "production",
-                hint="retrain, or restore the original files",
-            )
-        try:
-            current = self.production()
-        except IntegrityError:  # a damaged pointer: this move replaces it (a copy is kept)
-            current = None
-            Aside(self.folder).keep(POINTER_FILE, self.pointer_path.read_bytes())
-        if current == to_version:
-            raise ModelError(
-                f"{to_version} is already in production",
-                hint="nothing to do; see `beryl models list`",
-            )
-        if scores is None:
-            scores = (self._f1(current), self.card(to_version).f1)
-        move = Move(
-            time=utc_now(),
-            action=action,
-            from_version=current,
-            to_version=to_version,
-            reason=reason,
-            from_f1=scores[0],
-            to_f1=scores[1],
-        )
-        # The log line first: a move that is logged but not yet on the pointer is finished by
-        # ``repair`` (roll forward); a pointer that moved without its log line cannot happen.
-        append_line(self.log_path, json.dumps(self.keyring.sign(asdict(move))))
-        self._write_pointer(to_version, move.time)
-        return move
-
-    def _f1(self, version: str | None) -> float | None:
-        """A version's recorded F1; None when there is none or its card cannot be read."""
-        if version is None:
-            return None
-        try:
-            return self.card(version).f1
-        except ModelError:
-            return None
+        return self.pointer.unusable()
 
     def promote(
         self,
         version: str,
         reason: str = "promoted by hand",
         scores: tuple[float | None, float | None] | None = None,
+        *,
+        run_id: int | None = None,
     ) -> Move:
         """Point production at ``version`` and log the move.
 
         ``scores`` (production's F1, the candidate's F1) are the figures the decision compared;
-        by default each card's recorded F1.
+        by default each card's recorded F1. ``run_id``: the pass that decided it. A move that
+        loses to another process's (both read the same pointer) is a ``ModelError``.
         """
-        return self._move("promote", version, reason, scores)
+        return self.pointer.move("promote", version, reason, scores, run_id)
 
-    def rollback(self, reason: str = "rolled back by hand") -> Move:
+    def rollback(self, reason: str = "rolled back by hand", *, run_id: int | None = None) -> Move:
         """Point production back at the version it replaced."""
-        current = self.require_production()
-        for move in reversed(self.moves()):
-            if (
-                move.action == "promote"
-                and move.to_version == current
-                and move.from_version not in (None, current)
-            ):
-                return self._move("rollback", move.from_version, reason)
-        raise ModelNotFoundError(f"{current} has no earlier production version to roll back to")
-
-
-def _log_entry(line: bytes) -> dict[str, Any] | None:
-    """A log line as a JSON object, or None (torn, garbage, not UTF-8)."""
-    try:
-        entry = json.loads(line.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError is one
-        return None
-    return entry if isinstance(entry, dict) else None
-
-
-def _well_formed(move: Move) -> bool:
-    def f1(value: Any) -> bool:
-        return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
-
-    return (
-        all(isinstance(v, str) for v in (move.time, move.action, move.reason, move.to_version))
-        and bool(_VERSION_RE.match(move.to_version))
-        and (move.from_version is None or isinstance(move.from_version, str))
-        and f1(move.from_f1)
-        and f1(move.to_f1)
-    )
+        return self.pointer.rollback(reason, run_id)
 
 
 def _a_key_exists() -> bool:

@@ -1,12 +1,21 @@
-"""Scoring: F1 for the positive label (and the other usual metrics) on labelled data."""
+"""Scoring: F1 for the positive label (and the other usual metrics) on labelled data.
+
+The test data is read once per pass and every version is scored on that one frame::
+
+    test_data = read_test_data(workspace, schema)      # frame, sha256, path, schema
+    candidate = evaluate(workspace, "v0007", test_data)
+    production = evaluate(workspace, "v0006", test_data)
+
+Predictions come from ``beryl.model.predict.predict``, so the figures follow the same decision
+rule as the API and ``beryl predict``.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -22,50 +31,43 @@ from sklearn.metrics import (
 
 from beryl._io import atomic_write_text, utc_now
 from beryl.config import Settings
-from beryl.data.cleaning import clean_dataset, read_csv_bytes
+from beryl.data.csvfiles import read_labelled
 from beryl.data.dataset import Dataset
 from beryl.data.schema import Schema
 from beryl.errors import DataError, EmptyDatasetError
-from beryl.model.registry import LATEST_SCORE_FILE, ModelCard, Registry
+from beryl.model.card import ModelCard
+from beryl.model.linear import LinearModel
+from beryl.model.predict import predict
+from beryl.model.registry import LATEST_SCORE_FILE
+from beryl.workspace import Workspace
 
 
-def csv_files(path: Path) -> list[Path]:
-    """The CSV files a path names: the file itself, or the regular ``*.csv`` files of a folder."""
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(
-            p
-            for p in path.iterdir()
-            if p.suffix.lower() == ".csv" and p.is_file() and not p.is_symlink()
-        )
-    raise DataError(f"{path} does not exist", hint="fix test_data_path in config.json")
+@dataclass(frozen=True, eq=False)
+class TestData:
+    """The labelled test data, read and cleaned once for a schema."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+
+    frame: pd.DataFrame
+    sha256: str  # of the files' bytes, in order
+    path: Path
+    schema: Schema
+
+    def describe(self) -> dict[str, Any]:
+        """What a model card records about the data it was scored on."""
+        return {"path": str(self.path), "sha256": self.sha256, "rows": len(self.frame)}
 
 
-def read_labelled(path: Path, schema: Schema) -> tuple[pd.DataFrame, str]:
-    """Read and clean labelled CSV data (a file or a folder); returns it with a content hash."""
-    files = csv_files(path)
-    if not files:
-        raise EmptyDatasetError(f"no CSV files in {path}", hint="put labelled test data there")
-    digest = hashlib.sha256()
-    frames = []
-    for file in files:
-        data = file.read_bytes()
-        digest.update(data)
-        raw = read_csv_bytes(data, str(file), schema.text_columns)
-        frames.append(clean_dataset(raw, schema, str(file)))
-    return pd.concat(frames, ignore_index=True), digest.hexdigest()
-
-
-def predict_proba_positive(model: Any, frame: pd.DataFrame, positive_label: Any) -> np.ndarray:
-    """Probability of the positive class for each row."""
-    classes = list(model.classes_)
-    proba = model.predict_proba(frame)
-    return np.asarray(proba[:, classes.index(positive_label)], dtype=float)
+def read_test_data(workspace: Workspace | Settings, schema: Schema) -> TestData:
+    """Read and clean the configured test data (a CSV file or a folder of them) for ``schema``."""
+    workspace = Workspace.of(workspace)
+    path = workspace.settings.test_data
+    frame, digest = read_labelled(path, schema)
+    return TestData(frame=frame, sha256=digest, path=path, schema=schema)
 
 
 def compute_metrics(
-    model: Any, frame: pd.DataFrame, schema: Schema, source: str = "the labelled rows"
+    model: LinearModel, frame: pd.DataFrame, schema: Schema, source: str = "the labelled rows"
 ) -> dict[str, Any]:
     """F1, precision, recall, accuracy, ROC AUC and the confusion matrix for the positive label.
 
@@ -75,20 +77,19 @@ def compute_metrics(
     if frame.empty:
         raise EmptyDatasetError("no labelled rows to score on")
     truth = frame[schema.target].to_numpy()
-    _check_labels(truth, list(model.classes_), schema, source)
-    predicted = model.predict(frame[schema.features])
+    _check_labels(truth, list(model.classes), schema, source)
+    predictions = predict(model, frame[schema.features])
     positive = schema.positive_label
     y_true = truth == positive
-    y_pred = np.asarray(predicted) == positive
+    y_pred = np.fromiter((label == positive for label in predictions.labels), bool, len(truth))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         f1 = f1_score(y_true, y_pred, zero_division=0.0)
         precision = precision_score(y_true, y_pred, zero_division=0.0)
         recall = recall_score(y_true, y_pred, zero_division=0.0)
     roc_auc: float | None = None
-    if 0 < y_true.sum() < len(y_true) and positive in list(model.classes_):
-        scores = predict_proba_positive(model, frame[schema.features], positive)
-        roc_auc = float(roc_auc_score(y_true, scores))
+    if 0 < y_true.sum() < len(y_true):
+        roc_auc = float(roc_auc_score(y_true, np.asarray(predictions.chances)))
     matrix = confusion_matrix(y_true, y_pred, labels=[False, True])
     return {
         "f1": float(f1),
@@ -156,22 +157,32 @@ def overlap_with_training(dataset: Dataset, frame: pd.DataFrame, schema: Schema)
     return Overlap(len(frame), int(shared.sum()))
 
 
-def evaluate(settings: Settings, registry: Registry, version: str) -> dict[str, Any]:
-    """Metrics of one version on the configured test data (nothing is written)."""
-    card = registry.card(version)
-    schema = Schema.from_dict(card.schema)
-    frame, digest = read_labelled(settings.test_data, schema)
-    metrics = compute_metrics(registry.model(version), frame, schema, str(settings.test_data))
-    metrics["test_data"] = {"path": str(settings.test_data), "sha256": digest, "rows": len(frame)}
+def evaluate(
+    workspace: Workspace | Settings, version: str, test_data: TestData | None = None
+) -> dict[str, Any]:
+    """Metrics of one version on the configured test data (nothing is written).
+
+    ``test_data`` read once serves every version trained with its schema; a version with
+    another schema (a column re-typed since) reads the files again for its own.
+    """
+    workspace = Workspace.of(workspace)
+    model = workspace.registry.model(version)
+    if test_data is None or test_data.schema != model.schema:
+        test_data = read_test_data(workspace, model.schema)
+    metrics = compute_metrics(model, test_data.frame, model.schema, str(test_data.path))
+    metrics["test_data"] = test_data.describe()
     metrics["scored_at"] = utc_now()
     return metrics
 
 
-def score(settings: Settings, version: str | None = None) -> ModelCard:
+def score(
+    workspace: Workspace | Settings, version: str | None = None, test_data: TestData | None = None
+) -> ModelCard:
     """Score a version (default: the latest trained) on the test data and record the metrics."""
-    registry = Registry(settings.model_folder)
+    workspace = Workspace.of(workspace)
+    registry = workspace.registry
     version = version or registry.latest()
-    metrics = evaluate(settings, registry, version)
+    metrics = evaluate(workspace, version, test_data)
     card = registry.record_metrics(version, metrics)
-    atomic_write_text(settings.model_folder / LATEST_SCORE_FILE, f"{metrics['f1']}\n")
+    atomic_write_text(workspace.settings.model_folder / LATEST_SCORE_FILE, f"{metrics['f1']}\n")
     return card

@@ -12,7 +12,7 @@ from importlib import metadata
 from beryl._io import utc_now
 from beryl.config import Settings, check_model
 from beryl.errors import EmptyDatasetError
-from beryl.model.registry import ModelCard
+from beryl.model.card import ModelCard
 from beryl.workspace import Workspace
 
 _LIBRARIES = ("beryl", "scikit-learn", "numpy", "pandas", "pyarrow", "scipy")
@@ -60,4 +60,4 @@ def train(workspace: Workspace | Settings) -> ModelCard:
         },
         libraries=library_versions(),
     )
-    return workspace.registry.create(fitted.artifact, card, latest=True)
+    return workspace.registry.create(fitted.artifact, card, model=fitted.model, latest=True)

@@ -1,7 +1,10 @@
 """Diagnostics: predictions, summary statistics, missing values, timings, outdated packages.
 
 Statistics of the consolidated dataset are cached in ``output_folder_path/profile.json`` keyed by
-the dataset's batches, so asking again costs a file read until new data arrives.
+the dataset's batches, so asking again costs a file read until new data arrives::
+
+    report = diagnose(workspace, check_outdated=False)     # a ``Diagnostics``
+    report.production_version, report.data_drift, report.to_dict()   # the JSON of `--json`
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import pyarrow.compute as pc
@@ -26,16 +30,95 @@ from beryl.config import Settings
 from beryl.data.dataset import Dataset
 from beryl.data.schema import Schema
 from beryl.errors import EmptyDatasetError, StateError
-from beryl.model.registry import Registry
-from beryl.monitoring.history import History
+from beryl.model.predict import predict
+from beryl.monitoring.dashboard import ConfusionMatrix, DashboardData, ProductionModel, VersionRow
+from beryl.monitoring.results import DriftResult
+from beryl.monitoring.store import HistoryStore
+from beryl.workspace import Workspace
 
 PROFILE_FILE = "profile.json"
 OUTDATED_CACHE_FILE = ".outdated.json"
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
+# Mean, median, std, count, min and max of one numeric column (None where it holds no value).
+ColumnSummary = dict[str, float | int | None]
+
+
+class Profile(TypedDict):
+    """The dataset's statistics as ``profile.json`` keeps them, for the batches it names."""
+
+    batches: list[str]
+    rows: int
+    computed_at: str
+    summary_stats: dict[str, ColumnSummary]
+    missing_percent: dict[str, float]
+
+
+class PackageRow(TypedDict):
+    """One dependency: installed and latest versions; outdated is None when either is unknown."""
+
+    module: str
+    installed: str
+    latest: str
+    outdated: bool | None
+
+
+class OutdatedTable(TypedDict):
+    """The outdated-packages table as ``.outdated.json`` keeps it."""
+
+    checked_at: str
+    checked_epoch: float
+    packages: list[PackageRow]
+
+
+@dataclass(frozen=True)
+class PredictionsOnTestData:
+    """The production model's predictions, one per row of the test data."""
+
+    version: str
+    predictions: list[Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "predictions": list(self.predictions)}
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Everything ``beryl diagnose`` reports; a part not asked for (``measure``, the package
+    index) or not possible (no production model for predictions) is None."""
+
+    production_version: str | None
+    dataset_rows: int
+    summary_stats: dict[str, ColumnSummary]
+    missing_percent: dict[str, float]
+    timings: dict[str, float | None]
+    data_drift: DriftResult | None
+    measured_timings: dict[str, float] | None = None
+    predictions: PredictionsOnTestData | None = None
+    outdated_packages: list[PackageRow] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``beryl diagnose --json`` (parts that are None are left out, but drift)."""
+        data: dict[str, Any] = {
+            "production_version": self.production_version,
+            "dataset_rows": self.dataset_rows,
+            "summary_stats": self.summary_stats,
+            "missing_percent": self.missing_percent,
+            "timings": self.timings,
+            "data_drift": None if self.data_drift is None else self.data_drift.to_dict(),
+        }
+        if self.measured_timings is not None:
+            data["measured_timings"] = self.measured_timings
+        if self.predictions is not None:
+            data["predictions"] = self.predictions.to_dict()
+        if self.outdated_packages is not None:
+            data["outdated_packages"] = self.outdated_packages
+        return data
+
+
 # -- dataset profile ------------------------------------------------------------------------------
-def compute_profile(dataset: Dataset) -> dict[str, Any]:
+def compute_profile(dataset: Dataset) -> Profile:
     """Summary statistics per numeric column and percent missing per column."""
     schema = dataset.schema
     if schema is None or not dataset.batches:
@@ -44,7 +127,7 @@ def compute_profile(dataset: Dataset) -> dict[str, Any]:
         )
     table = dataset.read_table(columns=schema.columns)
     rows = table.num_rows
-    stats: dict[str, dict[str, float | int | None]] = {}
+    stats: dict[str, ColumnSummary] = {}
     for column in schema.numeric:
         values = table.column(column).to_numpy(zero_copy_only=False).astype(float)
         present = values[~np.isnan(values)]
@@ -66,27 +149,30 @@ def compute_profile(dataset: Dataset) -> dict[str, Any]:
     for column in schema.numeric:  # NaN stored as a float is missing too
         nan_count = int(pc.sum(pc.is_nan(table.column(column))).as_py() or 0)
         missing[column] += 100.0 * nan_count / rows if rows else 0.0
-    return {
-        "batches": [b.id for b in dataset.batches],
-        "rows": rows,
-        "computed_at": utc_now(),
-        "summary_stats": stats,
-        "missing_percent": missing,
-    }
+    return Profile(
+        batches=[b.id for b in dataset.batches],
+        rows=rows,
+        computed_at=utc_now(),
+        summary_stats=stats,
+        missing_percent=missing,
+    )
 
 
-def _saved_profile(dataset: Dataset) -> dict[str, Any] | None:
+def _saved_profile(dataset: Dataset) -> Profile | None:
     """The profile saved in the dataset folder, if it describes the dataset's batches now."""
     try:
         cached = dict(read_json(dataset.folder / PROFILE_FILE))
     except (OSError, ValueError, TypeError):
         return None
-    return cached if cached.get("batches") == [b.id for b in dataset.batches] else None
+    return (
+        cast(Profile, cached) if cached.get("batches") == [b.id for b in dataset.batches] else None
+    )
 
 
-def profile(dataset: Dataset) -> dict[str, Any]:
+def profile(workspace: Workspace | Settings) -> Profile:
     """The dataset profile, from the cache when it matches the dataset's batches (a fresh one
     is saved for the next reader)."""
+    dataset = Workspace.of(workspace).dataset
     cached = _saved_profile(dataset)
     if cached is not None:
         return cached
@@ -96,7 +182,7 @@ def profile(dataset: Dataset) -> dict[str, Any]:
     return fresh
 
 
-ProfileSource = Callable[[Dataset], dict[str, Any]]
+ProfileSource = Callable[[Workspace], Profile]
 
 
 class ProfileCache:
@@ -106,9 +192,10 @@ class ProfileCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._kept: dict[str, Any] | None = None
+        self._kept: Profile | None = None
 
-    def __call__(self, dataset: Dataset) -> dict[str, Any]:
+    def __call__(self, workspace: Workspace | Settings) -> Profile:
+        dataset = Workspace.of(workspace).dataset
         batches = [b.id for b in dataset.batches]
         kept = self._kept
         if kept is not None and kept["batches"] == batches:
@@ -123,25 +210,21 @@ class ProfileCache:
 
 
 # -- predictions ----------------------------------------------------------------------------------
-def predict_test_data(settings: Settings, registry: Registry) -> dict[str, Any]:
-    """Predictions of the production model on the test data."""
-    from beryl.model.scoring import read_labelled
+def predict_test_data(workspace: Workspace | Settings) -> PredictionsOnTestData:
+    """Predictions of the production model on the test data (``beryl.model.predict``)."""
+    from beryl.data.csvfiles import read_labelled
 
+    workspace = Workspace.of(workspace)
+    registry = workspace.registry
     version = registry.require_production()
-    card = registry.card(version)
-    schema = Schema.from_dict(card.schema)
-    frame, _ = read_labelled(settings.test_data, schema)
-    model = registry.model(version)
-    predictions = model.predict(frame[schema.features])
-    return {"version": version, "predictions": [_plain(p) for p in predictions.tolist()]}
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    schema = Schema.from_dict(registry.card(version).schema)
+    frame, _ = read_labelled(workspace.settings.test_data, schema)
+    predictions = predict(registry.model(version), frame[schema.features])
+    return PredictionsOnTestData(version, predictions.labels)
 
 
 # -- timings --------------------------------------------------------------------------------------
-def recorded_timings(history: History) -> dict[str, float | None]:
+def recorded_timings(history: HistoryStore) -> dict[str, float | None]:
     """Seconds the latest real ingestion and training took, as the history recorded them."""
     out: dict[str, float | None] = {}
     for step in ("ingest", "train"):
@@ -150,12 +233,13 @@ def recorded_timings(history: History) -> dict[str, float | None]:
     return out
 
 
-def measure_timings(settings: Settings) -> dict[str, float]:
+def measure_timings(workspace: Workspace | Settings) -> dict[str, float]:
     """Re-time ingestion and training on a scratch copy; the workspace is not touched."""
     from beryl import config as config_module
     from beryl.data.ingestion import ingest
     from beryl.model.training import train
 
+    settings = Workspace.of(workspace).settings
     with tempfile.TemporaryDirectory(prefix="beryl-measure-") as scratch:
         root = Path(scratch)
         shutil.copytree(settings.input_folder, root / "input", symlinks=True)
@@ -220,7 +304,7 @@ def outdated_packages(
     *,
     index_url: str = "https://pypi.org/pypi",
     timeout: float = 3.0,
-) -> list[dict[str, Any]]:
+) -> list[PackageRow]:
     """Per dependency: installed version, latest on the package index ('unknown' when offline).
 
     ``index_url`` serves the PyPI JSON API (``{index_url}/{name}/json``).
@@ -237,15 +321,15 @@ def outdated_packages(
         outdated: bool | None = None
         if newest != "unknown" and installed != "not installed":
             outdated = _is_newer(newest, installed)
-        table.append(
-            {"module": name, "installed": installed, "latest": newest, "outdated": outdated}
-        )
+        table.append(PackageRow(module=name, installed=installed, latest=newest, outdated=outdated))
     return table
 
 
-def cached_outdated(settings: Settings, *, max_age_s: float = 6 * 3600) -> dict[str, Any] | None:
+def cached_outdated(
+    workspace: Workspace | Settings, *, max_age_s: float = 6 * 3600
+) -> OutdatedTable | None:
     """The last outdated-packages table saved in the workspace, if it is recent enough."""
-    path = settings.model_folder / OUTDATED_CACHE_FILE
+    path = Workspace.of(workspace).settings.model_folder / OUTDATED_CACHE_FILE
     try:
         cached = dict(read_json(path))
     except (OSError, ValueError, TypeError):
@@ -253,23 +337,25 @@ def cached_outdated(settings: Settings, *, max_age_s: float = 6 * 3600) -> dict[
     epoch = cached.get("checked_epoch")
     if not isinstance(epoch, int | float) or time.time() - float(epoch) > max_age_s:
         return None
-    return cached
+    return cast(OutdatedTable, cached)
 
 
-def check_outdated(settings: Settings, *, timeout: float = 3.0) -> dict[str, Any]:
+def check_outdated(workspace: Workspace | Settings, *, timeout: float = 3.0) -> OutdatedTable:
     """Check the package index now (nothing is written)."""
-    return {
-        "checked_at": utc_now(),
-        "checked_epoch": time.time(),
-        "packages": outdated_packages(index_url=settings.package_index_url, timeout=timeout),
-    }
+    index_url = Workspace.of(workspace).settings.package_index_url
+    return OutdatedTable(
+        checked_at=utc_now(),
+        checked_epoch=time.time(),
+        packages=outdated_packages(index_url=index_url, timeout=timeout),
+    )
 
 
-def refresh_outdated(settings: Settings, *, timeout: float = 3.0) -> dict[str, Any]:
+def refresh_outdated(workspace: Workspace | Settings, *, timeout: float = 3.0) -> OutdatedTable:
     """Check the package index now and save the table for later readers."""
-    result = check_outdated(settings, timeout=timeout)
+    workspace = Workspace.of(workspace)
+    result = check_outdated(workspace, timeout=timeout)
     with contextlib.suppress(StateError):  # a read-only workspace keeps no cache
-        atomic_write_json(settings.model_folder / OUTDATED_CACHE_FILE, result)
+        atomic_write_json(workspace.settings.model_folder / OUTDATED_CACHE_FILE, result)
     return result
 
 
@@ -278,18 +364,18 @@ class OutdatedCache:
     the table last saved in the workspace, or one checked in the background and kept in memory.
     """
 
-    def __init__(self, settings: Settings, *, max_age_s: float = 6 * 3600) -> None:
-        self.settings = settings
+    def __init__(self, workspace: Workspace | Settings, *, max_age_s: float = 6 * 3600) -> None:
+        self.workspace = Workspace.of(workspace)
         self.max_age_s = max_age_s
         self._checking = threading.Lock()
-        self._kept: dict[str, Any] | None = None
+        self._kept: OutdatedTable | None = None
 
-    def _fresh(self, table: dict[str, Any] | None) -> bool:
+    def _fresh(self, table: OutdatedTable | None) -> bool:
         return table is not None and time.time() - float(table["checked_epoch"]) <= self.max_age_s
 
-    def current(self) -> dict[str, Any] | None:
+    def current(self) -> OutdatedTable | None:
         """The newest table known (None before any check); a stale one starts a new check."""
-        saved = cached_outdated(self.settings, max_age_s=float("inf"))
+        saved = cached_outdated(self.workspace, max_age_s=float("inf"))
         candidates = [t for t in (self._kept, saved) if t is not None]
         newest = max(candidates, key=lambda t: float(t["checked_epoch"]), default=None)
         if not self._fresh(newest):
@@ -303,7 +389,7 @@ class OutdatedCache:
 
         def work() -> None:
             try:
-                self._kept = check_outdated(self.settings)
+                self._kept = check_outdated(self.workspace)
             finally:
                 self._checking.release()
 
@@ -313,60 +399,51 @@ class OutdatedCache:
 
 # -- everything -----------------------------------------------------------------------------------
 def diagnose(
-    settings: Settings, *, measure: bool = False, check_outdated: bool = True
-) -> dict[str, Any]:
-    """All diagnostics of a workspace in one JSON-able dict."""
-    registry = Registry(settings.model_folder)
-    dataset = Dataset(settings.output_folder)
-    history = History(settings.history_db)
-    data_profile = profile(dataset)
-    result: dict[str, Any] = {
-        "production_version": registry.production(),
-        "dataset_rows": data_profile["rows"],
-        "summary_stats": data_profile["summary_stats"],
-        "missing_percent": data_profile["missing_percent"],
-        "timings": recorded_timings(history),
-        "data_drift": history.latest_drift(),
-    }
-    if measure:
-        result["measured_timings"] = measure_timings(settings)
-    if registry.production() is not None:
-        result["predictions"] = predict_test_data(settings, registry)
-    if check_outdated:
-        result["outdated_packages"] = refresh_outdated(settings)["packages"]
-    return result
+    workspace: Workspace | Settings, *, measure: bool = False, check_outdated: bool = True
+) -> Diagnostics:
+    """All diagnostics of a workspace; ``to_dict()`` is their JSON."""
+    workspace = Workspace.of(workspace)
+    history = workspace.history
+    data_profile = profile(workspace)
+    production = workspace.registry.production()
+    return Diagnostics(
+        production_version=production,
+        dataset_rows=data_profile["rows"],
+        summary_stats=data_profile["summary_stats"],
+        missing_percent=data_profile["missing_percent"],
+        timings=recorded_timings(history),
+        data_drift=history.latest_drift(),
+        measured_timings=measure_timings(workspace) if measure else None,
+        predictions=None if production is None else predict_test_data(workspace),
+        outdated_packages=refresh_outdated(workspace)["packages"] if check_outdated else None,
+    )
 
 
 def dashboard_data(
-    settings: Settings,
-    *,
-    runs: int = 15,
-    profile_of: ProfileSource = profile,
-    history: History | None = None,
-) -> dict[str, Any]:
+    workspace: Workspace | Settings, *, runs: int = 15, profile_of: ProfileSource = profile
+) -> DashboardData:
     """Everything the monitoring dashboard shows, from what the loop recorded."""
-    registry = Registry(settings.model_folder)
-    history = history or History(settings.history_db)
+    workspace = Workspace.of(workspace)
+    registry, history = workspace.registry, workspace.history
     production = registry.production()
     cards = registry.cards()
-    by_id = {card.id: card for card in cards}
-    prod_card = by_id.get(production) if production else None
-    since = None
-    if production is not None:
-        since = next(
-            (m.time for m in reversed(registry.moves()) if m.to_version == production), None
-        )
+    prod_card = next((card for card in cards if card.id == production), None)
     try:
-        missing = profile_of(Dataset(settings.output_folder))["missing_percent"]
+        missing = profile_of(workspace)["missing_percent"]
     except EmptyDatasetError:
         missing = {}
     matrix = None
     if prod_card is not None and prod_card.metrics.get("confusion_matrix"):
-        matrix = {
-            "matrix": prod_card.metrics["confusion_matrix"],
-            "labels": prod_card.metrics.get("confusion_labels", []),
-            "version": production,
-        }
+        matrix = ConfusionMatrix(
+            matrix=prod_card.metrics["confusion_matrix"],
+            labels=prod_card.metrics.get("confusion_labels", []),
+            version=prod_card.id,
+        )
+    since = None
+    if prod_card is not None:
+        since = next(
+            (m.time for m in reversed(registry.moves()) if m.to_version == production), None
+        )
     warnings = []
     overlap = (prod_card.metrics.get("test_overlap") or {}) if prod_card else {}
     if overlap.get("shared"):
@@ -375,42 +452,27 @@ def dashboard_data(
             f"in {production}'s training data: its test score is flattered (was test data copied "
             "into the input folder?)"
         )
-    return {
-        "title": f"Beryl — workspace {settings.root}",
-        "warnings": warnings,
-        "generated_at": utc_now(),
-        "production": None
+    return DashboardData(
+        title=f"Beryl — workspace {workspace.root}",
+        generated_at=utc_now(),
+        production=None
         if prod_card is None
-        else {"version": production, "f1": prod_card.f1, "since": since},
-        "versions": [
-            {
-                "id": card.id,
-                "created": card.created,
-                "f1": card.f1,
-                "rows": card.training.get("rows"),
-                "production": card.id == production,
-            }
+        else ProductionModel(version=prod_card.id, f1=prod_card.f1, since=since),
+        versions=[
+            VersionRow(
+                id=card.id,
+                created=card.created,
+                f1=card.f1,
+                rows=card.training.get("rows"),
+                production=card.id == production,
+            )
             for card in reversed(cards)
         ],
-        "scores": history.scores(),
-        "promotions": history.promotions(),
-        "drift": history.latest_drift(),
-        "missing_percent": missing,
-        "runs": [
-            {
-                "id": run.id,
-                "command": run.command,
-                "started": run.started,
-                "duration_s": run.duration_s,
-                "status": run.status,
-                "summary": run.summary,
-                "steps": [
-                    {"name": s.name, "duration_s": s.duration_s, "status": s.status}
-                    for s in run.steps
-                ],
-            }
-            for run in history.runs(runs)
-            if run.command == "run"
-        ],
-        "confusion_matrix": matrix,
-    }
+        scores=history.scores(),
+        promotions=history.promotions(),
+        drift=history.latest_drift(),
+        missing_percent=missing,
+        runs=[run for run in history.runs(runs) if run.command == "run"],
+        confusion_matrix=matrix,
+        warnings=warnings,
+    )

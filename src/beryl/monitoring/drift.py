@@ -6,23 +6,26 @@ batch; the distance alone would flag noise in a tiny one. Numeric features use K
 and PSI; categorical features use chi-square and Jensen-Shannon distance, and a category never
 seen in the reference is drift when it makes up a noticeable share of the batch.
 
-    result = compare(reference_frame, current_frame, schema, settings.drift)
-    result["dataset_drift"], result["features"]["lastmonth_activity"]["distance"]
+    result = check_batches(workspace, production_batches, [new_batch], reference_label="v0001")
+    result.dataset_drift, result.features["lastmonth_activity"].distance
+
+The result is a ``beryl.monitoring.results.DriftResult``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from beryl.config import DriftSettings
-from beryl.data.dataset import Dataset
+from beryl.config import DriftSettings, Settings
 from beryl.data.schema import Schema
 from beryl.errors import EmptyDatasetError
+from beryl.monitoring.results import DriftResult, DriftSample, FeatureDrift
+from beryl.workspace import Workspace
 
 _EPSILON = 1e-4
 _BINS = 10
@@ -52,7 +55,7 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = _BINS) -> float:
 
 def numeric_drift(
     reference: pd.Series, current: pd.Series, settings: DriftSettings
-) -> dict[str, Any]:
+) -> FeatureDrift:
     """Kolmogorov-Smirnov test and PSI of one numeric feature (missing values left out)."""
     ref = reference.dropna().to_numpy(dtype=float)
     cur = current.dropna().to_numpy(dtype=float)
@@ -61,22 +64,22 @@ def numeric_drift(
     test = stats.ks_2samp(ref, cur)
     distance = psi(ref, cur)
     p_value = float(test.pvalue)
-    return {
-        "drifted": bool(p_value < settings.p_value and distance > settings.psi_threshold),
-        "test": "kolmogorov-smirnov",
-        "statistic": float(test.statistic),
-        "p_value": p_value,
-        "distance": distance,
-        "distance_name": "psi",
-        "threshold": settings.psi_threshold,
-        "reference_mean": float(ref.mean()),
-        "current_mean": float(cur.mean()),
-    }
+    return FeatureDrift(
+        drifted=bool(p_value < settings.p_value and distance > settings.psi_threshold),
+        test="kolmogorov-smirnov",
+        statistic=float(test.statistic),
+        p_value=p_value,
+        distance=distance,
+        distance_name="psi",
+        threshold=settings.psi_threshold,
+        reference_mean=float(ref.mean()),
+        current_mean=float(cur.mean()),
+    )
 
 
 def categorical_drift(
     reference: pd.Series, current: pd.Series, settings: DriftSettings
-) -> dict[str, Any]:
+) -> FeatureDrift:
     """Chi-square test and Jensen-Shannon distance of one categorical feature."""
     ref = reference.fillna("(missing)").astype(str)
     cur = current.fillna("(missing)").astype(str)
@@ -98,58 +101,59 @@ def categorical_drift(
     drifted = (p_value < settings.p_value and distance > settings.jensen_shannon_threshold) or (
         new_share >= settings.new_category_share
     )
-    return {
-        "drifted": bool(drifted),
-        "test": "chi-square",
-        "statistic": statistic,
-        "p_value": p_value,
-        "distance": distance,
-        "distance_name": "jensen-shannon",
-        "threshold": settings.jensen_shannon_threshold,
-        "new_categories": new[:20],
-        "new_category_share": new_share,
-    }
+    return FeatureDrift(
+        drifted=bool(drifted),
+        test="chi-square",
+        statistic=statistic,
+        p_value=p_value,
+        distance=distance,
+        distance_name="jensen-shannon",
+        threshold=settings.jensen_shannon_threshold,
+        new_categories=tuple(new[:20]),
+        new_category_share=new_share,
+    )
 
 
-def _too_few(
-    test: str, distance: str, ref: int, cur: int, settings: DriftSettings
-) -> dict[str, Any]:
-    return {
-        "drifted": False,
-        "test": test,
-        "statistic": None,
-        "p_value": None,
-        "distance": None,
-        "distance_name": distance,
-        "threshold": None,
-        "note": f"not tested: {min(ref, cur)} rows, fewer than min_rows={settings.min_rows}",
-    }
+def _too_few(test: str, distance: str, ref: int, cur: int, settings: DriftSettings) -> FeatureDrift:
+    return FeatureDrift(
+        drifted=False,
+        test=test,
+        statistic=None,
+        p_value=None,
+        distance=None,
+        distance_name=distance,
+        threshold=None,
+        note=f"not tested: {min(ref, cur)} rows, fewer than min_rows={settings.min_rows}",
+    )
 
 
 def check_batches(
-    dataset: Dataset,
-    reference_batches: list[str],
-    current_batches: list[str],
-    settings: DriftSettings,
+    workspace: Workspace | Settings,
+    reference_batches: Sequence[str],
+    current_batches: Sequence[str],
     *,
     reference_label: str,
-) -> dict[str, Any]:
-    """Drift of some batches of the dataset against others (a sample of at most
-    ``max_reference_rows`` reference rows, drawn with a fixed seed)."""
+) -> DriftResult:
+    """Drift of some batches of the workspace's dataset against others, with its drift
+    settings (a sample of at most ``max_reference_rows`` reference rows, drawn with a fixed
+    seed). ``reference_label`` is the model version trained on the reference batches."""
+    workspace = Workspace.of(workspace)
+    dataset, settings = workspace.dataset, workspace.settings.drift
     schema = dataset.schema
     if schema is None:
         raise EmptyDatasetError("no data has been ingested yet", hint="run `beryl ingest` first")
-    reference = dataset.read(columns=schema.features, batches=reference_batches)
+    reference = dataset.read(columns=schema.features, batches=list(reference_batches))
     if len(reference) > settings.max_reference_rows:
         reference = reference.sample(n=settings.max_reference_rows, random_state=0)
-    current = dataset.read(columns=schema.features, batches=current_batches)
+    current = dataset.read(columns=schema.features, batches=list(current_batches))
     return compare(
         reference,
         current,
         schema,
         settings,
-        reference_info={"model_version": reference_label, "batches": reference_batches},
-        current_info={"batches": current_batches},
+        reference_label=reference_label,
+        reference_batches=reference_batches,
+        current_batches=current_batches,
     )
 
 
@@ -159,22 +163,19 @@ def compare(
     schema: Schema,
     settings: DriftSettings,
     *,
-    reference_info: dict[str, Any] | None = None,
-    current_info: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    reference_label: str | None = None,
+    reference_batches: Sequence[str] = (),
+    current_batches: Sequence[str] = (),
+) -> DriftResult:
     """Per-feature drift and the dataset-level verdict (share of drifted features)."""
-    features: dict[str, dict[str, Any]] = {}
+    features: dict[str, FeatureDrift] = {}
     for column in schema.numeric:
         features[column] = numeric_drift(reference[column], current[column], settings)
     for column in schema.categorical:
         features[column] = categorical_drift(reference[column], current[column], settings)
-    drifted = sum(f["drifted"] for f in features.values())
-    share = drifted / len(features) if features else 0.0
-    return {
-        "reference": {"rows": len(reference), **(reference_info or {})},
-        "current": {"rows": len(current), **(current_info or {})},
-        "dataset_drift": bool(share >= settings.dataset_drift_share),
-        "drift_share": share,
-        "drifted_features": [name for name, f in features.items() if f["drifted"]],
-        "features": features,
-    }
+    return DriftResult.of(
+        features,
+        DriftSample(len(reference), tuple(reference_batches), reference_label),
+        DriftSample(len(current), tuple(current_batches)),
+        settings.dataset_drift_share,
+    )

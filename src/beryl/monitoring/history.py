@@ -2,6 +2,8 @@
 
 SQLite in WAL mode, in the workspace (``beryl.sqlite``). This module owns it: nothing else writes
 SQL. Writers from several processes (a pass and the API) wait for each other instead of failing.
+It implements ``beryl.monitoring.store.HistoryStore``, whose records it returns (re-exported
+here); the entry points build it once, in the ``Workspace``.
 
     history = History(settings.history_db)
     with history.run("ingest") as run:
@@ -16,13 +18,36 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from beryl._io import utc_now
 from beryl.errors import StateBusyError, StateError, describe_os_error
+from beryl.monitoring.results import DriftResult
+from beryl.monitoring.store import (
+    HistoryStore,
+    PromotionRecord,
+    RunContext,
+    RunOutcome,
+    RunRecord,
+    ScoreRecord,
+    StepRecord,
+    recorded_run,
+)
+
+__all__ = [
+    "History",
+    "HistoryBusyError",
+    "HistoryError",
+    "HistoryStore",
+    "PromotionRecord",
+    "RunContext",
+    "RunOutcome",
+    "RunRecord",
+    "ScoreRecord",
+    "StepRecord",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -86,83 +111,6 @@ class HistoryError(StateError):
 
 class HistoryBusyError(HistoryError, StateBusyError):
     """Another process held the history database longer than this reader waits."""
-
-
-@dataclass
-class StepRecord:
-    name: str
-    duration_s: float | None
-    status: str
-    started: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class RunRecord:
-    id: int
-    command: str
-    started: str
-    ended: str | None
-    duration_s: float | None
-    status: str
-    exit_code: int | None
-    summary: str | None
-    detail: dict[str, Any]
-    steps: list[StepRecord] = field(default_factory=list)
-
-
-@runtime_checkable
-class HistoryStore(Protocol):
-    """What the loop, the CLI and the API need from a history database (SQLite today: ``History``;
-    the contract tests in ``tests/test_history_contract.py`` run against this protocol)."""
-
-    def start_run(self, command: str, detail: dict[str, Any] | None = None) -> int: ...
-
-    def finish_run(
-        self,
-        run_id: int,
-        *,
-        status: str,
-        exit_code: int,
-        duration_s: float,
-        summary: str = "",
-        detail: dict[str, Any] | None = None,
-    ) -> None: ...
-
-    def record_step(
-        self,
-        run_id: int,
-        name: str,
-        *,
-        started: str,
-        duration_s: float,
-        status: str,
-        detail: dict[str, Any] | None = None,
-    ) -> None: ...
-
-    def run(
-        self, command: str, detail: dict[str, Any] | None = None
-    ) -> contextlib.AbstractContextManager[RunContext]: ...
-
-    def close_interrupted(self, commands: tuple[str, ...]) -> int: ...
-
-    def runs(self, limit: int = 20) -> list[RunRecord]: ...
-
-    def last_step(self, name: str) -> StepRecord | None: ...
-
-    def record_score(
-        self, version: str, role: str, data: str, metrics: dict[str, Any], run_id: int | None = None
-    ) -> None: ...
-
-    def scores(self, limit: int = 500) -> list[dict[str, Any]]: ...
-
-    def record_promotion(self, move: dict[str, Any], run_id: int | None = None) -> None: ...
-
-    def promotions(self, limit: int = 500) -> list[dict[str, Any]]: ...
-
-    def record_drift(self, result: dict[str, Any], run_id: int | None = None) -> None: ...
-
-    def latest_drift(self) -> dict[str, Any] | None: ...
 
 
 class History:
@@ -310,73 +258,41 @@ class History:
             (command, utc_now(), json.dumps(detail or {}, default=str)),
         )
 
-    def finish_run(
-        self,
-        run_id: int,
-        *,
-        status: str,
-        exit_code: int,
-        duration_s: float,
-        summary: str = "",
-        detail: dict[str, Any] | None = None,
-    ) -> None:
+    def finish_run(self, run_id: int, outcome: RunOutcome) -> None:
+        detail = outcome.detail
         self._execute(
             "UPDATE runs SET ended = ?, duration_s = ?, status = ?, exit_code = ?, summary = ?,"
             " detail = COALESCE(?, detail) WHERE id = ?",
             (
                 utc_now(),
-                duration_s,
-                status,
-                exit_code,
-                summary,
+                outcome.duration_s,
+                outcome.status,
+                outcome.exit_code,
+                outcome.summary,
                 json.dumps(detail, default=str) if detail is not None else None,
                 run_id,
             ),
         )
 
-    def record_step(
-        self,
-        run_id: int,
-        name: str,
-        *,
-        started: str,
-        duration_s: float,
-        status: str,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
+    def record_step(self, run_id: int, step: StepRecord) -> None:
         self._execute(
             "INSERT INTO steps (run_id, name, started, duration_s, status, detail)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, name, started, duration_s, status, json.dumps(detail or {}, default=str)),
+            (
+                run_id,
+                step.name,
+                step.started,
+                step.duration_s,
+                step.status,
+                json.dumps(step.detail, default=str),
+            ),
         )
 
-    @contextlib.contextmanager
-    def run(self, command: str, detail: dict[str, Any] | None = None) -> Iterator[RunContext]:
+    def run(
+        self, command: str, detail: dict[str, Any] | None = None
+    ) -> contextlib.AbstractContextManager[RunContext]:
         """Record a run; its outcome is 'ok' unless the body raises or sets another status."""
-        context = RunContext(self, self.start_run(command, detail))
-        started = time.perf_counter()
-        try:
-            yield context
-        except BaseException as exc:
-            code = getattr(exc, "exit_code", 1)
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            self.finish_run(
-                context.run_id,
-                status=status,
-                exit_code=int(code) if isinstance(code, int) else 1,
-                duration_s=time.perf_counter() - started,
-                summary=str(exc)[:2000],
-                detail=context.detail,
-            )
-            raise
-        self.finish_run(
-            context.run_id,
-            status=context.status,
-            exit_code=context.exit_code,
-            duration_s=time.perf_counter() - started,
-            summary=context.summary,
-            detail=context.detail,
-        )
+        return recorded_run(self, command, detail)
 
     def close_interrupted(self, commands: tuple[str, ...]) -> int:
         """Mark runs of these commands still 'running' as 'interrupted' (their process died).
@@ -399,35 +315,26 @@ class History:
             if conn is None:
                 return []
             rows = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-            records = []
-            for row in rows:
-                steps = conn.execute(
-                    "SELECT * FROM steps WHERE run_id = ? ORDER BY id", (row["id"],)
-                ).fetchall()
-                records.append(
-                    RunRecord(
-                        id=row["id"],
-                        command=row["command"],
-                        started=row["started"],
-                        ended=row["ended"],
-                        duration_s=row["duration_s"],
-                        status=row["status"],
-                        exit_code=row["exit_code"],
-                        summary=row["summary"],
-                        detail=json.loads(row["detail"] or "{}"),
-                        steps=[
-                            StepRecord(
-                                name=s["name"],
-                                duration_s=s["duration_s"],
-                                status=s["status"],
-                                started=s["started"],
-                                detail=json.loads(s["detail"] or "{}"),
-                            )
-                            for s in steps
-                        ],
-                    )
+            return [
+                RunRecord(
+                    id=row["id"],
+                    command=row["command"],
+                    started=row["started"],
+                    ended=row["ended"],
+                    duration_s=row["duration_s"],
+                    status=row["status"],
+                    exit_code=row["exit_code"],
+                    summary=row["summary"],
+                    detail=json.loads(row["detail"] or "{}"),
+                    steps=[
+                        _step(s)
+                        for s in conn.execute(
+                            "SELECT * FROM steps WHERE run_id = ? ORDER BY id", (row["id"],)
+                        )
+                    ],
                 )
-            return records
+                for row in rows
+            ]
 
     def last_step(self, name: str) -> StepRecord | None:
         """The latest successful step of that name (e.g. the last ingestion's timing)."""
@@ -438,15 +345,7 @@ class History:
                 "SELECT * FROM steps WHERE name = ? AND status = 'ok' ORDER BY id DESC LIMIT 1",
                 (name,),
             ).fetchone()
-        if row is None:
-            return None
-        return StepRecord(
-            name=row["name"],
-            duration_s=row["duration_s"],
-            status=row["status"],
-            started=row["started"],
-            detail=json.loads(row["detail"] or "{}"),
-        )
+            return None if row is None else _step(row)
 
     # -- scores, promotions, drift --------------------------------------------------------------
     def record_score(
@@ -467,17 +366,15 @@ class History:
             ),
         )
 
-    def scores(self, limit: int = 500) -> list[dict[str, Any]]:
-        with self._reader() as conn:
-            if conn is None:
-                return []
-            rows = conn.execute(
-                "SELECT run_id, time, version, role, data, f1 FROM scores ORDER BY id DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [dict(r) for r in reversed(rows)]
+    def scores(self, limit: int = 500) -> list[ScoreRecord]:
+        """The latest ``limit`` scores, oldest first."""
+        rows = self._latest(
+            "SELECT run_id, time, version, role, data, f1 FROM scores ORDER BY id DESC LIMIT ?",
+            limit,
+        )
+        return [ScoreRecord(**dict(r)) for r in rows]
 
-    def record_promotion(self, move: dict[str, Any], run_id: int | None = None) -> None:
+    def record_promotion(self, move: Mapping[str, Any], run_id: int | None = None) -> None:
         self._execute(
             "INSERT INTO promotions (run_id, time, action, from_version, to_version, from_f1,"
             " to_f1, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -493,73 +390,49 @@ class History:
             ),
         )
 
-    def promotions(self, limit: int = 500) -> list[dict[str, Any]]:
-        with self._reader() as conn:
-            if conn is None:
-                return []
-            rows = conn.execute(
-                "SELECT run_id, time, action, from_version, to_version, from_f1, to_f1, reason"
-                " FROM promotions ORDER BY id DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [dict(r) for r in reversed(rows)]
+    def promotions(self, limit: int = 500) -> list[PromotionRecord]:
+        """The latest ``limit`` moves of the production pointer, oldest first."""
+        rows = self._latest(
+            "SELECT run_id, time, action, from_version, to_version, from_f1, to_f1, reason"
+            " FROM promotions ORDER BY id DESC LIMIT ?",
+            limit,
+        )
+        return [PromotionRecord(**dict(r)) for r in rows]
 
-    def record_drift(self, result: dict[str, Any], run_id: int | None = None) -> None:
+    def _latest(self, sql: str, limit: int) -> list[sqlite3.Row]:
+        with self._reader() as conn:
+            return [] if conn is None else conn.execute(sql, (limit,)).fetchall()[::-1]
+
+    def record_drift(self, result: DriftResult, run_id: int | None = None) -> None:
+        data = result.to_dict()
         self._execute(
             "INSERT INTO drift (run_id, time, reference, current, dataset_drift, drift_share,"
             " result) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 utc_now(),
-                json.dumps(result.get("reference"), default=str),
-                json.dumps(result.get("current"), default=str),
-                int(bool(result.get("dataset_drift"))),
-                result.get("drift_share"),
-                json.dumps(result, default=str),
+                json.dumps(data["reference"]),
+                json.dumps(data["current"]),
+                int(result.dataset_drift),
+                result.drift_share,
+                json.dumps(data),
             ),
         )
 
-    def latest_drift(self) -> dict[str, Any] | None:
+    def latest_drift(self) -> DriftResult | None:
+        """The latest drift check (a record that is no drift result is a damaged database)."""
         with self._reader() as conn:
             if conn is None:
                 return None
             row = conn.execute("SELECT result FROM drift ORDER BY id DESC LIMIT 1").fetchone()
-            return json.loads(row["result"]) if row else None
+            return None if row is None else DriftResult.from_dict(json.loads(row["result"]))
 
 
-class RunContext:
-    """A run in progress: time its steps and set its outcome."""
-
-    def __init__(self, history: History, run_id: int) -> None:
-        self.history = history
-        self.run_id = run_id
-        self.status = "ok"
-        self.exit_code = 0
-        self.summary = ""
-        self.detail: dict[str, Any] = {}
-        self.timings: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[dict[str, Any]]:
-        """Time a step; the yielded dict becomes the step's recorded detail."""
-        detail: dict[str, Any] = {}
-        started_at = utc_now()
-        started = time.perf_counter()
-        status = "ok"
-        try:
-            yield detail
-        except BaseException as exc:
-            status = "failed"
-            detail.setdefault("error", str(exc)[:2000])
-            raise
-        finally:
-            duration = time.perf_counter() - started
-            self.timings[name] = duration
-            self.history.record_step(
-                self.run_id,
-                name,
-                started=started_at,
-                duration_s=duration,
-                status=status,
-                detail=detail,
-            )
+def _step(row: sqlite3.Row) -> StepRecord:
+    return StepRecord(
+        name=row["name"],
+        duration_s=row["duration_s"],
+        status=row["status"],
+        started=row["started"],
+        detail=json.loads(row["detail"] or "{}"),
+    )

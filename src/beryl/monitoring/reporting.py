@@ -1,4 +1,12 @@
-"""Render evaluation results as PNG images and a self-contained HTML report, from plain data."""
+"""Render evaluation results as PNG images and a self-contained HTML report, from plain data.
+
+``build_report`` writes a version's report into the model folder, and last ``report.json``
+beside it: the version it describes, when, and the sha256 of each file. ``report_version`` reads
+it back, so whether the report is current is known without reading the HTML::
+
+    build_report(workspace, "v0002")     # confusionmatrix.png, classificationreport.png, ...
+    report_version(workspace)            # "v0002"; None when no whole report is there
+"""
 
 from __future__ import annotations
 
@@ -9,12 +17,24 @@ import numbers
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from beryl._io import atomic_write_text, atomic_write_with
+from beryl._io import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    read_json,
+    sha256_file,
+    utc_now,
+)
+from beryl.workspace import Workspace
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from beryl.config import Settings
+
+REPORT_FILE = "report.html"
+REPORT_RECORD = "report.json"
+_RECORD_FORMAT = 1
 
 _SUMMARY_ROWS = ("accuracy", "micro avg", "macro avg", "weighted avg", "samples avg")
 _REPORT_COLUMNS = ("precision", "recall", "f1-score", "support")
@@ -230,28 +250,31 @@ def write_html(path: Path, html: str) -> Path:
     return path
 
 
-def build_report(settings: Settings, version: str | None = None) -> dict[str, Path]:
-    """Write the confusion matrix, classification report and HTML report of a model version.
+def build_report(workspace: Workspace | Settings, version: str | None = None) -> dict[str, Path]:
+    """Write the confusion matrix, classification report and HTML report of a model version,
+    then ``report.json`` naming them.
 
     The version defaults to production (else the latest trained); it is scored on the test data
     now, so the report always matches the files it describes.
     """
     from sklearn.metrics import classification_report
 
+    from beryl.data.csvfiles import read_labelled
     from beryl.data.schema import Schema
-    from beryl.model.registry import Registry
-    from beryl.model.scoring import compute_metrics, read_labelled
+    from beryl.model.predict import predict
+    from beryl.model.scoring import compute_metrics
+    from beryl.monitoring.dashboard import drift_section
 
-    registry = Registry(settings.model_folder)
+    workspace = Workspace.of(workspace)
+    registry, folder = workspace.registry, workspace.settings.model_folder
     version = version or registry.production() or registry.latest()
     card = registry.card(version)
     schema = Schema.from_dict(card.schema)
-    frame, _ = read_labelled(settings.test_data, schema)
+    frame, _ = read_labelled(workspace.settings.test_data, schema)
     model = registry.model(version)
     metrics = compute_metrics(model, frame, schema)
     truth = [str(v) for v in frame[schema.target].tolist()]
-    predicted = [str(v) for v in model.predict(frame[schema.features]).tolist()]
-    folder = settings.model_folder
+    predicted = [str(v) for v in predict(model, frame[schema.features]).labels]
     written = {
         "confusion matrix": render_confusion_matrix(
             metrics["confusion_matrix"],
@@ -265,15 +288,38 @@ def build_report(settings: Settings, version: str | None = None) -> dict[str, Pa
             title=f"Classification report of {version}",
         ),
     }
-    from beryl.monitoring.dashboard import drift_section
-    from beryl.monitoring.history import History
-
     page = render_html(
         title=f"Beryl model report: {version}",
         card=card.to_dict(),
         metrics=metrics,
         images={label.capitalize(): path for label, path in written.items()},
-        sections=[("Data drift", drift_section(History(settings.history_db).latest_drift()))],
+        sections=[("Data drift", drift_section(workspace.history.latest_drift()))],
     )
-    written["HTML report"] = write_html(folder / "report.html", page)
+    written["HTML report"] = write_html(folder / REPORT_FILE, page)
+    record = {
+        "format": _RECORD_FORMAT,
+        "version": version,
+        "written_at": utc_now(),
+        "files": {
+            label: {"name": path.name, "sha256": sha256_file(path)}
+            for label, path in written.items()
+        },
+    }
+    atomic_write_json(folder / REPORT_RECORD, record)  # last: it vouches for the files above
     return written
+
+
+def report_version(workspace: Workspace | Settings) -> str | None:
+    """The version the report in the model folder describes, from ``report.json``; None when
+    there is no record, or a file it names is missing or not the one written (a report torn
+    by a kill, or written by a version of Beryl from before the record)."""
+    folder = Workspace.of(workspace).settings.model_folder
+    try:
+        record = read_json(folder / REPORT_RECORD)
+        version, files = record["version"], list(record["files"].values())
+        whole = bool(files) and all(
+            sha256_file(folder / Path(file["name"]).name) == file["sha256"] for file in files
+        )
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return version if whole and isinstance(version, str) else None

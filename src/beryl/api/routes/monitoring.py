@@ -1,31 +1,42 @@
 """Answers from what the loop recorded: scoring, summary statistics, diagnostics.
 
-Each route reads the workspace on a worker thread, never on the event loop, and writes nothing
-to it: a read-only workspace can be served.
+Each route reads the workspace (``app.state.workspace``) on a worker thread, never on the event
+loop, and writes nothing to it: a read-only workspace can be served.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from beryl.api.app import ApiError
-from beryl.api.deps import HolderDep, SettingsDep
+from beryl.api.deps import HolderDep
 from beryl.api.holder import ModelHolder
 from beryl.api.schemas import (
+    ColumnStats,
     DiagnosticsResponse,
     DriftSummary,
+    OutdatedPackage,
     ScoringResponse,
     SummaryStatsResponse,
     error_responses,
 )
-from beryl.config import Settings
-from beryl.data.dataset import Dataset
 from beryl.errors import ModelError
 from beryl.monitoring.diagnostics import OutdatedCache, ProfileCache, recorded_timings
-from beryl.monitoring.history import History
+from beryl.workspace import Workspace
 
 router = APIRouter(tags=["monitoring"], responses=error_responses(503))
+
+
+async def get_workspace(request: Request) -> Workspace:
+    """The app's workspace; its history waits at most ``api.db_timeout_s`` for a writer."""
+    workspace: Workspace = request.app.state.workspace
+    return workspace
+
+
+WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]
 
 
 @router.get("/scoring", response_model=ScoringResponse)
@@ -50,52 +61,48 @@ async def _version(holder: ModelHolder) -> str | None:
 
 @router.get("/summarystats", response_model=SummaryStatsResponse)
 async def summarystats(
-    request: Request, settings: SettingsDep, holder: HolderDep
+    request: Request, workspace: WorkspaceDep, holder: HolderDep
 ) -> SummaryStatsResponse:
     """Mean, median, std, count, min and max of each numeric column of the dataset."""
     profiles: ProfileCache = request.app.state.profiles
-    data = await run_in_threadpool(lambda: profiles(Dataset(settings.output_folder)))
+    data = await run_in_threadpool(profiles, workspace)
     return SummaryStatsResponse(
         model_version=await _version(holder),
         rows=data["rows"],
         computed_at=data["computed_at"],
-        columns=data["summary_stats"],
+        columns={k: ColumnStats.model_validate(v) for k, v in data["summary_stats"].items()},
     )
 
 
 @router.get("/diagnostics", response_model=DiagnosticsResponse)
 async def diagnostics(
-    request: Request, settings: SettingsDep, holder: HolderDep
+    request: Request, workspace: WorkspaceDep, holder: HolderDep
 ) -> DiagnosticsResponse:
     """Missing values, step timings, outdated dependencies and the production version."""
     profiles: ProfileCache = request.app.state.profiles
     outdated: OutdatedCache = request.app.state.outdated
-    history = history_of(settings)
     version = await _version(holder)
 
     def read() -> DiagnosticsResponse:
-        data = profiles(Dataset(settings.output_folder))
-        table = outdated.current() or {}
-        drift = history.latest_drift()
+        data = profiles(workspace)
+        table = outdated.current()
+        drift = workspace.history.latest_drift()
         return DiagnosticsResponse(
             model_version=version,
             missing_percent=data["missing_percent"],
-            timings=recorded_timings(history),
-            outdated_packages=table.get("packages", []),
-            outdated_checked_at=table.get("checked_at"),
+            timings=recorded_timings(workspace.history),
+            outdated_packages=[OutdatedPackage(**row) for row in table["packages"]]
+            if table is not None
+            else [],
+            outdated_checked_at=None if table is None else table["checked_at"],
             data_drift=None
             if drift is None
             else DriftSummary(
-                dataset_drift=drift["dataset_drift"],
-                drift_share=drift["drift_share"],
-                drifted_features=drift["drifted_features"],
-                checked_batches=drift["current"].get("batches", []),
+                dataset_drift=drift.dataset_drift,
+                drift_share=drift.drift_share,
+                drifted_features=list(drift.drifted_features),
+                checked_batches=list(drift.current.batches),
             ),
         )
 
     return await run_in_threadpool(read)
-
-
-def history_of(settings: Settings) -> History:
-    """The history database as the API reads it: waits bounded by ``api.db_timeout_s``."""
-    return History(settings.history_db, timeout=settings.api.db_timeout_s)

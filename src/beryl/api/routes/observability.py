@@ -1,4 +1,7 @@
-"""Monitoring over time: data drift, run history, Prometheus metrics and the dashboard."""
+"""Monitoring over time: data drift, run history, Prometheus metrics and the dashboard.
+
+Like the other routes, each reads the workspace's history and registry on a worker thread.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,9 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from beryl.api.app import ApiError
-from beryl.api.deps import SettingsDep
-from beryl.api.routes.monitoring import history_of
+from beryl.api.routes.monitoring import WorkspaceDep
 from beryl.api.schemas import DriftResponse, ErrorResponse, HistoryResponse
-from beryl.monitoring.history import History
+from beryl.monitoring.store import HistoryStore, RunRecord
 
 router = APIRouter(tags=["monitoring"])
 
@@ -22,45 +24,47 @@ router = APIRouter(tags=["monitoring"])
     response_model=DriftResponse,
     responses={404: {"description": "No drift check yet", "model": ErrorResponse}},
 )
-async def drift(settings: SettingsDep) -> Any:
+async def drift(workspace: WorkspaceDep) -> Any:
     """Data drift of the latest batch against the production model's training data."""
-    latest = await run_in_threadpool(history_of(settings).latest_drift)
+    latest = await run_in_threadpool(workspace.history.latest_drift)
     if latest is None:
         raise ApiError(
             404,
             "no data-drift check yet",
             "drift is checked when a pass ingests a new batch after the first model",
         )
-    return latest
+    return latest.to_dict()
 
 
 @router.get("/history", response_model=HistoryResponse)
 async def history(
-    settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    workspace: WorkspaceDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> HistoryResponse:
     """Passes, scores and promotions over time (newest runs first; scores oldest first)."""
-    return await run_in_threadpool(_history, history_of(settings), limit)
+    return await run_in_threadpool(_history, workspace.history, limit)
 
 
-def _history(records: History, limit: int) -> HistoryResponse:
-    runs = [
-        {
-            "id": r.id,
-            "command": r.command,
-            "started": r.started,
-            "ended": r.ended,
-            "duration_s": r.duration_s,
-            "status": r.status,
-            "summary": r.summary,
-            "steps": [
-                {"name": s.name, "duration_s": s.duration_s, "status": s.status} for s in r.steps
-            ],
-        }
-        for r in records.runs(limit)
-    ]
+def _history(records: HistoryStore, limit: int) -> HistoryResponse:
     return HistoryResponse(
-        runs=runs, scores=records.scores(limit * 3), promotions=records.promotions(limit)
+        runs=[_run(run) for run in records.runs(limit)],
+        scores=[score.to_dict() for score in records.scores(limit * 3)],
+        promotions=[move.to_dict() for move in records.promotions(limit)],
     )
+
+
+def _run(run: RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "command": run.command,
+        "started": run.started,
+        "ended": run.ended,
+        "duration_s": run.duration_s,
+        "status": run.status,
+        "summary": run.summary,
+        "steps": [
+            {"name": s.name, "duration_s": s.duration_s, "status": s.status} for s in run.steps
+        ],
+    }
 
 
 @router.get(
@@ -75,15 +79,13 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
-async def dashboard(request: Request, settings: SettingsDep) -> HTMLResponse:
+async def dashboard(request: Request, workspace: WorkspaceDep) -> HTMLResponse:
     """One page: model versions, F1 over time, drift, missing values, passes, confusion matrix."""
     from beryl.monitoring.dashboard import render_dashboard
     from beryl.monitoring.diagnostics import dashboard_data
 
     profiles = request.app.state.profiles
     page = await run_in_threadpool(
-        lambda: render_dashboard(
-            dashboard_data(settings, profile_of=profiles, history=history_of(settings))
-        )
+        lambda: render_dashboard(dashboard_data(workspace, profile_of=profiles))
     )
     return HTMLResponse(page)

@@ -1,4 +1,8 @@
-"""``POST /prediction``: score records given as JSON, as a CSV body, or as a workspace file."""
+"""``POST /prediction``: score records given as JSON, as a CSV body, or as a workspace file.
+
+Records are predicted by ``beryl.model.predict.predict`` (the one decision rule), here and in the
+fast path in front of FastAPI (``beryl.api.fastpath``), which answers through ``respond``.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +26,12 @@ from beryl.api.holder import LoadedModel
 from beryl.api.metrics import ApiMetrics
 from beryl.api.schemas import PredictionResponse, error_responses
 from beryl.config import Settings
-from beryl.data.cleaning import TooManyRowsError, clean_features, read_csv_bytes
+from beryl.data.cleaning import clean_features
 from beryl.data.confined import ConfinedError, RootUnavailableError, read_confined
+from beryl.data.csvfiles import TooManyRowsError, read_csv_bytes
 from beryl.data.schema import Schema
 from beryl.errors import SchemaError
+from beryl.model.predict import predict
 
 router = APIRouter(tags=["prediction"])
 _INLINE_ROWS = 64
@@ -105,9 +111,9 @@ async def respond(
 ) -> JSONResponse:
     """Score validated records or a frame, count the predictions, and build the answer."""
     if isinstance(data, list) and len(data) <= _INLINE_ROWS and loaded.compiled is not None:
-        answer = predict(loaded, data)  # microseconds: a thread hop would cost more
+        answer = _predictions(loaded, data)  # microseconds: a thread hop would cost more
     else:
-        answer = await run_in_threadpool(predict, loaded, data)
+        answer = await run_in_threadpool(_predictions, loaded, data)
     metrics.count_predictions(answer["predictions"])
     # Built here, not by FastAPI: the answer's shape is fixed, so skip re-validating it.
     return _Answer(answer)
@@ -118,30 +124,14 @@ class _Answer(JSONResponse):
         return _ENCODER.encode(content).encode("utf-8")
 
 
-def predict(loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]]) -> dict[str, Any]:
-    """Predictions and positive-class probabilities of one model snapshot.
+def _predictions(loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]]) -> dict[str, Any]:
+    """The answer of one model snapshot: predictions and positive-class probabilities.
 
-    Validated JSON records go straight to the compiled model (no DataFrame); frames from CSV go
-    to its vectorised path; a model that does not fold is scored as its data-only form.
+    Validated JSON records go to the compiled model when there is one (no DataFrame), frames
+    from CSV to its vectorised path; a model that does not fold is scored as its data-only form.
     """
     try:
-        if loaded.compiled is not None:
-            compiled = loaded.compiled
-            predictions, probabilities = (
-                compiled.predict(data) if isinstance(data, list) else compiled.predict_frame(data)
-            )
-            return {
-                "predictions": predictions,
-                "probabilities": probabilities,
-                "model_version": loaded.version,
-            }
-        frame = frame_from_rows(data, loaded.schema) if isinstance(data, list) else data
-        labels, chances = loaded.model.predict_frame(frame)
-        return {
-            "predictions": [_plain(label) for label in labels.tolist()],
-            "probabilities": chances.tolist(),
-            "model_version": loaded.version,
-        }
+        answer = predict(loaded.model, data, compiled=loaded.compiled)
     except ValueError as exc:
         # Finite but extreme numbers can overflow once the model scales them.
         raise ApiError(
@@ -149,10 +139,11 @@ def predict(loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]]) -> d
             "the model cannot score these records",
             f"{exc} (send numbers of a realistic magnitude)",
         ) from exc
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    return {
+        "predictions": answer.labels,
+        "probabilities": answer.chances,
+        "model_version": loaded.version,
+    }
 
 
 @dataclass(frozen=True)
@@ -280,14 +271,6 @@ def rows_from_records(records: Any, plan: RecordPlan, limit: int) -> list[dict[s
             row[column] = convert(record[column], index, column)
         rows.append(row)
     return rows
-
-
-def frame_from_rows(rows: list[dict[str, Any]], schema: Schema) -> pd.DataFrame:
-    """Validated rows as the frame the pipeline expects."""
-    frame = pd.DataFrame(rows, columns=schema.features)
-    for column in schema.numeric:
-        frame[column] = frame[column].astype("float64")
-    return frame
 
 
 def _refused(index: int, column: str, problem: str) -> ApiError:

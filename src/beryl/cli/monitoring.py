@@ -1,0 +1,45 @@
+"""Commands that look at the workspace: diagnostics, the report, the history."""
+
+from __future__ import annotations
+
+import click
+
+from beryl.cli import render
+from beryl.cli.base import cli, note, with_workspace
+from beryl.loop.commands import exclusive, recorded
+from beryl.workspace import Workspace
+
+
+@cli.command()
+@with_workspace
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@click.option("--measure", is_flag=True, help="Re-time ingestion and training on a scratch copy.")
+@click.option("--no-outdated", is_flag=True, help="Skip the package-index lookup.")
+def diagnose(workspace: Workspace, as_json: bool, measure: bool, no_outdated: bool) -> None:
+    """Predictions, summary statistics, missing values, timings and outdated packages."""
+    from beryl.monitoring.diagnostics import diagnose as run_diagnose
+
+    with recorded(workspace, "diagnose", note=note):
+        result = run_diagnose(workspace, measure=measure, check_outdated=not no_outdated)
+    render.diagnostics(result, as_json=as_json)
+
+
+@cli.command()
+@with_workspace
+@click.option("--version", "version", default=None, help="Model version (default: production).")
+def report(workspace: Workspace, version: str | None) -> None:
+    """Write the confusion matrix, classification report and HTML report."""
+    from beryl.monitoring.reporting import build_report
+
+    with exclusive(workspace, "report"):
+        written = build_report(workspace.settings, version)
+    render.lines([f"  {label:<22} {path}" for label, path in written.items()])
+
+
+@cli.command()
+@with_workspace
+@click.option("--limit", default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def history(workspace: Workspace, limit: int, as_json: bool) -> None:
+    """Recent runs with their steps, durations and outcomes."""
+    render.runs(workspace.history.runs(limit), as_json=as_json)
