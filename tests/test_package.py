@@ -54,3 +54,29 @@ def test_core_does_not_import_web_or_cli_libraries() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_cli_and_a_pass_with_no_new_data_load_no_model_library(tmp_path: Path) -> None:
+    """A pass with nothing new (every 10 minutes) only stats files: scikit-learn, scipy and
+    pandas stay unloaded, for `beryl --help` and for the pass itself."""
+    from beryl.data.demo import init_workspace
+
+    ws = init_workspace(tmp_path / "ws", rows=200, files=1, seed=3)
+    subprocess.run(
+        [sys.executable, "-m", "beryl", "--config", str(ws.config), "run", "--no-apicalls"],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['beryl', '--config', {str(ws.config)!r}, 'run', '--no-apicalls']\n"
+        "try:\n"
+        "    runpy.run_module('beryl', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = {'sklearn', 'scipy', 'pandas', 'matplotlib'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no-new-data" in done.stdout or "no new data" in done.stdout

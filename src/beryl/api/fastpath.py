@@ -3,13 +3,14 @@
 Scoring a record with the compiled model takes microseconds; FastAPI's middleware stack, routing
 and dependency resolution cost several times the whole answer. ``PredictionFastPath`` wraps the
 app ``create_app`` builds and answers the common request itself: ``POST /prediction`` with a
-JSON ``{"records": [...]}`` body that validates. It applies the app's token check and body limit,
-validates and scores with the route's own functions (``respond``, which predicts with
-``beryl.model.predict.predict``), and sends the route's answer bytes, headers and metrics.
-Every other request, and any it has a doubt about (another content type, ``file_location``, a
-body that does not parse or validate, no model yet, overridden dependencies), goes to the app
-unchanged, the body it already read replayed: every error answer still comes from the route
-and the app's handlers.
+JSON ``{"records": [...]}`` body that validates, with or without ``"explain": k``. It applies the
+app's token check and body limit, validates and scores with the route's own functions
+(``requested_reasons``, ``rows_from_records`` and ``respond``, which predicts with
+``beryl.model.predict.predict`` and explains with ``explain``), and sends the route's answer
+bytes, headers and metrics. Every other request, and any it has a doubt about (a query string,
+such as ``?explain=k``; another content type, ``file_location``, a body that does not parse or
+validate, no model yet, overridden dependencies), goes to the app unchanged, the body it already
+read replayed: every error answer still comes from the route and the app's handlers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from beryl.api.routes.prediction import (
     json_request,
     media_type,
     record_plan,
+    requested_reasons,
     respond,
     rows_from_records,
 )
@@ -85,6 +87,8 @@ class PredictionFastPath:
         self, scope: Scope, receive: Receive, read: list[Message]
     ) -> JSONResponse | None:
         """The route's answer to a valid JSON records request; ``None``: the app must answer."""
+        if scope.get("query_string"):
+            return None  # ``?explain=k`` (or anything else in the query): the route reads it
         headers = request_headers(scope)
         if len(headers) != len(scope["headers"]):
             return None  # a repeated header: the app and the route each decide which counts
@@ -106,8 +110,10 @@ class PredictionFastPath:
             payload = json_request(body, loaded.schema)
             if "records" not in payload:
                 return None  # file_location: a file to read, the route's job
+            explain = payload.get("explain")
+            reasons = None if explain is None else requested_reasons(explain, [], loaded)
             rows = rows_from_records(payload["records"], self._plan_for(loaded), self.max_records)
-            return await respond(loaded, rows, self.metrics)
+            return await respond(loaded, rows, self.metrics, reasons)
         except (ApiError, BerylError):
             return None
 

@@ -9,6 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from beryl.data.schema import Schema
 
 
+def _explain_field() -> Any:
+    """The optional ``explain`` of a JSON body."""
+    return Field(
+        None,
+        ge=1,
+        description="Reason codes: for each record, this many features with their exact "
+        "contributions to the logit of the positive label, largest first (more than the model "
+        "has gives all). Two-class models only.",
+        examples=[3],
+    )
+
+
 class RecordsRequest(BaseModel):
     """Rows to score, as JSON objects keyed by column name."""
 
@@ -28,6 +40,7 @@ class RecordsRequest(BaseModel):
             ]
         ],
     )
+    explain: int | None = _explain_field()
 
 
 class FileRequest(BaseModel):
@@ -36,11 +49,32 @@ class FileRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     file_location: str = Field(..., min_length=1, examples=["testdata/testdata.csv"])
+    explain: int | None = _explain_field()
+
+
+class Reason(BaseModel):
+    """One feature's contribution to a record's logit for the positive label."""
+
+    feature: str
+    value: Any = Field(None, description="the record's value; null when missing (imputed)")
+    contribution: float
+
+
+class Explanation(BaseModel):
+    """A record's reason codes: base_value plus the contributions of all its features is its
+    logit; reasons are the largest contributions by size."""
+
+    base_value: float
+    logit: float
+    reasons: list[Reason]
 
 
 class PredictionResponse(BaseModel):
     predictions: list[Any]
     probabilities: list[float]
+    explanations: list[Explanation] | None = Field(
+        None, description="one per record, only when the request asks for explain"
+    )
     model_version: str
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beryl._io import atomic_write_text
 from beryl.config import Settings
-from beryl.data.ingestion import IngestionResult, ingest
 from beryl.data.scan import scan_input
 from beryl.data.schema import Schema
 from beryl.errors import (
@@ -28,10 +27,13 @@ from beryl.errors import (
 from beryl.loop.checks import ModelDriftCheck, covered_batches, model_drift, trained_on_production
 from beryl.loop.commands import locked_run
 from beryl.model.registry import LATEST_SCORE_FILE, Move
-from beryl.model.scoring import Overlap
 from beryl.monitoring.results import DriftResult
 from beryl.monitoring.store import RunContext
 from beryl.workspace import Workspace
+
+if TYPE_CHECKING:
+    from beryl.data.ingestion import IngestionResult
+    from beryl.model.scoring import Overlap
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,8 @@ def _pass(
     ingestion = None
     if scan.new or scan.duplicates or scan.rejected:
         with run.step("ingest") as detail:
+            from beryl.data.ingestion import ingest  # with Arrow's CSV reader: when needed
+
             ingestion = ingest(workspace)
             detail.update(rows_added=ingestion.rows_added, files=len(ingestion.records))
         if not ingestion.changed and not ingestion.deferred:

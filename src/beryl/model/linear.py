@@ -7,25 +7,32 @@ scale; per categorical feature its fill value and categories; the coefficients a
 tested to 1e-9), and round-trips through JSON. Serving, prediction and scoring load it instead of
 unpickling, so a model file can be read without running any code it contains. Its decision is
 Beryl's rule (``beryl.model.predict.DecisionRule``) at its own ``threshold``, which the file
-holds (0.5 for a file written before it did)::
+holds (0.5 for a file written before it did).
 
-    model = LinearModel.from_pipeline(pipeline, schema)
+A two-class model's score is exactly a sum over its features, so it explains itself: each
+feature contributes ``coef · (transformed value - reference)`` to the logit of the positive label
+(summed over a categorical feature's one-hot columns), and the contributions plus the base value
+``intercept + coef · reference`` are the logit. ``reference`` is the training mean of each
+transformed column (``with_reference``; zeros for a file written before it was kept, which makes
+the base value the intercept)::
+
+    model = LinearModel.from_pipeline(pipeline, schema).with_reference(training_frame)
     labels, chances = model.predict_frame(frame)   # predicted classes, P(positive_label)
+    contributions, logits, base = model.contributions(frame)  # per row and feature
     LinearModel.from_dict(model.to_dict())         # the same model, from data only
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, softmax
 
 from beryl.data.schema import Schema
-from beryl.model.predict import DEFAULT_THRESHOLD, DecisionRule
+from beryl.model.predict import DEFAULT_THRESHOLD, DecisionRule, ExplainError
 
 if TYPE_CHECKING:
     from beryl.model.compiled import CompiledModel
@@ -71,6 +78,9 @@ class LinearModel:
     coef: np.ndarray  # (1, width) for two classes, else (classes, width)
     intercept: np.ndarray  # (1,) or (classes,)
     threshold: float = DEFAULT_THRESHOLD  # two classes: P(positive_label) above it is positive
+    # Per transformed column (numeric features, then each one-hot column), its training mean;
+    # None (a file from before it was kept): zeros.
+    reference: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_numeric, n_categorical = len(self.schema.numeric), len(self.schema.categorical)
@@ -95,7 +105,13 @@ class LinearModel:
         intercept = np.array(self.intercept, dtype=np.float64)
         _require(coef.shape == (rows, width), f"coefficients must be {rows} x {width}")
         _require(intercept.shape == (rows,), f"intercepts must be {rows}")
-        for array in (coef, intercept, self.numeric_fill, self.mean, self.scale):
+        reference = (
+            np.zeros(width)
+            if self.reference is None
+            else np.array(self.reference, dtype=np.float64)
+        )
+        _require(reference.shape == (width,), f"reference needs one value per column ({width})")
+        for array in (coef, intercept, reference, self.numeric_fill, self.mean, self.scale):
             _require(bool(np.isfinite(array).all()), "parameters must be finite numbers")
         _require(bool((self.scale != 0).all()), "scales must not be zero")
         _require(
@@ -107,8 +123,10 @@ class LinearModel:
         object.__setattr__(self, "threshold", float(self.threshold))
         coef.flags.writeable = False
         intercept.flags.writeable = False
+        reference.flags.writeable = False
         object.__setattr__(self, "coef", coef)
         object.__setattr__(self, "intercept", intercept)
+        object.__setattr__(self, "reference", reference)
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "categories", tuple(tuple(c) for c in self.categories))
         object.__setattr__(self, "categorical_fill", tuple(self.categorical_fill))
@@ -175,9 +193,9 @@ class LinearModel:
         """Probability of each class (columns in ``classes`` order), as the pipeline's."""
         scores = self.decision_function(frame)
         if len(self.classes) == 2:
-            positive = expit(scores)
+            positive = _expit(scores)
             return np.column_stack([1.0 - positive, positive])
-        return np.asarray(softmax(scores, axis=1))
+        return _softmax(scores)
 
     @property
     def rule(self) -> DecisionRule | None:
@@ -193,11 +211,11 @@ class LinearModel:
         """Predicted classes and the probability of ``positive_label``, per row."""
         scores = self.decision_function(frame)
         if len(self.classes) == 2:
-            chances = expit(scores)
+            chances = _expit(scores)
             if self.positive_index == 0:
                 chances = 1.0 - chances
         else:
-            chances = np.asarray(softmax(scores, axis=1))[:, self.positive_index]
+            chances = _softmax(scores)[:, self.positive_index]
         return self._labels(scores), np.asarray(chances, dtype=np.float64)
 
     def _labels(self, scores: np.ndarray) -> np.ndarray:
@@ -205,6 +223,77 @@ class LinearModel:
         if rule is not None:  # the decision is a score for classes[1]
             return rule.labels(scores if self.positive_index == 1 else -scores)
         return np.asarray(self.classes_[scores.argmax(axis=1)])
+
+    # -- reason codes ----------------------------------------------------------------------------
+    def contributions(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, float]:
+        """Per row and feature (schema order), the feature's contribution to the logit of the
+        positive label; the logits; and the base value. Two-class models only.
+
+        A numeric feature contributes ``coef · (scaled imputed value - reference)``; a
+        categorical one ``Σ coef · (one-hot - reference)`` over its columns, which is its
+        category's weight minus ``Σ coef · reference`` (an unseen category weighs nothing). Each
+        row's contributions plus the base value ``intercept + Σ coef · reference`` are its logit,
+        to rounding. Scores that are not finite raise ``ValueError``, as ``decision_function``.
+        """
+        if len(self.classes) != 2:
+            raise ExplainError(
+                f"needs a two-class model; this model has {len(self.classes)} classes"
+            )
+        scores = self.decision_function(frame)
+        sign = 1.0 if self.positive_index == 1 else -1.0  # the score is for classes[1]
+        reference = cast(np.ndarray, self.reference)
+        coef = self.coef[0]
+        n_numeric = len(self.schema.numeric)
+        out = np.empty((len(frame), len(self.schema.features)), dtype=np.float64)
+        if n_numeric:
+            scaled = (self._imputed(frame) - self.mean) / self.scale
+            out[:, :n_numeric] = (scaled - reference[:n_numeric]) * coef[:n_numeric]
+        index: tuple[pd.Index, ...] = self._index  # type: ignore[attr-defined]
+        tables: tuple[np.ndarray, ...] = self._tables  # type: ignore[attr-defined]
+        offset = n_numeric
+        for j, (column, fill, known, table) in enumerate(
+            zip(self.schema.categorical, self.categorical_fill, index, tables, strict=True)
+        ):
+            block = slice(offset, offset + len(known))
+            shift = math.fsum((coef[block] * reference[block]).tolist())
+            out[:, n_numeric + j] = table[self._positions(frame[column], fill, known), 0] - shift
+            offset += len(known)
+        base = math.fsum([float(self.intercept[0]), *(coef * reference).tolist()])
+        if not np.isfinite(out).all():
+            raise ValueError(
+                "the model cannot explain these records: a contribution is not finite "
+                "(inputs too extreme)"
+            )
+        return sign * out, sign * scores, sign * base
+
+    def with_reference(self, frame: pd.DataFrame) -> LinearModel:
+        """This model with ``reference`` from its training frame (the feature columns): per
+        numeric feature the mean of the imputed column, scaled; per one-hot column the share of
+        rows with that category once imputed. No pipeline transform: a pass over each column."""
+        _require(len(frame) > 0, "reference values need at least one training row")
+        parts: list[np.ndarray] = []
+        if self.schema.numeric:
+            parts.append((self._imputed(frame).mean(axis=0) - self.mean) / self.scale)
+        index: tuple[pd.Index, ...] = self._index  # type: ignore[attr-defined]
+        for column, fill, known in zip(
+            self.schema.categorical, self.categorical_fill, index, strict=True
+        ):
+            positions = self._positions(frame[column], fill, known)
+            counts = np.bincount(positions[positions >= 0], minlength=len(known))
+            parts.append(counts / len(frame))
+        reference = np.concatenate(parts) if parts else np.zeros(0)
+        return replace(self, reference=reference)
+
+    def _imputed(self, frame: pd.DataFrame) -> np.ndarray:
+        """The numeric features as a float matrix, missing values filled as the imputer does."""
+        matrix = frame[self.schema.numeric].to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.where(np.isnan(matrix), self.numeric_fill, matrix)
+
+    @staticmethod
+    def _positions(values: pd.Series, fill: Any, known: pd.Index) -> np.ndarray:
+        """Each value's position among a feature's categories once imputed; -1 if unseen."""
+        imputed = values.astype(object).where(values.notna(), fill)
+        return np.asarray(known.get_indexer(pd.Index(imputed, dtype=object)))
 
     def compiled(self) -> CompiledModel | None:
         """The folded fast path for two classes, when folding keeps 1e-9 precision."""
@@ -231,6 +320,7 @@ class LinearModel:
             "coef": self.coef.tolist(),
             "intercept": self.intercept.tolist(),
             "threshold": self.threshold,
+            "reference": cast(np.ndarray, self.reference).tolist(),
         }
 
     @classmethod
@@ -268,6 +358,7 @@ class LinearModel:
                 coef=_numbers(data["coef"]),
                 intercept=_numbers(data["intercept"]),
                 threshold=data.get("threshold", DEFAULT_THRESHOLD),
+                reference=_numbers(data["reference"]) if "reference" in data else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, NotLinearError):
@@ -278,6 +369,18 @@ class LinearModel:
     def from_pipeline(cls, pipeline: Any, schema: Schema) -> LinearModel:
         """Read a fitted ``build_pipeline`` pipeline; ``NotLinearError`` for any other shape."""
         return _extract(pipeline, schema)
+
+
+def _expit(scores: np.ndarray) -> np.ndarray:
+    from scipy.special import expit  # scipy loads in 0.2 s: only where a model scores
+
+    return np.asarray(expit(scores))
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    from scipy.special import softmax
+
+    return np.asarray(softmax(scores, axis=1))
 
 
 def _numbers(value: Any) -> np.ndarray:

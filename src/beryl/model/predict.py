@@ -1,5 +1,6 @@
 """The one prediction function: every path that predicts (the API's fast path and route,
-``beryl predict``, scoring, diagnostics, reports) calls ``predict``.
+``beryl predict``, scoring, diagnostics, reports) calls ``predict``; every path that gives reason
+codes (``POST /prediction`` with ``explain``, ``beryl predict --explain``) calls ``explain``.
 
 The decision rule lives in one place, ``DecisionRule``: a record is predicted as the positive
 label when its score for it is above the threshold's (logistic) score; ties go to the other
@@ -10,14 +11,21 @@ model with more classes predicts the class with the highest score::
 
     predictions = predict(model, frame)        # a DataFrame with the model's features
     predictions.labels, predictions.chances    # classes; probabilities of positive_label
+
+Reason codes of a two-class model are exact: per record, the contribution of every feature to
+the logit of the positive label (``LinearModel.contributions``), the ``count`` largest by size::
+
+    reasons = explain(model, frame, 3)         # Explanations: one Explanation per record
+    reasons[0].base_value + sum(...all contributions...) == reasons[0].logit
+    reasons[0].reasons                         # (Reason(feature, contribution, value), ...)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import pandas as pd
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
     from beryl.model.linear import LinearModel
 
 DEFAULT_THRESHOLD = 0.5
+_MOST_REASONS = 1 << 31  # a larger count asks for every feature: kept as a plain int
 
 
 @dataclass(frozen=True)
@@ -110,3 +119,162 @@ def _frame(model: LinearModel, records: Sequence[Mapping[str, Any]]) -> pd.DataF
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+# -- reason codes ---------------------------------------------------------------------------------
+class ExplainError(ValueError):
+    """Reason codes that cannot be given: a count that is not a whole number of at least 1, or a
+    model with more than two classes. The message starts with a verb: callers put the field's
+    name in front (``explain ...``, ``--explain ...``)."""
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One feature's part in a record's logit for the positive label."""
+
+    feature: str
+    contribution: float  # to the logit of the positive label
+    value: Any  # the record's value of the feature, None when missing (the model imputed it)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "value": self.value, "contribution": self.contribution}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A record's reason codes: ``base_value`` plus every feature's contribution is ``logit``;
+    ``reasons`` are the largest contributions by size (ties in feature order)."""
+
+    base_value: float
+    logit: float  # of the positive label: log(p / (1 - p))
+    reasons: tuple[Reason, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base_value": self.base_value,
+            "logit": self.logit,
+            "reasons": [reason.to_dict() for reason in self.reasons],
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Explanations(Sequence[Explanation]):
+    """Reason codes of many records as arrays; indexing (or ``records()``) gives each record's
+    ``Explanation``. ``top[i]`` holds the positions in ``features`` of record i's reasons, and
+    ``contributions[i]`` their contributions, largest by size first."""
+
+    features: tuple[str, ...]
+    base_value: float
+    logits: np.ndarray  # (records,)
+    top: np.ndarray  # (records, reasons): positions in ``features``
+    contributions: np.ndarray  # (records, reasons)
+    frame: pd.DataFrame = field(repr=False)  # the records' values, for ``Reason.value``
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    @overload
+    def __getitem__(self, index: int) -> Explanation: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Explanation]: ...
+
+    def __getitem__(self, index: int | slice) -> Explanation | Sequence[Explanation]:
+        if isinstance(index, slice):
+            return self.records()[index]
+        row = range(len(self))[index]
+        return self._record(row, [_value(self.frame[f].iat[row]) for f in self.features])
+
+    def __iter__(self) -> Iterator[Explanation]:
+        return iter(self.records())
+
+    def records(self) -> list[Explanation]:
+        """Every record's ``Explanation`` (each feature's values converted once)."""
+        columns = [[_value(v) for v in self.frame[f].tolist()] for f in self.features]
+        return [self._record(row, [c[row] for c in columns]) for row in range(len(self))]
+
+    def _record(self, row: int, values: list[Any]) -> Explanation:
+        """Record ``row``'s explanation; ``values``: its value of each feature."""
+        positions, contributions = self.top[row].tolist(), self.contributions[row].tolist()
+        return Explanation(
+            self.base_value,
+            float(self.logits[row]),
+            tuple(
+                Reason(self.features[j], c, values[j])
+                for j, c in zip(positions, contributions, strict=True)
+            ),
+        )
+
+
+def explain_count(value: Any) -> int:
+    """How many reasons per record a caller asked for: a whole number of at least 1, given as an
+    integer or as its digits in text (a query string, a command-line option). Anything else
+    (0, negative, fractional, true/false, other text) is ``ExplainError``. Not clamped here:
+    ``explain`` gives at most one reason per feature."""
+    count = 0
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit():
+            digits = text.lstrip("0")
+            count = _MOST_REASONS if len(digits) > 9 else int(digits or "0")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        count = min(value, _MOST_REASONS)
+    if count < 1:
+        raise ExplainError(
+            f"must be a whole number of at least 1 (reasons per record), got {_shown(value)}"
+        )
+    return count
+
+
+def check_explainable(model: LinearModel) -> None:
+    """``ExplainError`` unless the model has two classes (the only ones with one logit)."""
+    if len(model.classes) != 2:
+        raise ExplainError(
+            f"needs a two-class model; this model has {len(model.classes)} classes "
+            f"({', '.join(map(str, model.classes))})"
+        )
+
+
+def explain(
+    model: LinearModel, data: pd.DataFrame | Sequence[Mapping[str, Any]], count: int
+) -> Explanations:
+    """Reason codes of a two-class ``model`` for a frame (its feature columns) or validated dict
+    records: per record the base value, its logit for the positive label and the ``count``
+    features (at most all of them) that move it most, with their exact contributions.
+
+    ``ExplainError`` for a model with more classes or a count below 1; ``ValueError`` for
+    records too extreme to score, as ``predict``.
+    """
+    check_explainable(model)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ExplainError(f"must be a whole number of at least 1, got {_shown(count)}")
+    frame = data if isinstance(data, pd.DataFrame) else _frame(model, data)
+    contributions, logits, base = model.contributions(frame)
+    features = tuple(model.schema.features)
+    size = min(count, len(features))
+    # Stable: equal sizes keep the features' order.
+    top = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :size]
+    return Explanations(
+        features=features,
+        base_value=float(base),
+        logits=logits,
+        top=top,
+        contributions=np.take_along_axis(contributions, top, axis=1),
+        frame=frame,
+    )
+
+
+def _value(value: Any) -> Any:
+    """A record's value as JSON has it: None when missing, plain Python numbers and text."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return _plain(value)
+
+
+def _shown(value: Any) -> str:
+    """A caller's value in a message, cut short."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        text = "a number too long to print"
+    return text if len(text) <= 40 else f"{text[:37]}..."

@@ -29,7 +29,7 @@ import os
 import pickle
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from beryl._io import (
     atomic_write_bytes,
@@ -49,10 +49,12 @@ from beryl.errors import (
     describe_os_error,
 )
 from beryl.model.card import ModelCard
-from beryl.model.linear import LinearModel, NotLinearError
 from beryl.model.pointer import LOG_FILE, POINTER_FILE, VERSION_RE, Move, ProductionPointer
 from beryl.model.signing import KEY_ENV, KEY_FILE_ENV, Keyring, default_key_path, default_keyring
 from beryl.storage import LocalStorage, Storage
+
+if TYPE_CHECKING:  # the model's module loads pandas: imported where a model is built
+    from beryl.model.linear import LinearModel
 
 __all__ = [
     "CARD_FILE",
@@ -216,6 +218,8 @@ class Registry:
         id is claimed create-only, so two writers never share one.
         """
         schema = Schema.from_dict(card.schema)
+        from beryl.model.linear import LinearModel, NotLinearError
+
         try:
             model = model if model is not None else LinearModel.from_pipeline(pipeline, schema)
         except NotLinearError as exc:
@@ -330,6 +334,8 @@ class Registry:
                 f"model file {path} belongs to version {body.get('version')!r}, not {version}",
                 hint="a model file was copied between versions; restore it or retrain",
             )
+        from beryl.model.linear import LinearModel, NotLinearError
+
         try:
             model = LinearModel.from_dict(body.get("model"))
         except NotLinearError as exc:
@@ -371,6 +377,8 @@ class Registry:
                 hint="the file was changed after training; retrain",
             )
         pipeline = pickle.loads(payload)  # the user vouched for this folder
+        from beryl.model.linear import LinearModel, NotLinearError
+
         try:
             model = LinearModel.from_pipeline(pipeline, Schema.from_dict(card.schema))
         except NotLinearError as exc:

@@ -2,6 +2,11 @@
 
 Records are predicted by ``beryl.model.predict.predict`` (the one decision rule), here and in the
 fast path in front of FastAPI (``beryl.api.fastpath``), which answers through ``respond``.
+
+With ``explain`` (``"explain": k`` in a JSON body, or ``?explain=k`` for any body) each record
+also gets its reason codes (``beryl.model.predict.explain``) under ``explanations``: the base
+value, its logit for the positive label and the k features that move it most, with their exact
+contributions. Without it the answer is exactly what it was before reasons existed.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from beryl.data.confined import ConfinedError, RootUnavailableError, read_confin
 from beryl.data.csvfiles import TooManyRowsError, read_csv_bytes
 from beryl.data.schema import Schema
 from beryl.errors import SchemaError
-from beryl.model.predict import predict
+from beryl.model.predict import ExplainError, explain, explain_count, predict
 
 router = APIRouter(tags=["prediction"])
 _INLINE_ROWS = 64
@@ -42,8 +47,20 @@ JSON_TYPES = frozenset({"application/json"})
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
 # JSONResponse's own settings, in an encoder made once (json.dumps makes one per call).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_JSON_KEYS = frozenset({"records", "file_location", "explain"})
 
 _BODY = {
+    "parameters": [
+        {
+            "name": "explain",
+            "in": "query",
+            "required": False,
+            "description": "Reason codes: the number of features per record whose contributions "
+            "to the logit of the positive label are given, largest first (more than the model "
+            "has gives all). For a CSV body; a JSON body may say it as its 'explain' instead.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -51,7 +68,7 @@ _BODY = {
             "application/json": {"schema": {"$ref": "#/components/schemas/PredictionRequest"}},
             "text/csv": {"schema": {"type": "string"}},
         },
-    }
+    },
 }
 
 
@@ -76,20 +93,22 @@ async def prediction(request: Request, settings: SettingsDep, holder: HolderDep)
             "or text/csv",
         )
     loaded = await holder.aget()
+    asked = request.query_params.getlist("explain")
     try:
         body = await request.body()
     except ClientDisconnect:  # the caller went away mid-request: nobody to answer
         return Response(status_code=499)
     data: pd.DataFrame | list[dict[str, Any]]
     if content_type in CSV_TYPES:
+        reasons = requested_reasons(None, asked, loaded)  # checked before the body is parsed
         data = await run_in_threadpool(
             _frame_from_csv, body, loaded.schema, "request body", settings
         )
     else:
-        parsed = (
-            _frame_from_json(body, loaded.schema, settings)
+        parsed, reasons = (
+            _frame_from_json(body, loaded, settings, asked)
             if len(body) <= _INLINE_JSON_BYTES
-            else await run_in_threadpool(_frame_from_json, body, loaded.schema, settings)
+            else await run_in_threadpool(_frame_from_json, body, loaded, settings, asked)
         )
         if isinstance(parsed, _FileRequest):
             data = await run_in_threadpool(
@@ -97,7 +116,7 @@ async def prediction(request: Request, settings: SettingsDep, holder: HolderDep)
             )
         else:
             data = parsed
-    return await respond(loaded, data, request.app.state.metrics)
+    return await respond(loaded, data, request.app.state.metrics, reasons)
 
 
 def media_type(content_type: str) -> str:
@@ -107,13 +126,22 @@ def media_type(content_type: str) -> str:
 
 
 async def respond(
-    loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]], metrics: ApiMetrics
+    loaded: LoadedModel,
+    data: pd.DataFrame | list[dict[str, Any]],
+    metrics: ApiMetrics,
+    reasons: int | None = None,
 ) -> JSONResponse:
-    """Score validated records or a frame, count the predictions, and build the answer."""
-    if isinstance(data, list) and len(data) <= _INLINE_ROWS and loaded.compiled is not None:
+    """Score validated records or a frame, count the predictions, and build the answer;
+    ``reasons``: how many reason codes per record (checked by ``requested_reasons``), or None."""
+    if (
+        reasons is None
+        and isinstance(data, list)
+        and len(data) <= _INLINE_ROWS
+        and loaded.compiled is not None
+    ):
         answer = _predictions(loaded, data)  # microseconds: a thread hop would cost more
-    else:
-        answer = await run_in_threadpool(_predictions, loaded, data)
+    else:  # reasons build a DataFrame: never on the event loop
+        answer = await run_in_threadpool(_predictions, loaded, data, reasons)
     metrics.count_predictions(answer["predictions"])
     # Built here, not by FastAPI: the answer's shape is fixed, so skip re-validating it.
     return _Answer(answer)
@@ -124,14 +152,18 @@ class _Answer(JSONResponse):
         return _ENCODER.encode(content).encode("utf-8")
 
 
-def _predictions(loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]]) -> dict[str, Any]:
-    """The answer of one model snapshot: predictions and positive-class probabilities.
+def _predictions(
+    loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]], reasons: int | None = None
+) -> dict[str, Any]:
+    """The answer of one model snapshot: predictions and positive-class probabilities, and
+    with ``reasons`` each record's reason codes.
 
     Validated JSON records go to the compiled model when there is one (no DataFrame), frames
     from CSV to its vectorised path; a model that does not fold is scored as its data-only form.
     """
     try:
         answer = predict(loaded.model, data, compiled=loaded.compiled)
+        explained = None if reasons is None else explain(loaded.model, data, reasons).records()
     except ValueError as exc:
         # Finite but extreme numbers can overflow once the model scales them.
         raise ApiError(
@@ -139,11 +171,48 @@ def _predictions(loaded: LoadedModel, data: pd.DataFrame | list[dict[str, Any]])
             "the model cannot score these records",
             f"{exc} (send numbers of a realistic magnitude)",
         ) from exc
+    if explained is None:
+        return {
+            "predictions": answer.labels,
+            "probabilities": answer.chances,
+            "model_version": loaded.version,
+        }
     return {
         "predictions": answer.labels,
         "probabilities": answer.chances,
+        "explanations": [record.to_dict() for record in explained],
         "model_version": loaded.version,
     }
+
+
+def requested_reasons(value: Any, query: list[str], loaded: LoadedModel) -> int | None:
+    """How many reason codes a request asks for: ``value``, its JSON body's ``explain`` (None
+    when absent), or ``query``, the ``explain`` values of its query string; None: none asked.
+
+    A 422 naming the field for a count that is not a whole number of at least 1, for both
+    forms or the parameter twice, and for a model with more than two classes.
+    """
+    if value is None and not query:
+        return None
+    if len(query) > 1 or (value is not None and query):
+        raise ApiError(
+            422,
+            "explain is given more than once: give it in the JSON body or the query string, once",
+            {"field": "explain"},
+        )
+    try:
+        count = explain_count(query[0] if query else value)
+    except ExplainError as exc:
+        raise ApiError(422, f"explain {exc}", {"field": "explain"}) from exc
+    classes = loaded.model.classes
+    if len(classes) != 2:
+        raise ApiError(
+            422,
+            f"explain needs a two-class model; the production model {loaded.version} has "
+            f"{len(classes)} classes",
+            {"field": "explain", "classes": list(classes)},
+        )
+    return count
 
 
 @dataclass(frozen=True)
@@ -154,17 +223,21 @@ class _FileRequest:
 
 
 def _frame_from_json(
-    body: bytes, schema: Schema, settings: Settings
-) -> list[dict[str, Any]] | _FileRequest:
+    body: bytes, loaded: LoadedModel, settings: Settings, query: list[str]
+) -> tuple[list[dict[str, Any]] | _FileRequest, int | None]:
+    """The records (or the file) a JSON body names, and how many reasons it asks for."""
+    schema = loaded.schema
     payload = json_request(body, schema)
+    reasons = requested_reasons(payload.get("explain"), query, loaded)
     if "file_location" in payload:
         location = payload["file_location"]
         if not isinstance(location, str) or not location.strip():
             raise ApiError(
                 422, "file_location must be a non-empty string", {"field": "file_location"}
             )
-        return _FileRequest(location)
-    return rows_from_records(payload["records"], record_plan(schema), settings.api.max_records)
+        return _FileRequest(location), reasons
+    rows = rows_from_records(payload["records"], record_plan(schema), settings.api.max_records)
+    return rows, reasons
 
 
 # A refusal of ``read_confined`` as an answer: whose fault, and in what words.
@@ -197,7 +270,8 @@ def _frame_from_file(location: str, schema: Schema, settings: Settings) -> pd.Da
 
 
 def json_request(body: bytes, schema: Schema) -> dict[str, Any]:
-    """A JSON body parsed: an object holding exactly one of ``records`` or ``file_location``."""
+    """A JSON body parsed: an object holding exactly one of ``records`` or ``file_location``,
+    and optionally ``explain``."""
     try:
         payload = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -212,7 +286,7 @@ def json_request(body: bytes, schema: Schema) -> dict[str, Any]:
             "expected a JSON object with 'records' (a list of objects) or 'file_location'",
             {"example": {"records": [{c: None for c in schema.features}]}},
         )
-    if set(payload) - {"records", "file_location"} or len(payload) != 1:
+    if set(payload) - _JSON_KEYS or ("records" in payload) == ("file_location" in payload):
         raise ApiError(422, "send exactly one of 'records' or 'file_location'")
     return payload
 
