@@ -74,7 +74,9 @@ def test_second_model_promote_and_rollback(tmp_path: Path, beryl_cli: CliRunner)
     assert [m["id"] for m in listed if m["production"]] == ["v0001"]
     manifest = json.loads((root / "production_deployment" / "manifest.json").read_text())
     assert manifest["version"] == "v0001"
-    shown = json.loads(beryl_cli("models", "show", "v0002", config=config, check=True).stdout)
+    shown = json.loads(
+        beryl_cli("models", "show", "v0002", "--json", config=config, check=True).stdout
+    )
     assert shown["training"]["rows"] == 500
 
 

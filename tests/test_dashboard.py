@@ -293,6 +293,7 @@ def test_empty_data_renders_every_empty_state_and_no_chart() -> None:
         "No data yet",
         "No passes yet",
         "No confusion matrix yet",
+        "No scored production model yet",
     ):
         assert sentence in page.visible
     for chart_id in CHART_IDS:
@@ -300,7 +301,7 @@ def test_empty_data_renders_every_empty_state_and_no_chart() -> None:
     assert page.one(id="drift-status").attrs["data-level"] == "grey"
     assert page.one(id="run-status").attrs["data-level"] == "grey"
     assert [v.text for v in page.find("span", cls="value")] == [["none"], ["—"]]
-    assert len(page.find("section", cls="card")) + len(page.find("div", cls="card")) == 6
+    assert len(page.find("section", cls="card")) + len(page.find("div", cls="card")) == 7
 
 
 def test_missing_values_of_zero_everywhere_say_so() -> None:

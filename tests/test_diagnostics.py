@@ -311,7 +311,9 @@ def test_predict_test_data_gives_one_prediction_per_test_row(ingested: Settings)
     assert set(result.predictions) <= {0, 1}
     assert all(type(p) is int for p in result.predictions)
     model = registry.pipeline("v0001")
-    assert result.predictions == model.predict(test).tolist()
+    threshold = registry.model("v0001").threshold
+    expected = (model.predict_proba(test)[:, list(model.classes_).index(1)] > threshold).astype(int)
+    assert result.predictions == expected.tolist()
     json.dumps(result.to_dict())  # JSON-able as the API returns it
 
 

@@ -35,6 +35,8 @@ class FixedModel:
     """A fake model that answers a fixed list of predictions (and matching probabilities of
     its second class) to ``beryl.model.predict.predict``."""
 
+    threshold = 0.5
+
     def __init__(self, predictions: list[Any], classes: list[Any]) -> None:
         self.predictions = np.asarray(predictions, dtype=object)
         self.classes = tuple(classes)
@@ -158,9 +160,13 @@ def test_score_writes_latestscore_and_records_metrics_in_the_card(trained: Setti
 
 def test_score_matches_compute_metrics_by_hand(trained: Settings) -> None:
     card = score(trained)
-    model = Registry(trained.model_folder).pipeline(card.id)
+    registry = Registry(trained.model_folder)
+    model = registry.pipeline(card.id)
     test = pd.read_csv(trained.test_data / "testdata.csv")
-    predicted = model.predict(test) == 1
+    # the pickled pipeline's probabilities at the threshold tuning chose (not the pickle's 0.5)
+    threshold = registry.model(card.id).threshold
+    assert card.metrics["threshold"] == threshold == card.tuning["threshold"]
+    predicted = model.predict_proba(test)[:, list(model.classes_).index(1)] > threshold
     truth = test["exited"].to_numpy() == 1
     tp = int((predicted & truth).sum())
     fp = int((predicted & ~truth).sum())

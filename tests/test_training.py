@@ -17,7 +17,7 @@ import pytest
 import sklearn
 
 from beryl import config
-from beryl.config import Settings
+from beryl.config import Settings, TuningSettings
 from beryl.data.ingestion import ingest
 from beryl.data.schema import Schema
 from beryl.errors import TrainingError
@@ -219,7 +219,11 @@ def test_model_card_records_provenance(ingested: Settings) -> None:
     expected_files = sorted((p.name, sha256(p)) for p in ingested.input_folder.glob("*.csv"))
     assert sorted((f["name"], f["sha256"]) for f in stored.training["files"]) == expected_files
 
-    assert stored.parameters["C"] == 1.0
+    # the estimator's parameters as fitted: the config's, and what tuning chose for the rest
+    chosen = stored.tuning["params"]
+    assert set(chosen) == {"class_weight", "C"}
+    assert stored.parameters["C"] == chosen["C"] and chosen["C"] in (1.0, 0.1, 10.0)
+    assert stored.parameters["class_weight"] == chosen["class_weight"]
     assert stored.parameters["max_iter"] == 1000
     assert stored.libraries["scikit-learn"] == sklearn.__version__
     assert stored.libraries["pandas"] == pd.__version__
@@ -242,6 +246,7 @@ def test_trainedmodel_pkl_is_the_latest_model(ingested: Settings) -> None:
 
 
 def test_config_model_parameters_reach_the_estimator(workspace: Settings) -> None:
+    """A parameter config.json sets is used as it is: the search leaves it alone."""
     settings = workspace.model_copy(update={"model": {"C": 0.5, "max_iter": 500}})
     ingest(settings)
     card = train(settings)
@@ -250,9 +255,15 @@ def test_config_model_parameters_reach_the_estimator(workspace: Settings) -> Non
     assert estimator.max_iter == 500
     assert card.parameters["C"] == 0.5
 
-    regularised = train(workspace.model_copy(update={"model": {"C": 0.001, "max_iter": 500}}))
+    assert card.tuning["params"] == {"class_weight": estimator.class_weight}  # only it searched
+    fixed = {"C": 0.001, "max_iter": 500, "class_weight": estimator.class_weight}
+    # uncalibrated, on both sides: a calibration rescales the coefficients it folds into
+    never = TuningSettings(calibration="never")
+    plain = train(settings.model_copy(update={"tuning": never}))
+    estimator = Registry(settings.model_folder).pipeline(plain.id).named_steps["model"]
+    regularised = train(workspace.model_copy(update={"model": fixed, "tuning": never}))
     small = Registry(settings.model_folder).pipeline(regularised.id).named_steps["model"]
-    assert small.C == 0.001
+    assert small.C == 0.001 and regularised.tuning["params"] == {}
     assert np.abs(small.coef_).sum() < np.abs(estimator.coef_).sum()
 
 

@@ -325,8 +325,9 @@ def bench_predict(ctx: Context) -> None:
 
 # -- training -------------------------------------------------------------------------------------
 def bench_train(ctx: Context) -> None:
-    """`beryl train` (whole process) vs scikit-learn's own fit of the same pipeline."""
-    say("train: Beryl's train vs scikit-learn's fit of the same pipeline")
+    """`beryl train` (whole process, its cross-validated search included) vs scikit-learn's
+    own fit of the untuned pipeline."""
+    say("train: Beryl's train (with its search) vs scikit-learn's fit of the untuned pipeline")
     config = shared_workspace(ctx)
 
     def beryl(index: int) -> Proc:
@@ -355,7 +356,9 @@ def bench_train(ctx: Context) -> None:
         "phases_s": phases,
         "same_coefficients": same,
         "n_iter": theirs[0].report["n_iter"],
+        "chosen": theirs[0].report["chosen"],
+        "threshold": theirs[0].report["threshold"],
     }
     values = (median(ours, "wall_s"), float(statistics.median(fits)))
     benchmark = f"train {theirs[0].report['rows']:,} rows: wall"
-    add_row(ctx, ratio_row(benchmark, "s", values, "sklearn fit", 1.5, "<= 1.5", same))
+    add_row(ctx, ratio_row(benchmark, "s", values, "sklearn fit", 2.0, "<= 2.0", same))

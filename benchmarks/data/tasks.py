@@ -319,7 +319,9 @@ def task_ingest_in_process(params: Params) -> Report:
 
 
 def task_train_sklearn(params: Params) -> Report:
-    """scikit-learn's own ``fit`` of the same pipeline on the same arrays (loading not timed)."""
+    """scikit-learn's own ``fit`` of the untuned pipeline (the config's parameters, threshold
+    0.5) on the same arrays (loading not timed); then, untimed, the check that Beryl's latest
+    model is that pipeline fitted with the setting its search chose (calibration taken out)."""
     from sklearn.exceptions import ConvergenceWarning
 
     from beryl.config import load
@@ -335,23 +337,37 @@ def task_train_sklearn(params: Params) -> Report:
     frame = dataset.read(columns=[*schema.features, schema.target])
     features, labels = frame[schema.features], frame[schema.target]
     load_s = time.perf_counter() - started
-    pipeline = build_pipeline(schema, settings.model)
+
+    def fit(model_params: dict[str, Any]) -> Any:
+        pipeline = build_pipeline(schema, model_params, scale=settings.scale_features)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            pipeline.fit(features, labels)
+        return pipeline.named_steps["model"]
+
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        pipeline.fit(features, labels)
+    plain = fit(settings.model)
     fit_s = time.perf_counter() - started
     registry = Registry(settings.model_folder)
-    beryl_model = registry.pipeline(registry.latest())
-    ours, theirs = pipeline.named_steps["model"], beryl_model.named_steps["model"]
-    coef_diff = float(abs(ours.coef_ - theirs.coef_).max())
-    intercept_diff = float(abs(ours.intercept_ - theirs.intercept_).max())
+    card = registry.card(registry.latest())
+    chosen = card.tuning.get("params") or {}
+    ours = fit(settings.model | chosen) if chosen else plain
+    theirs = registry.pipeline(card.id).named_steps["model"]
+    calibration = card.tuning.get("calibration") or {}
+    a, b = 1.0, 0.0
+    if calibration.get("method") == "sigmoid":
+        a, b = float(calibration["a"]), float(calibration["b"])
+    sign = 1.0 if theirs.classes_[1] == schema.positive_label else -1.0
+    coef_diff = float(abs(ours.coef_ - theirs.coef_ / a).max())
+    intercept_diff = float(abs(ours.intercept_ - (theirs.intercept_ - sign * b) / a).max())
     return {
         "load_s": load_s,
         "fit_s": fit_s,
         "rows": len(frame),
-        "n_iter": int(ours.n_iter_.max()),
-        "compared_with": registry.latest(),
+        "n_iter": int(plain.n_iter_.max()),
+        "compared_with": card.id,
+        "chosen": chosen,
+        "threshold": card.tuning.get("threshold"),
         "max_coef_diff": max(coef_diff, intercept_diff),
     }
 

@@ -13,7 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -125,6 +125,33 @@ class DriftSettings(BaseModel):
     max_reference_rows: int = Field(default=200_000, ge=100)
 
 
+class TuningSettings(BaseModel):
+    """How training chooses its settings on the training data alone (the ``tuning`` section;
+    ``beryl.model.tuning``): a grid of ``class_weight`` x ``C`` and the decision threshold,
+    scored by F1 in stratified ``folds``-fold cross-validation on at most ``search_rows`` rows,
+    and a sigmoid calibration kept when it lowers the cross-validated Brier score."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    class_weight: list[Literal["balanced"] | None] = Field(
+        default_factory=lambda: [None, "balanced"],  # type: ignore[arg-type]
+        min_length=1,
+    )
+    # scikit-learn's defaults first: a later setting is chosen only when clearly better
+    C: list[float] = Field(default_factory=lambda: [1.0, 0.1, 10.0], min_length=1)
+    folds: int = Field(default=5, ge=2, le=20)
+    search_rows: int = Field(default=100_000, ge=100)
+    calibration: Literal["auto", "never", "always"] = "auto"
+
+    @field_validator("C")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(not c > 0 for c in value):
+            raise ValueError("every C must be a number above 0")
+        return value
+
+
 class Settings(BaseModel):
     """Validated workspace configuration (DESIGN section 2)."""
 
@@ -141,6 +168,8 @@ class Settings(BaseModel):
     numeric_features: list[str] | None = None
     categorical_features: list[str] | None = None
     model: dict[str, Any] = Field(default_factory=dict)
+    tuning: TuningSettings = Field(default_factory=TuningSettings)
+    scale_features: bool = True  # standardise numeric features before the model
     promotion_margin: float = Field(default=0.0, ge=0.0, le=1.0)
     model_drift_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
     drift: DriftSettings = Field(default_factory=DriftSettings)

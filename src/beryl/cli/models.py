@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from beryl.cli import render
-from beryl.cli.base import cli, console, note, print_json, with_workspace
+from beryl.cli.base import cli, console, note, with_workspace
 from beryl.loop.commands import exclusive
 from beryl.model.registry import LATEST_MODEL_FILE, LATEST_SCORE_FILE
 from beryl.workspace import Workspace
@@ -86,9 +86,10 @@ def models_list(workspace: Workspace, as_json: bool) -> None:
 @models.command("show")
 @with_workspace
 @click.argument("version")
-def models_show(workspace: Workspace, version: str) -> None:
-    """Print a version's model card as JSON."""
-    print_json(workspace.registry.card(version).to_dict())
+@click.option("--json", "as_json", is_flag=True, help="Print the whole model card as JSON.")
+def models_show(workspace: Workspace, version: str, as_json: bool) -> None:
+    """A version's model card: how its settings and threshold were chosen, and its scores."""
+    render.card(workspace.registry.card(version), as_json=as_json)
 
 
 @models.command("promote")

@@ -89,6 +89,31 @@ def trained(card: ModelCard, latest: Path, *, as_json: bool) -> None:
         f"Trained [bold]{card.id}[/] on {card.training['rows']} rows "
         f"({len(card.training['batches'])} batches) → {latest}"
     )
+    from beryl.model.tuning import describe
+
+    for line in describe(card.tuning):
+        console.print(line, highlight=False)
+
+
+def card(model: ModelCard, *, as_json: bool) -> None:
+    """``beryl models show``: the card, readable (or as JSON)."""
+    if as_json:
+        print_json(model.to_dict())
+        return
+    console.print(
+        f"[bold]{model.id}[/], trained {model.created} on {model.training.get('rows')} rows "
+        f"({len(model.training.get('batches', []))} batches)"
+    )
+    from beryl.model.tuning import describe
+
+    for line in describe(model.tuning):
+        console.print(line, highlight=False)
+    fixed = {k: v for k, v in model.parameters.items() if k in ("C", "class_weight", "max_iter")}
+    console.print(f"Estimator: {model.parameters.get('engine', '?')}, {fixed}", highlight=False)
+    if model.metrics:
+        metrics(model.id, model.metrics, as_json=False)
+    if model.decision:
+        console.print(f"Decision: {model.decision.get('outcome')} ({model.decision.get('reason')})")
 
 
 def metrics(version: str, values: dict[str, Any], *, as_json: bool) -> None:
@@ -98,10 +123,18 @@ def metrics(version: str, values: dict[str, Any], *, as_json: bool) -> None:
     table = Table(title=f"Scores of {version} on {values.get('n', '?')} test rows")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name in ("f1", "precision", "recall", "accuracy", "roc_auc"):
+    for name in ("f1", "precision", "recall", "accuracy", "roc_auc", "brier", "threshold"):
         value = values.get(name)
         table.add_row(name, "n/a" if value is None else f"{value:.4f}")
     console.print(table)
+    curve = values.get("reliability")
+    if curve:
+        console.print(
+            "reliability (predicted → observed rate of "
+            f"{values.get('positive_label')}, rows): "
+            + "; ".join(f"{p['predicted']:.2f} → {p['observed']:.2f} ({p['rows']})" for p in curve),
+            highlight=False,
+        )
     matrix = values.get("confusion_matrix")
     if matrix:
         console.print(

@@ -20,6 +20,8 @@ class ModelCard:
     model_sha256: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] = field(default_factory=dict)
+    # how the settings were chosen on the training data (``beryl.model.tuning.Tuning``)
+    tuning: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,4 +57,5 @@ _CARD_FIELDS: tuple[tuple[str, type], ...] = (
     ("model_sha256", str),
     ("metrics", dict),
     ("decision", dict),
+    ("tuning", dict),
 )

@@ -10,12 +10,16 @@ model from any engine serves the same way. The contract tests in
 
     fitted = SklearnEngine().fit(schema, {"max_iter": 1000}, frame)
     fitted.model.predict_frame(frame[schema.features])
+
+With ``TrainingOptions(tuning=...)`` the engine first chooses ``class_weight``, ``C``, the
+decision threshold and a calibration by cross-validation on the training rows
+(``beryl.model.tuning``), then fits the chosen setting on every row.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,9 +28,21 @@ import pandas as pd
 from beryl.data.schema import Schema
 from beryl.errors import TrainingError
 from beryl.model.linear import LinearModel, NotLinearError
+from beryl.model.tuning import Tuning, search, untuned
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
+
+    from beryl.config import TuningSettings
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How to fit beyond the estimator's parameters: standardise numeric features or not, and
+    the cross-validated search (None: fit the parameters as given, threshold 0.5)."""
+
+    scale: bool = True
+    tuning: TuningSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,7 @@ class Fitted:
     model: LinearModel
     artifact: Any
     parameters: dict[str, Any] = field(default_factory=dict)
+    tuning: Tuning = field(default_factory=lambda: untuned("not asked for"))
 
 
 @runtime_checkable
@@ -44,7 +61,13 @@ class TrainingEngine(Protocol):
 
     name: str
 
-    def fit(self, schema: Schema, params: dict[str, Any], frame: pd.DataFrame) -> Fitted:
+    def fit(
+        self,
+        schema: Schema,
+        params: dict[str, Any],
+        frame: pd.DataFrame,
+        options: TrainingOptions = ...,
+    ) -> Fitted:
         """The fitted model; ``TrainingError`` for data or parameters it refuses."""
 
 
@@ -73,8 +96,9 @@ def as_object(frame: Any) -> Any:
     return frame
 
 
-def build_pipeline(schema: Schema, params: dict[str, Any]) -> Pipeline:
-    """Impute + scale numeric features, impute + one-hot categorical ones, then the model."""
+def build_pipeline(schema: Schema, params: dict[str, Any], *, scale: bool = True) -> Pipeline:
+    """Impute + scale numeric features, impute + one-hot categorical ones, then the model
+    (``scale=False``: numeric features reach the model as they are, once imputed)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
@@ -86,7 +110,7 @@ def build_pipeline(schema: Schema, params: dict[str, Any]) -> Pipeline:
         numeric = Pipeline(
             [
                 ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                ("scale", StandardScaler()),
+                ("scale", StandardScaler(with_mean=scale, with_std=scale)),
             ]
         )
         transformers.append(("numeric", numeric, list(schema.numeric)))
@@ -103,18 +127,26 @@ def build_pipeline(schema: Schema, params: dict[str, Any]) -> Pipeline:
     return Pipeline([("features", features), ("model", LogisticRegression(**params))])
 
 
-def fit_pipeline(schema: Schema, params: dict[str, Any], frame: pd.DataFrame) -> Pipeline:
+def fit_pipeline(
+    schema: Schema, params: dict[str, Any], frame: pd.DataFrame, *, scale: bool = True
+) -> Pipeline:
     """Fit the pipeline on a labelled frame; the estimator's complaints become ``TrainingError``."""
+    labels = frame[schema.target]
+    check_labels(schema, labels)
+    return _fitted(schema, params, frame[schema.features], labels, scale)
+
+
+def _fitted(
+    schema: Schema, params: dict[str, Any], features: pd.DataFrame, labels: pd.Series, scale: bool
+) -> Pipeline:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.utils._param_validation import InvalidParameterError
 
-    labels = frame[schema.target]
-    check_labels(schema, labels)
-    pipeline = build_pipeline(schema, params)
+    pipeline = build_pipeline(schema, params, scale=scale)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            pipeline.fit(frame[schema.features], labels)
+            pipeline.fit(features, labels)
     except InvalidParameterError as exc:
         raise TrainingError(
             f"invalid model parameters: {exc}", hint="fix the 'model' section of config.json"
@@ -129,15 +161,46 @@ class SklearnEngine:
 
     name = "scikit-learn"
 
-    def fit(self, schema: Schema, params: dict[str, Any], frame: pd.DataFrame) -> Fitted:
-        pipeline = fit_pipeline(schema, params, frame)
+    def fit(
+        self,
+        schema: Schema,
+        params: dict[str, Any],
+        frame: pd.DataFrame,
+        options: TrainingOptions = TrainingOptions(),  # frozen: no state is shared
+    ) -> Fitted:
+        check_labels(schema, frame[schema.target])
+        tuning = untuned("tuning is off (tuning.enabled in config.json)")
+        if options.tuning is not None and options.tuning.enabled:
+
+            def score(
+                chosen: dict[str, Any], x: pd.DataFrame, y: pd.Series, held: pd.DataFrame
+            ) -> np.ndarray:
+                fold = _fitted(schema, params | chosen, x, y, options.scale)
+                return np.asarray(fold.decision_function(held), dtype=np.float64)
+
+            tuning = search(schema, frame, options.tuning, params, score)
+        pipeline = fit_pipeline(schema, params | tuning.params, frame, scale=options.scale)
+        if tuning.calibration.method == "sigmoid":
+            _calibrate(pipeline, schema, tuning)
         try:
             model = LinearModel.from_pipeline(pipeline, schema)
         except NotLinearError as exc:
             raise TrainingError(f"the fitted model cannot be stored as data: {exc}") from exc
+        if tuning.enabled:
+            model = replace(model, threshold=tuning.threshold)
         estimator = pipeline.named_steps["model"]
         parameters = {k: _jsonable(v) for k, v in estimator.get_params().items()}
-        return Fitted(model=model, artifact=pipeline, parameters=parameters)
+        return Fitted(model=model, artifact=pipeline, parameters=parameters, tuning=tuning)
+
+
+def _calibrate(pipeline: Pipeline, schema: Schema, tuning: Tuning) -> None:
+    """Fold the sigmoid calibration of the positive score (``a * s + b``) into the fitted
+    estimator, so that its probabilities (and the pickle's) are the calibrated ones."""
+    estimator = pipeline.named_steps["model"]
+    a, b = tuning.calibration.a, tuning.calibration.b
+    sign = 1.0 if estimator.classes_[1] == schema.positive_label else -1.0
+    estimator.coef_ = estimator.coef_ * a
+    estimator.intercept_ = estimator.intercept_ * a + sign * b
 
 
 def _jsonable(value: Any) -> Any:

@@ -69,7 +69,9 @@ def read_test_data(workspace: Workspace | Settings, schema: Schema) -> TestData:
 def compute_metrics(
     model: LinearModel, frame: pd.DataFrame, schema: Schema, source: str = "the labelled rows"
 ) -> dict[str, Any]:
-    """F1, precision, recall, accuracy, ROC AUC and the confusion matrix for the positive label.
+    """F1, precision, recall, accuracy, ROC AUC and the confusion matrix for the positive label
+    at the model's threshold, and how well its probabilities are calibrated (Brier score and
+    a reliability curve).
 
     Labels the model does not know are refused: scored as negatives, they would silently
     change every figure.
@@ -91,6 +93,7 @@ def compute_metrics(
     if 0 < y_true.sum() < len(y_true):
         roc_auc = float(roc_auc_score(y_true, np.asarray(predictions.chances)))
     matrix = confusion_matrix(y_true, y_pred, labels=[False, True])
+    chances = np.asarray(predictions.chances, dtype=np.float64)
     return {
         "f1": float(f1),
         "precision": float(precision),
@@ -100,8 +103,39 @@ def compute_metrics(
         "confusion_matrix": matrix.tolist(),
         "confusion_labels": ["not " + str(positive), str(positive)],
         "positive_label": positive,
+        "threshold": model.threshold,
+        "brier": float(np.mean((chances - y_true) ** 2)),
+        "reliability": reliability(y_true, chances),
         "n": len(frame),
     }
+
+
+RELIABILITY_BINS = 10
+
+
+def reliability(
+    truth: np.ndarray, chances: np.ndarray, bins: int = RELIABILITY_BINS
+) -> list[dict[str, Any]]:
+    """Predicted probability against the observed rate of the positive label, in equal-width
+    bins of the probability (the empty ones left out): a calibrated model's points lie on the
+    diagonal."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(chances, edges[1:-1], right=True), 0, bins - 1)
+    curve = []
+    for index in range(bins):
+        inside = which == index
+        count = int(inside.sum())
+        if count:
+            curve.append(
+                {
+                    "low": float(edges[index]),
+                    "high": float(edges[index + 1]),
+                    "rows": count,
+                    "predicted": float(chances[inside].mean()),
+                    "observed": float(truth[inside].mean()),
+                }
+            )
+    return curve
 
 
 def _check_labels(truth: np.ndarray, classes: list[Any], schema: Schema, source: str) -> None:

@@ -13,6 +13,7 @@ from beryl._io import utc_now
 from beryl.config import Settings, check_model
 from beryl.errors import EmptyDatasetError
 from beryl.model.card import ModelCard
+from beryl.model.engine import TrainingOptions
 from beryl.workspace import Workspace
 
 _LIBRARIES = ("beryl", "scikit-learn", "numpy", "pandas", "pyarrow", "scipy")
@@ -42,7 +43,8 @@ def train(workspace: Workspace | Settings) -> ModelCard:
         )
     schema.check_settings(settings)
     frame = dataset.read(columns=[*schema.features, schema.target])
-    fitted = workspace.engine.fit(schema, settings.model, frame)
+    options = TrainingOptions(scale=settings.scale_features, tuning=settings.tuning)
+    fitted = workspace.engine.fit(schema, settings.model, frame, options)
     card = ModelCard(
         id="",
         created=utc_now(),
@@ -59,5 +61,10 @@ def train(workspace: Workspace | Settings) -> ModelCard:
             ],
         },
         libraries=library_versions(),
+        tuning={
+            **fitted.tuning.to_dict(),
+            "scale_features": settings.scale_features,
+            "threshold": fitted.model.threshold,
+        },
     )
     return workspace.registry.create(fitted.artifact, card, model=fitted.model, latest=True)

@@ -5,8 +5,9 @@ leavers, which costs F1, the metric Beryl promotes on. ``search`` picks, from th
 alone (the test data stays the honest judge of promotion):
 
 - ``class_weight`` and ``C`` from a small grid (``tuning.class_weight`` x ``tuning.C``), each
-  combination scored by its cross-validated F1 at its own best threshold; a parameter the
-  ``model`` section of config.json sets is kept, not searched;
+  combination scored by its cross-validated F1 at its own best threshold (the first in grid
+  order among those within ``F1_TOLERANCE`` of the best); a parameter the ``model`` section of
+  config.json sets is kept, not searched;
 - the decision threshold that maximises F1 on the out-of-fold scores of the chosen setting;
 - whether to calibrate: a sigmoid (Platt) map of the score, kept only when it lowers the
   cross-validated Brier score. Being linear in the score, it folds into the model's
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 
 SEED = 0
 CALIBRATION_GAIN = 0.01  # calibrate when it lowers the cross-validated Brier score by 1 %
+# A setting must beat the grid's first (scikit-learn's defaults, as the grid lists them) by
+# more than this cross-validated F1 to be chosen: smaller gaps are the folds' noise.
+F1_TOLERANCE = 0.002
 SEARCHED = ("class_weight", "C")
 
 
@@ -86,6 +90,42 @@ class Tuning:
 Scorer = Callable[[dict[str, Any], pd.DataFrame, pd.Series, pd.DataFrame], np.ndarray]
 
 
+def describe(tuning: dict[str, Any]) -> list[str]:
+    """How a version's settings were chosen (its card's ``tuning``), in a few lines of plain
+    text for the CLI and the report; none for a card from before tuning."""
+    if not tuning:
+        return []
+    threshold = f"decision threshold {tuning.get('threshold', 0.5):.3f}"
+    if not tuning.get("enabled"):
+        return [f"Not tuned ({tuning.get('note', 'off')}); {threshold}."]
+    chosen = ", ".join(f"{k}={v}" for k, v in tuning["params"].items()) or "as configured"
+    candidates = tuning.get("candidates", [])
+    best = next((c for c in candidates if c["params"] == tuning["params"]), None)
+    lines = [
+        f"Chosen by {tuning['folds']}-fold cross-validation on {tuning['search_rows']} training "
+        f"rows: {chosen}; {threshold}."
+    ]
+    if best is not None:
+        lines.append(
+            f"  cross-validated F1 {best['f1']:.4f} at that threshold, {best['f1_at_half']:.4f} "
+            "at 0.5"
+        )
+    for c in candidates:
+        setting = ", ".join(f"{k}={v}" for k, v in c["params"].items()) or "as configured"
+        lines.append(f"  tried {setting}: F1 {c['f1']:.4f} (at 0.5: {c['f1_at_half']:.4f})")
+    calibration = tuning.get("calibration", {})
+    raw, calibrated = calibration.get("brier_raw"), calibration.get("brier_calibrated")
+    if raw is not None and calibrated is not None:
+        verdict = "kept" if calibration.get("method") == "sigmoid" else "not kept"
+        lines.append(
+            f"  sigmoid calibration {verdict}: cross-validated Brier score {calibrated:.4f} "
+            f"with it, {raw:.4f} without"
+        )
+    if tuning.get("scale_features") is False:
+        lines.append("  numeric features not scaled (scale_features: false)")
+    return lines
+
+
 def untuned(note: str) -> Tuning:
     return Tuning(enabled=False, note=note)
 
@@ -132,7 +172,8 @@ def search(
         cut, f1 = best_cut(positive, scores)
         candidates.append(Candidate(params, f1, _f1(positive, scores > 0.0), _probability(cut)))
         out_of_fold[len(candidates) - 1] = scores
-    best = max(range(len(candidates)), key=lambda i: candidates[i].f1)  # first of equals
+    top = max(c.f1 for c in candidates)
+    best = next(i for i, c in enumerate(candidates) if c.f1 >= top - F1_TOLERANCE)
     chosen, scores = candidates[best], out_of_fold[best]
     calibration = _calibration(scores, positive, splits, settings.calibration)
     cut, _ = best_cut(positive, calibration.a * scores + calibration.b)

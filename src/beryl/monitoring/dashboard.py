@@ -110,6 +110,18 @@ class ConfusionMatrix:
 
 
 @dataclass(frozen=True)
+class ModelQuality:
+    """How the production model decides and how well: its threshold and the choices behind it,
+    and its precision, recall, Brier score and reliability on the test data."""
+
+    version: str
+    threshold: float | None
+    chosen: Sequence[str]  # ``beryl.model.tuning.describe`` of its card
+    metrics: dict[str, float | None]
+    reliability: Sequence[dict[str, float]]
+
+
+@dataclass(frozen=True)
 class DashboardData:
     """Everything the dashboard shows: the registry's versions and the history's records."""
 
@@ -124,6 +136,7 @@ class DashboardData:
     runs: Sequence[RunRecord]  # newest first
     confusion_matrix: ConfusionMatrix | None
     warnings: Sequence[str] = field(default_factory=tuple)
+    quality: ModelQuality | None = None
 
 
 def _f1_scale(values: list[float]) -> tuple[float, float, float]:
@@ -358,6 +371,32 @@ def _confusion_card(confusion: ConfusionMatrix | None) -> str:
     )
 
 
+def _quality_card(quality: ModelQuality | None) -> str:
+    title = "How the model decides"
+    if quality is None:
+        return card(title, empty="No scored production model yet.")
+    figures = "".join(
+        f'<tr><th>{esc(name)}</th>{_NUM}<span data-metric="{esc(name)}">{fmt(value)}</span>'
+        "</td></tr>"
+        for name, value in quality.metrics.items()
+    )
+    curve = "".join(
+        f"<tr>{_NUM}{fmt(p['low'], '.1f')}–{fmt(p['high'], '.1f')}</td>{_NUM}{fmt(p['rows'], ',')}"
+        f"</td>{_NUM}{fmt(p['predicted'], '.3f')}</td>{_NUM}{fmt(p['observed'], '.3f')}</td></tr>"
+        for p in quality.reliability
+    )
+    chosen = "".join(f"<li>{esc(line.strip())}</li>" for line in quality.chosen)
+    return card(
+        title,
+        f'<p class="muted">Model {esc(quality.version)} predicts "leaves" above the '
+        f'threshold <strong id="threshold">{fmt(quality.threshold, ".3f")}</strong>, chosen on '
+        "the training data; the figures are on the test data.</p>"
+        f'<ul id="tuning">{chosen}</ul><table id="quality">{figures}</table>'
+        '<table id="reliability"><thead><tr><th>probability</th><th>rows</th><th>predicted'
+        f"</th><th>observed</th></tr></thead><tbody>{curve}</tbody></table>",
+    )
+
+
 def _banner(data: DashboardData) -> str:
     production, drift, runs = data.production, data.drift, data.runs
     verdict = ("grey", "no check yet")
@@ -402,6 +441,7 @@ def render_dashboard(data: DashboardData) -> str:
         _missing_card(data.missing_percent),
         _runs_card(data.runs),
         _confusion_card(data.confusion_matrix),
+        _quality_card(data.quality),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -31,7 +31,13 @@ from beryl.data.dataset import Dataset
 from beryl.data.schema import Schema
 from beryl.errors import EmptyDatasetError, StateError
 from beryl.model.predict import predict
-from beryl.monitoring.dashboard import ConfusionMatrix, DashboardData, ProductionModel, VersionRow
+from beryl.monitoring.dashboard import (
+    ConfusionMatrix,
+    DashboardData,
+    ModelQuality,
+    ProductionModel,
+    VersionRow,
+)
 from beryl.monitoring.results import DriftResult
 from beryl.monitoring.store import HistoryStore
 from beryl.workspace import Workspace
@@ -439,6 +445,18 @@ def dashboard_data(
             labels=prod_card.metrics.get("confusion_labels", []),
             version=prod_card.id,
         )
+    quality = None
+    if prod_card is not None and prod_card.metrics:
+        from beryl.model.tuning import describe
+
+        metrics = prod_card.metrics
+        quality = ModelQuality(
+            version=prod_card.id,
+            threshold=metrics.get("threshold", prod_card.tuning.get("threshold")),
+            chosen=describe(prod_card.tuning),
+            metrics={k: metrics.get(k) for k in ("precision", "recall", "f1", "brier")},
+            reliability=metrics.get("reliability") or [],
+        )
     since = None
     if prod_card is not None:
         since = next(
@@ -474,5 +492,6 @@ def dashboard_data(
         missing_percent=missing,
         runs=[run for run in history.runs(runs) if run.command == "run"],
         confusion_matrix=matrix,
+        quality=quality,
         warnings=warnings,
     )

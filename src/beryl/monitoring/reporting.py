@@ -38,7 +38,10 @@ _RECORD_FORMAT = 1
 
 _SUMMARY_ROWS = ("accuracy", "micro avg", "macro avg", "weighted avg", "samples avg")
 _REPORT_COLUMNS = ("precision", "recall", "f1-score", "support")
-_METRIC_ORDER = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix")
+_METRIC_ORDER = (
+    *("n", "threshold", "accuracy", "precision", "recall", "f1", "roc_auc", "brier"),
+    "confusion_matrix",
+)
 _MAX_TABLE_DEPTH = 3
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 _CSS = """
@@ -205,6 +208,35 @@ def _render_metrics(metrics: dict[str, Any]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _chosen_section(tuning: dict[str, Any]) -> str:
+    """The card's tuning in words: settings, threshold, cross-validated F1, calibration."""
+    from beryl.model.tuning import describe
+
+    lines = describe(tuning) or ["This version was trained before Beryl recorded its tuning."]
+    return "<ul>" + "".join(f"<li>{html.escape(line.strip())}</li>" for line in lines) + "</ul>"
+
+
+def _reliability_section(metrics: dict[str, Any]) -> str:
+    """Predicted probability against the observed rate, per bin, with the Brier score."""
+    curve = metrics.get("reliability") or []
+    rows = "".join(
+        f'<tr><td class="num">{p["low"]:.1f}–{p["high"]:.1f}</td>'
+        f'<td class="num">{p["rows"]}</td><td class="num">{p["predicted"]:.3f}</td>'
+        f'<td class="num">{p["observed"]:.3f}</td></tr>'
+        for p in curve
+    )
+    brier = metrics.get("brier")
+    lead = (
+        f"<p>Brier score {_fmt(brier, digits=4)} (0 is perfect); decisions at the threshold "
+        f"{_fmt(metrics.get('threshold'), digits=4)}. A calibrated model's observed rates match "
+        "its predicted probabilities.</p>"
+    )
+    return (
+        lead + "<table><tr><th>probability</th><th>rows</th><th>mean predicted</th>"
+        f"<th>observed rate</th></tr>{rows}</table>"
+    )
+
+
 def _embed_image(caption: str, path: Path) -> str:
     """Return a <figure> with the image inlined as a base64 data: URI."""
     mime = _MIME.get(path.suffix.lower(), "image/png")
@@ -293,7 +325,11 @@ def build_report(workspace: Workspace | Settings, version: str | None = None) ->
         card=card.to_dict(),
         metrics=metrics,
         images={label.capitalize(): path for label, path in written.items()},
-        sections=[("Data drift", drift_section(workspace.history.latest_drift()))],
+        sections=[
+            ("How this model was chosen", _chosen_section(card.tuning)),
+            ("Calibration on the test data", _reliability_section(metrics)),
+            ("Data drift", drift_section(workspace.history.latest_drift())),
+        ],
     )
     written["HTML report"] = write_html(folder / REPORT_FILE, page)
     record = {
