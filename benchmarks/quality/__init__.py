@@ -1,0 +1,1 @@
+"""Model-quality benchmark: Beryl against a hand-written scikit-learn pipeline (see README.md)."""
