@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -158,10 +159,12 @@ def test_prediction_from_json_records_matches_the_model(server: Server) -> None:
     assert body["model_version"] == "v0001"
     assert len(body["predictions"]) == len(body["probabilities"]) == 20
     assert all(0.0 <= p <= 1.0 for p in body["probabilities"])
-    model = Registry(server.settings.model_folder).pipeline("v0001")
+    registry = Registry(server.settings.model_folder)
+    model, threshold = registry.pipeline("v0001"), registry.model("v0001").threshold
     frame = pd.DataFrame(records)[FEATURES].astype(float)
-    assert body["predictions"] == model.predict(frame).tolist()
     expected = model.predict_proba(frame)[:, list(model.classes_).index(1)]
+    # the pickled pipeline's probabilities, decided at the threshold chosen in training
+    assert body["predictions"] == (expected > threshold).astype(int).tolist()
     assert body["probabilities"] == pytest.approx(expected.tolist(), abs=1e-12)
 
 
@@ -180,6 +183,33 @@ def test_prediction_from_csv_body_and_file_location_agree(server: Server) -> Non
     rows = len(pd.read_csv(test_file))
     assert len(by_csv.json()["predictions"]) == rows
     assert by_csv.json() == by_file.json()
+
+
+def test_prediction_with_explain_over_http(server: Server) -> None:
+    """``explain`` in a JSON body or ``?explain=`` for CSV: every feature's contribution (3 of
+    3 here) plus the base value is the logit behind the probability; without it, no reasons."""
+    url = f"{server.url}/prediction"
+    records = _records(server.settings, 10)
+    by_json = httpx.post(url, json={"records": records, "explain": 3}, timeout=10)
+    csv = pd.DataFrame(records).to_csv(index=False).encode()
+    by_csv = httpx.post(
+        f"{url}?explain=3", content=csv, headers={"Content-Type": "text/csv"}, timeout=10
+    )
+    plain = httpx.post(url, json={"records": records}, timeout=10)
+    assert by_json.status_code == by_csv.status_code == plain.status_code == 200
+    body = by_json.json()
+    assert "explanations" not in plain.json()
+    assert body["predictions"] == plain.json()["predictions"]
+    for chance, explanation in zip(body["probabilities"], body["explanations"], strict=True):
+        assert sorted(r["feature"] for r in explanation["reasons"]) == sorted(FEATURES)
+        total = sum(r["contribution"] for r in explanation["reasons"]) + explanation["base_value"]
+        assert total == pytest.approx(explanation["logit"], abs=1e-9)
+        assert explanation["logit"] == pytest.approx(math.log(chance / (1 - chance)), abs=1e-9)
+    assert [e["logit"] for e in by_csv.json()["explanations"]] == pytest.approx(
+        [e["logit"] for e in body["explanations"]], abs=1e-12
+    )
+    bad = httpx.post(url, json={"records": records, "explain": "x"}, timeout=10)
+    assert bad.status_code == 422 and bad.json()["detail"] == {"field": "explain"}
 
 
 @pytest.mark.parametrize(

@@ -33,10 +33,12 @@ def test_scores_match_the_model_across_many_blocks(deployed: Settings, tmp_path:
     scored = pd.read_csv(output, dtype={"corporation": str})
     assert list(scored.columns) == ["corporation", "prediction", "probability"]
     frame = pd.read_csv(source, dtype={"corporation": str})
-    model = Registry(deployed.model_folder).pipeline("v0001")
+    registry = Registry(deployed.model_folder)
+    model, threshold = registry.pipeline("v0001"), registry.model("v0001").threshold
     assert scored["corporation"].tolist() == frame["corporation"].tolist()
-    assert scored["prediction"].tolist() == model.predict(frame[FEATURES]).tolist()
     expected = model.predict_proba(frame[FEATURES])[:, 1]
+    # the pickled pipeline's probabilities at the threshold chosen in training
+    assert scored["prediction"].tolist() == (expected > threshold).astype(int).tolist()
     np.testing.assert_allclose(scored["probability"], expected, rtol=0, atol=1e-12)
     one_block = tmp_path / "one-block.csv"
     score_file(deployed, source, one_block)

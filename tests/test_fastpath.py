@@ -40,6 +40,7 @@ class Request:
     headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
     chunks: tuple[bytes, ...] = (b"",)
     disconnect: bool = False  # the client leaves before sending the body
+    query: str = ""  # the query string, without "?"
 
 
 @dataclass
@@ -61,14 +62,16 @@ class Spy:
         await self.app(scope, receive, send)
 
 
-def post(body: Any, *headers: tuple[str, str], raw: bool = False, chunk: int = 0) -> Request:
+def post(
+    body: Any, *headers: tuple[str, str], raw: bool = False, chunk: int = 0, query: str = ""
+) -> Request:
     """A POST /prediction; ``body`` is sent as JSON unless ``raw`` (bytes as they are)."""
     data = body if raw else json.dumps(body).encode()
     chunks = tuple(data[i : i + chunk] for i in range(0, len(data), chunk)) if chunk else (data,)
     given = headers or (("content-type", "application/json"),)
     if not any(name == "content-length" for name, _ in given) and not chunk:
         given = (*given, ("content-length", str(len(data))))
-    return Request(headers=given, chunks=chunks or (b"",))
+    return Request(headers=given, chunks=chunks or (b"",), query=query)
 
 
 async def _call(app: Any, request: Request) -> Answer:
@@ -96,7 +99,7 @@ async def _call(app: Any, request: Request) -> Answer:
         "scheme": "http",
         "path": request.path,
         "raw_path": request.path.encode(),
-        "query_string": b"",
+        "query_string": request.query.encode("latin-1"),
         "root_path": "",
         "headers": [
             (k.lower().encode("latin-1"), v.encode("latin-1"))
@@ -197,6 +200,17 @@ CASES: list[tuple[str, Request, bool]] = [
         False,
     ),
     ("body in chunks", post({"records": [record()] * 3}, chunk=17), True),
+    ("explain", post({"records": [record(), record(segment=None)], "explain": 2}), True),
+    ("explain, every feature", post({"records": [record()], "explain": 99}), True),
+    ("explain as text", post({"records": [record()], "explain": " 3 "}), True),
+    ("explain null", post({"records": [record()], "explain": None}), True),
+    ("explain, many records", post({"records": [record()] * MAX_RECORDS, "explain": 1}), True),
+    ("explain 0", post({"records": [record()], "explain": 0}), False),
+    ("explain 2.5", post({"records": [record()], "explain": 2.5}), False),
+    ("explain true", post({"records": [record()], "explain": True}), False),
+    ("explain in the query", post({"records": [record()]}, query="explain=2"), False),
+    ("another query", post({"records": [record()]}, query="x=1"), False),
+    ("explain, a missing feature", post({"records": [{"segment": "x"}], "explain": 1}), False),
     ("a missing feature", post({"records": [{"lastmonth_activity": 1, "segment": "x"}]}), False),
     ("a bool for a number", post({"records": [record(lastyear_activity=True)]}), False),
     ("text for a number", post({"records": [record(lastyear_activity="lots")]}), False),

@@ -140,6 +140,11 @@ BROKEN = {
     "a NaN threshold": lambda d: {**d, "threshold": float("nan")},
     "a text threshold": lambda d: {**d, "threshold": "0.5"},
     "a boolean threshold": lambda d: {**d, "threshold": True},
+    "a reference of the wrong length": lambda d: {**d, "reference": [0.0]},
+    "a text reference": lambda d: {**d, "reference": ["0", 0.5, 0.5]},
+    "an infinite reference": lambda d: {**d, "reference": [float("inf"), 0.5, 0.5]},
+    "a boolean reference": lambda d: {**d, "reference": [True, 0.5, 0.5]},
+    "a reference that is a number": lambda d: {**d, "reference": 0.0},
 }
 
 
@@ -158,7 +163,7 @@ def test_a_broken_model_file_is_refused_not_crashed_on(name: str) -> None:
 )
 def test_any_json_is_a_model_or_a_refusal(value: Any) -> None:
     document = _valid()
-    for key in ("coef", "classes", "numeric", "categorical", "intercept", "threshold"):
+    for key in ("coef", "classes", "numeric", "categorical", "intercept", "threshold", "reference"):
         with contextlib.suppress(NotLinearError):
             LinearModel.from_dict({**document, key: value})
 
@@ -185,3 +190,33 @@ def test_the_threshold_is_data_and_decides_only_the_class() -> None:
     compiled = strict.compiled()
     assert compiled is not None and compiled.threshold == 0.8
     assert compiled.predict_frame(frame)[0] == strict_labels.tolist()
+
+
+def test_the_reference_is_data_and_moves_only_the_base_value() -> None:
+    """``reference`` is in the model file (signed with it); a file from before it was there
+    reads as zeros; it changes the base value of reason codes, never a score or a decision."""
+    schema = Schema(target="y", positive_label=1, numeric=["x"], categorical=["c"])
+    frame = _frame({"x": [0.0, 1.0, 2.0, 3.0, None], "c": ["p", "q", "p", None, "q"]}, schema)
+    plain = LinearModel.from_pipeline(fit(schema, {}, frame, [0, 0, 1, 1, 0]), schema)
+    assert np.asarray(plain.reference).tolist() == [0.0, 0.0, 0.0]
+    model = plain.with_reference(frame)
+    # x imputed with its median (1.5) then standardised: mean 0; c imputed "p": 3 of 5, "q" 2.
+    assert np.asarray(model.reference)[0] == pytest.approx(0.0, abs=1e-12)
+    assert np.asarray(model.reference)[1:].tolist() == [0.6, 0.4]
+    document = json.loads(json.dumps(model.to_dict()))
+    again = LinearModel.from_dict(document)
+    assert again.to_dict() == model.to_dict()
+    older = {k: v for k, v in document.items() if k != "reference"}
+    assert LinearModel.from_dict(older).to_dict() == plain.to_dict()
+    queries = _frame(
+        {"x": np.linspace(-3.0, 6.0, 7), "c": ["p", "q", None, "z", "p", "q", "p"]}, schema
+    )
+    assert model.predict_proba(queries).tolist() == plain.predict_proba(queries).tolist()
+    assert model.predict(queries).tolist() == plain.predict(queries).tolist()
+    compiled, folded = model.compiled(), plain.compiled()
+    assert compiled is not None and folded is not None
+    assert compiled.predict_frame(queries) == folded.predict_frame(queries)
+    _, _, base = model.contributions(queries)
+    assert base != float(model.intercept[0]) and plain.contributions(queries)[2] == float(
+        plain.intercept[0]
+    )

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
-from tests.test_fastpath import Pair, call, pair, post
+from tests.test_fastpath import Pair, assert_same, call, pair, post
 
 from beryl import config
 from beryl._io import utc_now
@@ -31,7 +31,7 @@ from beryl.data.schema import Schema
 from beryl.model.compiled import CompiledModel
 from beryl.model.engine import build_pipeline
 from beryl.model.linear import LinearModel
-from beryl.model.predict import DecisionRule, predict, threshold_score
+from beryl.model.predict import DecisionRule, explain, predict, threshold_score
 from beryl.model.predictfile import score_file
 from beryl.model.registry import ModelCard, Registry
 from beryl.model.scoring import compute_metrics, evaluate
@@ -280,3 +280,44 @@ def test_every_path_through_the_workspace_answers_the_same(
     metrics = evaluate(Workspace(served), "v0001")
     positives = expected.count(case.positive)
     assert metrics["confusion_matrix"] == [[len(expected) - positives, 0], [0, positives]]
+
+
+def test_every_path_explains_with_the_score_it_decides_on(
+    served: Settings,
+    tmp_path: Path,
+    case: Case,
+    fitted: tuple[Pipeline, LinearModel, list[Any], list[float]],
+) -> None:
+    """Reason codes are for the positive label, first or second, at any threshold: each record's
+    logit is the score the rule compares (exactly the threshold's at a tie), and every path
+    (records, frames, the route and the fast path, CSV, ``beryl predict``) gives the same."""
+    pipeline, model, expected, _ = fitted
+    frame = records_frame(case.schema, RECORDS)
+    scores = positive_scores(pipeline, case, frame).tolist()
+    records = [{k: v for k, v in r.items() if k != "id"} for r in RECORDS]
+    rows = [{"x": math.nan if r["x"] is None else r["x"], "plan": r["plan"]} for r in records]
+    for data in (frame, rows):
+        answer = explain(model, data, 2)
+        assert answer.logits.tolist() == pytest.approx(scores, abs=1e-15)
+        assert (answer.logits[:TIES] == threshold_score(case.threshold)).all()
+        positive = [e.logit > threshold_score(case.threshold) for e in answer]
+        assert positive == [e == case.positive for e in expected]  # the rule on the logit
+    api: Pair = pair(served)
+    route, fast, answered_in_front = api.both(post({"records": records, "explain": 2}))
+    assert_same(route, fast)
+    assert answered_in_front and fast.status == 200, fast.body
+    body = json.loads(fast.body)
+    assert body["predictions"] == expected
+    assert [e["logit"] for e in body["explanations"]] == pytest.approx(scores, abs=1e-15)
+    csv = (served.test_data / "records.csv").read_bytes()
+    by_csv = json.loads(
+        call(api.route, post(csv, ("content-type", "text/csv"), raw=True, query="explain=2")).body
+    )
+    assert by_csv["explanations"] == body["explanations"]
+    output = tmp_path / "explained.csv"
+    score_file(served, served.test_data / "records.csv", output, reasons=2)
+    scored = pd.read_csv(output, dtype={"id": str})
+    assert scored["reason_1"].tolist() == [e["reasons"][0]["feature"] for e in body["explanations"]]
+    assert scored["reason_2_contribution"].tolist() == pytest.approx(
+        [e["reasons"][1]["contribution"] for e in body["explanations"]], abs=1e-15
+    )

@@ -343,3 +343,25 @@ def test_the_report_and_the_dashboard_show_the_threshold_and_the_choices(
     assert f'<strong id="threshold">{threshold:.3f}</strong>' in page
     assert f'data-metric="recall">{card.metrics["recall"]:.4f}' in page
     assert page.count("<tr>") >= len(card.metrics["reliability"])
+
+
+def test_a_trained_model_explains_against_its_average_training_customer() -> None:
+    """The engine records each transformed column's training mean: the base value of reason
+    codes is then the mean training logit (calibration folded in or not)."""
+    from beryl.model.predict import explain
+
+    frame = imbalanced(1500, seed=14)
+    frame.loc[frame.index[::7], "lastyear_activity"] = np.nan
+    fitted = SklearnEngine().fit(
+        SCHEMA, {"max_iter": 1000}, frame, TrainingOptions(tuning=TuningSettings())
+    )
+    assert fitted.model.reference is not None
+    explained = explain(fitted.model, frame[SCHEMA.features], len(SCHEMA.features))
+    assert explained.base_value == pytest.approx(float(np.mean(explained.logits)), abs=1e-9)
+    # unscaled, the reference is no longer 0 and the base value no longer the intercept
+    raw = SklearnEngine().fit(
+        SCHEMA, {"max_iter": 1000}, frame, TrainingOptions(scale=False, tuning=TuningSettings())
+    )
+    explained = explain(raw.model, frame[SCHEMA.features], len(SCHEMA.features))
+    assert explained.base_value == pytest.approx(float(np.mean(explained.logits)), abs=1e-9)
+    assert abs(explained.base_value - float(raw.model.intercept[0])) > 0.1

@@ -55,13 +55,13 @@ def table(runs: list[PeerRun], kind: str) -> list[str]:
     """The table of one body size: each peer and Beryl's ratio to it."""
     beryl = getattr(next(r for r in runs if r.peer == "beryl"), kind)
     lines = [
-        f"{'peer':<14} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'CPU ms/req':>11} "
+        f"{'peer':<16} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'CPU ms/req':>11} "
         f"{'Beryl÷peer req/s':>17} {'Beryl÷peer p99':>15}"
     ]
     for run in runs:
         load: Load = getattr(run, kind)
         lines.append(
-            f"{run.peer:<14} {load.requests_per_s:>10.1f} {load.p50_ms:>9.2f} {load.p99_ms:>9.2f} "
+            f"{run.peer:<16} {load.requests_per_s:>10.1f} {load.p50_ms:>9.2f} {load.p99_ms:>9.2f} "
             f"{load.server_cpu_ms_per_request or 0:>11.3f} "
             f"{beryl.requests_per_s / load.requests_per_s:>16.2f}x "
             f"{beryl.p99_ms / load.p99_ms:>14.3f}x"

@@ -17,6 +17,10 @@ single-record requests at ``--connections``, then 1,000-record requests at
 Prints both tables and the targets (Beryl ≥ 20× MLflow's requests/s, ≥ 0.5× bare ASGI's, p99 ≤
 0.1× MLflow's) and writes ``<out>/serving.json``. When a target is missed (or with
 ``--profile always``) Beryl is profiled under the same load with py-spy.
+
+With ``--explain K`` Beryl is also measured, on the same server, with the same bodies asking for
+K reason codes per record (``"explain": K``): a row ``beryl explain=K`` in both tables, whose
+"Beryl÷peer" ratio is how much faster Beryl answers without reasons.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from benchmarks.serving.servers import (
     running,
     stack_notes,
 )
-from benchmarks.serving.verify import ask, compare, reference_for
+from benchmarks.serving.verify import ask, ask_explained, compare, reference_for
 from benchmarks.serving.workspace import (
     BATCH_RECORDS,
     VERIFY_RECORDS,
@@ -78,27 +82,62 @@ def bench_peer(
     args: argparse.Namespace,
     loader: LoadGenerator,
     reference: dict[str, Any],
-) -> PeerRun:
-    """Start one peer, check its answers against Beryl's, measure both tables, stop it."""
+    features: int,
+) -> list[PeerRun]:
+    """Start one peer, check its answers against Beryl's, measure both tables, stop it; for
+    Beryl with ``--explain K`` also both tables with K reason codes per record."""
     say(f"\n== {peer.name}: {' '.join(peer.argv[1:4])} ...")
     with running(peer) as process:
         answer = ask(peer, bodies.verify, reference["classes"], reference["positive"])
         if peer.name == "beryl":
             reference["answer"] = answer
         check = compare(peer.name, answer, reference["answer"])
-        mark = "ok" if check["ok"] else "MISMATCH"
-        say(
-            f"verify {peer.name:<14} {VERIFY_RECORDS} records, 1-record and 50-record requests: "
-            f"max |Δp| = {check['max_abs_probability_gap']:.2e}, "
-            f"predictions equal: {check['predictions_equal']} -> {mark}"
-        )
+        say(_verified(peer.name, check))
         single = bodies.path("single", peer.mlflow_format)
         batch = bodies.path("batch", peer.mlflow_format)
         one = measure(loader, process, peer.url, single, args.connections, args.duration)
         say(load_line("1 record", one))
         many = measure(loader, process, peer.url, batch, args.batch_connections, args.duration)
         say(load_line(f"{BATCH_RECORDS} records", many))
-    return PeerRun(peer.name, peer.note, check, one, many)
+        runs = [PeerRun(peer.name, peer.note, check, one, many)]
+        if peer.name == "beryl" and bodies.explain is not None:
+            runs.append(bench_explained(peer, process, bodies, args, loader, reference, features))
+    return runs
+
+
+def bench_explained(
+    peer: Peer,
+    process: Any,
+    bodies: Bodies,
+    args: argparse.Namespace,
+    loader: LoadGenerator,
+    reference: dict[str, Any],
+    features: int,
+) -> PeerRun:
+    """Beryl on the same server with the same bodies asking for ``bodies.explain`` reasons."""
+    assert bodies.explain is not None
+    name = f"beryl explain={bodies.explain}"
+    answer, problems = ask_explained(peer, bodies.verify, bodies.explain, features)
+    check = compare(name, answer, reference["answer"])
+    check["reason_problems"] = problems[:5]
+    check["ok"] = check["ok"] and not problems
+    say(_verified(name, check) + (f"; reasons: {problems[0]}" if problems else ""))
+    single, batch = bodies.path("single", False, True), bodies.path("batch", False, True)
+    one = measure(loader, process, peer.url, single, args.connections, args.duration)
+    say(load_line("1 record", one))
+    many = measure(loader, process, peer.url, batch, args.batch_connections, args.duration)
+    say(load_line(f"{BATCH_RECORDS} records", many))
+    note = f'{peer.note} with "explain": {bodies.explain} in every body'.strip()
+    return PeerRun(name, note, check, one, many)
+
+
+def _verified(name: str, check: dict[str, Any]) -> str:
+    mark = "ok" if check["ok"] else "MISMATCH"
+    return (
+        f"verify {name:<16} {VERIFY_RECORDS} records, 1-record and 50-record requests: "
+        f"max |Δp| = {check['max_abs_probability_gap']:.2e}, "
+        f"predictions equal: {check['predictions_equal']} -> {mark}"
+    )
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -122,6 +161,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also serve Beryl from this git revision (e.g. HEAD~1): a change against before",
     )
     parser.add_argument(
+        "--explain",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also measure Beryl with K reason codes per record (a row 'beryl explain=K')",
+    )
+    parser.add_argument(
         "--as-deployed",
         action="store_true",
         help="peers without the TCP_NODELAY work-around (uvicorn#3149); "
@@ -132,6 +178,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(names) - set(PEER_NAMES)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.explain is not None and args.explain < 1:
+        parser.error("--explain must be at least 1")
     if unknown or "beryl" not in names:
         parser.error(f"--peers takes beryl plus any of {', '.join(PEER_NAMES)}")
     args.peer_names = [n for n in PEER_NAMES if n in names]  # Beryl first: the reference
@@ -153,7 +201,7 @@ def setup(args: argparse.Namespace) -> Setup:
     model = ensure_workspace()
     pipeline = load_pipeline(model)
     linear = write_json(WORK / "linear.json", linear_spec(pipeline, model))
-    bodies = write_bodies(WORK / "bodies")
+    bodies = write_bodies(WORK / "bodies", args.explain)
     wrk = None if args.load == "python" else ensure_wrk()
     loader = LoadGenerator(wrk, "--load python" if args.load == "python" else "wrk unavailable")
     notes = [] if wrk else [f"load from the Python client ({loader.name}): a lower bound"]
@@ -188,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     features = ", ".join(ready.model.features)
     say(f"model {ready.model.version} ({features}); load: {ready.loader.name}")
     reference = reference_for(load_pipeline(ready.model), ready.model)
+    features = len(ready.model.features)
     rounds = [
-        [bench_peer(p, ready.bodies, args, ready.loader, reference) for p in ready.peers]
+        [
+            run
+            for p in ready.peers
+            for run in bench_peer(p, ready.bodies, args, ready.loader, reference, features)
+        ]
         for _ in range(args.rounds)
     ]
     runs = median_runs(rounds)
@@ -218,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             "connections": args.connections,
             "batch_connections": args.batch_connections,
             "batch_records": BATCH_RECORDS,
+            "explain": args.explain,
             "workers": args.workers,
             "load_generator": ready.loader.name,
             "rounds": args.rounds,

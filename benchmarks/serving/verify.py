@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,33 @@ def ask(peer: Peer, records: list[dict[str, Any]], classes: list[Any], positive:
             predictions += answer.predictions
             probabilities += answer.probabilities
     return Answer(predictions, probabilities)
+
+
+def ask_explained(
+    peer: Peer, records: list[dict[str, Any]], explain: int, features: int
+) -> tuple[Answer, list[str]]:
+    """Beryl's answer with ``"explain": explain`` (one request per record, then all in one), and
+    what is wrong with its reasons: each record needs min(explain, features) of them, largest
+    first, and a logit that is the one behind its probability (1e-9)."""
+    import httpx
+
+    predictions: list[Any] = []
+    probabilities: list[float] = []
+    problems: list[str] = []
+    with httpx.Client(timeout=30) as client:
+        for chunk in [*([record] for record in records), records]:
+            response = client.post(peer.url, json={"records": chunk, "explain": explain})
+            response.raise_for_status()
+            payload = response.json()
+            predictions += payload["predictions"]
+            probabilities += [float(p) for p in payload["probabilities"]]
+            for chance, why in zip(payload["probabilities"], payload["explanations"], strict=True):
+                sizes = [abs(r["contribution"]) for r in why["reasons"]]
+                if len(sizes) != min(explain, features) or sizes != sorted(sizes, reverse=True):
+                    problems.append(f"reasons {why['reasons']!r}")
+                if abs(why["logit"] - math.log(chance / (1.0 - chance))) > TOLERANCE:
+                    problems.append(f"logit {why['logit']} for probability {chance}")
+    return Answer(predictions, probabilities), problems
 
 
 def compare(name: str, answer: Answer, reference: Answer) -> dict[str, Any]:

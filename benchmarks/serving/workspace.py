@@ -150,14 +150,21 @@ class Bodies:
     batch: Path
     batch_mlflow: Path
     verify: list[dict[str, Any]]
+    explain: int | None = None  # ``--explain K``: Beryl's bodies again with ``"explain": K``
+    single_explain: Path | None = None
+    batch_explain: Path | None = None
 
-    def path(self, kind: str, mlflow: bool) -> Path:
+    def path(self, kind: str, mlflow: bool, explain: bool = False) -> Path:
+        if explain:
+            chosen = self.single_explain if kind == "single" else self.batch_explain
+            assert chosen is not None, "bodies written without --explain"
+            return chosen
         if kind == "single":
             return self.single_mlflow if mlflow else self.single
         return self.batch_mlflow if mlflow else self.batch
 
 
-def write_bodies(folder: Path) -> Bodies:
+def write_bodies(folder: Path, explain: int | None = None) -> Bodies:
     single = sample_records(1, seed=11)
     batch = sample_records(BATCH_RECORDS, seed=12)
 
@@ -168,4 +175,12 @@ def write_bodies(folder: Path) -> Bodies:
 
     one, one_mlflow = both("single", single)
     many, many_mlflow = both("batch", batch)
-    return Bodies(one, one_mlflow, many, many_mlflow, sample_records(VERIFY_RECORDS, seed=13))
+    verify = sample_records(VERIFY_RECORDS, seed=13)
+    if explain is None:
+        return Bodies(one, one_mlflow, many, many_mlflow, verify)
+    asked = {"explain": explain}
+    single_explain = write_json(folder / "single-explain.json", {"records": single, **asked})
+    batch_explain = write_json(folder / "batch-explain.json", {"records": batch, **asked})
+    return Bodies(
+        one, one_mlflow, many, many_mlflow, verify, explain, single_explain, batch_explain
+    )

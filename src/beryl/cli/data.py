@@ -146,13 +146,32 @@ def dataset_set_aside(workspace: Workspace, batches: tuple[str, ...], every: boo
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Where to write the scored CSV (id columns, prediction, probability).",
+    help="Where to write the scored CSV (id columns, prediction, probability; with --explain "
+    "the reason columns).",
 )
 @click.option("--version", "version", default=None, help="Model version (default: production).")
-def predict(workspace: Workspace, source: Path, output: Path, version: str | None) -> None:
+@click.option(
+    "--explain",
+    "explain",
+    default=None,
+    metavar="K",
+    help="Add K reason codes per row (two-class models): columns reason_1 .. reason_K, the "
+    "features that move the row's logit for the positive label most, largest first, and "
+    "reason_1_contribution .. reason_K_contribution, each one's exact contribution to that "
+    "logit (positive: towards the positive label). K above the number of features gives all.",
+)
+def predict(
+    workspace: Workspace, source: Path, output: Path, version: str | None, explain: str | None
+) -> None:
     """Score a CSV file of customers with the production model, streaming in bounded memory."""
+    from beryl.errors import ConfigError
+    from beryl.model.predict import ExplainError, explain_count
     from beryl.model.predictfile import score_file
 
+    try:
+        reasons = None if explain is None else explain_count(explain)
+    except ExplainError as exc:
+        raise ConfigError(f"--explain {exc}") from exc
     with console.status(f"scoring {source}") as status:
         result = score_file(
             workspace.settings,
@@ -160,5 +179,6 @@ def predict(workspace: Workspace, source: Path, output: Path, version: str | Non
             output,
             version=version,
             progress=lambda rows: status.update(f"scoring {source}: {rows:,} rows"),
+            reasons=reasons,
         )
     console.print(f"{result.rows:,} rows scored by {result.version} → {result.output}")

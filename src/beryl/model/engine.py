@@ -188,6 +188,7 @@ class SklearnEngine:
             raise TrainingError(f"the fitted model cannot be stored as data: {exc}") from exc
         if tuning.enabled:
             model = replace(model, threshold=tuning.threshold)
+        model = model.with_reference(frame[schema.features])  # the base of reason codes
         estimator = pipeline.named_steps["model"]
         parameters = {k: _jsonable(v) for k, v in estimator.get_params().items()}
         return Fitted(model=model, artifact=pipeline, parameters=parameters, tuning=tuning)

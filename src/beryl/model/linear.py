@@ -25,6 +25,7 @@ the base value the intercept)::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -149,6 +150,7 @@ class LinearModel:
             if len(self.classes) == 2
             else None,
         )
+        object.__setattr__(self, "_reasons", _ReasonPlan.of(self) if rows == 1 else None)
 
     # -- what scikit-learn callers expect -------------------------------------------------------
     @property
@@ -235,12 +237,8 @@ class LinearModel:
         row's contributions plus the base value ``intercept + Σ coef · reference`` are its logit,
         to rounding. Scores that are not finite raise ``ValueError``, as ``decision_function``.
         """
-        if len(self.classes) != 2:
-            raise ExplainError(
-                f"needs a two-class model; this model has {len(self.classes)} classes"
-            )
+        plan = self._reason_plan()
         scores = self.decision_function(frame)
-        sign = 1.0 if self.positive_index == 1 else -1.0  # the score is for classes[1]
         reference = cast(np.ndarray, self.reference)
         coef = self.coef[0]
         n_numeric = len(self.schema.numeric)
@@ -250,21 +248,56 @@ class LinearModel:
             out[:, :n_numeric] = (scaled - reference[:n_numeric]) * coef[:n_numeric]
         index: tuple[pd.Index, ...] = self._index  # type: ignore[attr-defined]
         tables: tuple[np.ndarray, ...] = self._tables  # type: ignore[attr-defined]
-        offset = n_numeric
-        for j, (column, fill, known, table) in enumerate(
-            zip(self.schema.categorical, self.categorical_fill, index, tables, strict=True)
-        ):
-            block = slice(offset, offset + len(known))
-            shift = math.fsum((coef[block] * reference[block]).tolist())
-            out[:, n_numeric + j] = table[self._positions(frame[column], fill, known), 0] - shift
-            offset += len(known)
-        base = math.fsum([float(self.intercept[0]), *(coef * reference).tolist()])
-        if not np.isfinite(out).all():
-            raise ValueError(
-                "the model cannot explain these records: a contribution is not finite "
-                "(inputs too extreme)"
+        for j, (column, fill, known, table, (_, _, _, shift)) in enumerate(
+            zip(
+                self.schema.categorical,
+                self.categorical_fill,
+                index,
+                tables,
+                plan.categorical,
+                strict=True,
             )
-        return sign * out, sign * scores, sign * base
+        ):
+            out[:, n_numeric + j] = table[self._positions(frame[column], fill, known), 0] - shift
+        return plan.finish(out, scores)
+
+    def record_contributions(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """``contributions`` of validated dict records (every feature; a missing value None or
+        NaN), without pandas: the same operations in the same order, so the same numbers."""
+        plan = self._reason_plan()
+        out = np.empty((len(rows), len(self.schema.features)), dtype=np.float64)
+        scores = np.empty(len(rows), dtype=np.float64)
+        for i, row in enumerate(rows):
+            total, parts = plan.intercept, out[i]
+            j = 0
+            for name, fill, mean, scale, weight, reference in plan.numeric:
+                value = row[name]
+                scaled = ((fill if is_missing(value) else float(value)) - mean) / scale
+                total += scaled * weight
+                parts[j] = (scaled - reference) * weight
+                j += 1
+            for name, fill, weights, shift in plan.categorical:
+                value = row[name]
+                found = weights.get(fill if is_missing(value) else value, 0.0)
+                total += found
+                parts[j] = found - shift
+                j += 1
+            scores[i] = total
+        if not np.isfinite(scores).all():
+            raise ValueError(
+                "the model cannot score these records: a score is not finite (inputs too extreme)"
+            )
+        return plan.finish(out, scores)
+
+    def _reason_plan(self) -> _ReasonPlan:
+        plan: _ReasonPlan | None = self._reasons  # type: ignore[attr-defined]
+        if plan is None:
+            raise ExplainError(
+                f"needs a two-class model; this model has {len(self.classes)} classes"
+            )
+        return plan
 
     def with_reference(self, frame: pd.DataFrame) -> LinearModel:
         """This model with ``reference`` from its training frame (the feature columns): per
@@ -368,7 +401,68 @@ class LinearModel:
     @classmethod
     def from_pipeline(cls, pipeline: Any, schema: Schema) -> LinearModel:
         """Read a fitted ``build_pipeline`` pipeline; ``NotLinearError`` for any other shape."""
-        return _extract(pipeline, schema)
+        from beryl.model.extract import extract
+
+        return extract(pipeline, schema)
+
+
+@dataclass(frozen=True)
+class _ReasonPlan:
+    """A two-class model's reason codes as plain numbers, made once per model: per numeric
+    feature (name, fill, mean, scale, coefficient, reference); per categorical feature (name,
+    fill, weight of each category, ``Σ coef · reference`` over its columns); the intercept, the
+    base value and the sign that turns the score for ``classes[1]`` into the positive label's."""
+
+    numeric: tuple[tuple[str, float, float, float, float, float], ...]
+    categorical: tuple[tuple[str, Any, dict[Any, float], float], ...]
+    intercept: float
+    base: float
+    sign: float
+
+    @classmethod
+    def of(cls, model: LinearModel) -> _ReasonPlan:
+        coef = model.coef[0]
+        reference = cast(np.ndarray, model.reference)
+        width = len(model.schema.numeric)
+        numeric = tuple(
+            zip(
+                model.schema.numeric,
+                model.numeric_fill.tolist(),
+                model.mean.tolist(),
+                model.scale.tolist(),
+                coef[:width].tolist(),
+                reference[:width].tolist(),
+                strict=True,
+            )
+        )
+        categorical = []
+        offset = width
+        for name, fill, known in zip(
+            model.schema.categorical, model.categorical_fill, model.categories, strict=True
+        ):
+            block = slice(offset, offset + len(known))
+            weights = dict(zip(known, coef[block].tolist(), strict=True))
+            categorical.append((name, fill, weights, math.fsum(coef[block] * reference[block])))
+            offset += len(known)
+        intercept = float(model.intercept[0])
+        return cls(
+            numeric=numeric,
+            categorical=tuple(categorical),
+            intercept=intercept,
+            base=math.fsum([intercept, *(coef * reference).tolist()]),
+            sign=1.0 if model.positive_index == 1 else -1.0,
+        )
+
+    def finish(
+        self, contributions: np.ndarray, scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Contributions, logits and base value for the positive label, checked finite."""
+        if not np.isfinite(contributions).all():
+            raise ValueError(
+                "the model cannot explain these records: a contribution is not finite "
+                "(inputs too extreme)"
+            )
+        return self.sign * contributions, self.sign * scores, self.sign * self.base
 
 
 def _expit(scores: np.ndarray) -> np.ndarray:
@@ -393,137 +487,3 @@ def _numbers(value: Any) -> np.ndarray:
         else:
             _require(isinstance(item, int | float) and not isinstance(item, bool), "not a number")
     return np.asarray(value, dtype=np.float64)
-
-
-# -- reading a fitted pipeline --------------------------------------------------------------------
-def _columns(columns: Any) -> list[str]:
-    _require(
-        isinstance(columns, list) and all(isinstance(c, str) for c in columns),
-        "columns are selected by name",
-    )
-    return list(columns)
-
-
-def _imputer_fill(imputer: Any, width: int) -> list[Any]:
-    """The fitted imputer's per-column fill values; it must keep every column and add none."""
-    from sklearn.impute import SimpleImputer
-
-    _require(type(imputer) is SimpleImputer and not imputer.add_indicator, "imputer")
-    missing = imputer.missing_values
-    _require(isinstance(missing, float) and math.isnan(missing), "imputer missing values")
-    statistics = [_plain(v) for v in np.asarray(imputer.statistics_).tolist()]
-    _require(len(statistics) == width, "imputer width")
-    # Without keep_empty_features a column never observed has a NaN statistic and is dropped.
-    _require(not any(is_missing(v) for v in statistics), "imputer dropped a column")
-    return statistics
-
-
-def _numeric_block(block: Any, columns: list[str]) -> tuple[list[float], Any, Any]:
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    _require(type(block) is Pipeline and len(block.steps) == 2, "numeric steps")
-    imputer, scaler = (step for _, step in block.steps)
-    fill = [float(v) for v in _imputer_fill(imputer, len(columns))]
-    _require(type(scaler) is StandardScaler and scaler.n_features_in_ == len(columns), "scaler")
-    width = len(columns)
-    mean = np.asarray(scaler.mean_, dtype=np.float64) if scaler.with_mean else np.zeros(width)
-    scale = np.asarray(scaler.scale_, dtype=np.float64) if scaler.with_std else np.ones(width)
-    _require(mean.shape == (width,) and scale.shape == (width,), "scaler width")
-    return fill, mean, scale
-
-
-def _categorical_block(block: Any, columns: list[str]) -> tuple[list[Any], list[list[Any]]]:
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
-
-    from beryl.model.engine import as_object
-
-    _require(type(block) is Pipeline and len(block.steps) == 3, "categorical steps")
-    objects, imputer, encoder = (step for _, step in block.steps)
-    _require(
-        type(objects) is FunctionTransformer
-        and objects.func is as_object
-        and not objects.kw_args
-        and not objects.validate,
-        "categorical columns as objects",
-    )
-    fill = _imputer_fill(imputer, len(columns))
-    _require(
-        type(encoder) is OneHotEncoder
-        and encoder.handle_unknown == "ignore"
-        and encoder.drop is None
-        and encoder.min_frequency is None
-        and encoder.max_categories is None
-        and len(encoder.categories_) == len(columns),
-        "one-hot encoder",
-    )
-    categories = []
-    for imputed, learned in zip(fill, encoder.categories_, strict=True):
-        values = [_plain(c) for c in learned.tolist()]
-        # Text categories; or a never-observed column, whose one category is its imputed 0.
-        _require(
-            all(isinstance(c, str) for c in values)
-            or (values == [imputed] and not isinstance(imputed, str)),
-            "categories are text",
-        )
-        categories.append(values)
-    return fill, categories
-
-
-def _extract(pipeline: Any, schema: Schema) -> LinearModel:
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    _require(type(pipeline) is Pipeline and len(pipeline.steps) == 2, "two steps")
-    features, model = (step for _, step in pipeline.steps)
-    _require(
-        type(features) is ColumnTransformer and type(model) is LogisticRegression, "step types"
-    )
-    _require(features.transformer_weights is None and hasattr(model, "classes_"), "fitted")
-    _require(hasattr(features, "transformers_"), "fitted")
-    numeric: dict[str, Any] = {"columns": [], "fill": [], "mean": [], "scale": []}
-    categorical: dict[str, Any] = {"columns": [], "fill": [], "categories": []}
-    for _name, block, selection in features.transformers_:
-        if isinstance(block, str):
-            _require(block == "drop", "remainder is dropped")
-            continue
-        columns = _columns(selection)
-        if not columns:
-            continue
-        _require(type(block) is Pipeline, "block")
-        last = block.steps[-1][1]
-        if type(last) is StandardScaler:
-            _require(not categorical["columns"], "numeric features come first")
-            fill, mean, scale = _numeric_block(block, columns)
-            numeric["columns"] += columns
-            numeric["fill"] += fill
-            numeric["mean"] += mean.tolist()
-            numeric["scale"] += scale.tolist()
-        elif type(last) is OneHotEncoder and hasattr(last, "categories_"):
-            fill, categories = _categorical_block(block, columns)
-            categorical["columns"] += columns
-            categorical["fill"] += fill
-            categorical["categories"] += categories
-        else:
-            raise NotLinearError("unknown block")
-    _require(
-        numeric["columns"] == list(schema.numeric)
-        and categorical["columns"] == list(schema.categorical),
-        "the pipeline's features are not the schema's",
-    )
-    coef = np.asarray(model.coef_, dtype=np.float64)
-    intercept = np.asarray(model.intercept_, dtype=np.float64)
-    return LinearModel(
-        schema=schema,
-        classes=tuple(_plain(c) for c in model.classes_.tolist()),
-        numeric_fill=np.asarray(numeric["fill"], dtype=np.float64),
-        mean=np.asarray(numeric["mean"], dtype=np.float64),
-        scale=np.asarray(numeric["scale"], dtype=np.float64),
-        categorical_fill=tuple(categorical["fill"]),
-        categories=tuple(tuple(c) for c in categorical["categories"]),
-        coef=coef,
-        intercept=intercept,
-    )

@@ -16,8 +16,8 @@ Reason codes of a two-class model are exact: per record, the contribution of eve
 the logit of the positive label (``LinearModel.contributions``), the ``count`` largest by size::
 
     reasons = explain(model, frame, 3)         # Explanations: one Explanation per record
-    reasons[0].base_value + sum(...all contributions...) == reasons[0].logit
     reasons[0].reasons                         # (Reason(feature, contribution, value), ...)
+    reasons[0].logit                           # base_value + every feature's contribution
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ class Explanations(Sequence[Explanation]):
     logits: np.ndarray  # (records,)
     top: np.ndarray  # (records, reasons): positions in ``features``
     contributions: np.ndarray  # (records, reasons)
-    frame: pd.DataFrame = field(repr=False)  # the records' values, for ``Reason.value``
+    # The records explained, for ``Reason.value``: a frame, or validated dict records.
+    source: pd.DataFrame | Sequence[Mapping[str, Any]] = field(repr=False)
 
     def __len__(self) -> int:
         return len(self.logits)
@@ -183,15 +184,48 @@ class Explanations(Sequence[Explanation]):
         if isinstance(index, slice):
             return self.records()[index]
         row = range(len(self))[index]
-        return self._record(row, [_value(self.frame[f].iat[row]) for f in self.features])
+        if isinstance(self.source, pd.DataFrame):
+            values = [self.source[f].iat[row] for f in self.features]
+        else:
+            values = [self.source[row][f] for f in self.features]
+        return self._record(row, [_value(v) for v in values])
 
     def __iter__(self) -> Iterator[Explanation]:
         return iter(self.records())
 
     def records(self) -> list[Explanation]:
         """Every record's ``Explanation`` (each feature's values converted once)."""
-        columns = [[_value(v) for v in self.frame[f].tolist()] for f in self.features]
+        columns = self._columns()
         return [self._record(row, [c[row] for c in columns]) for row in range(len(self))]
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """Every record's ``Explanation.to_dict()``, made straight from the arrays (what the API
+        answers: no objects in between)."""
+        features, base, columns = self.features, self.base_value, self._columns()
+        return [
+            {
+                "base_value": base,
+                "logit": logit,
+                "reasons": [
+                    {"feature": features[j], "value": columns[j][row], "contribution": c}
+                    for j, c in zip(positions, contributions, strict=True)
+                ],
+            }
+            for row, (logit, positions, contributions) in enumerate(
+                zip(
+                    self.logits.tolist(),
+                    self.top.tolist(),
+                    self.contributions.tolist(),
+                    strict=True,
+                )
+            )
+        ]
+
+    def _columns(self) -> list[list[Any]]:
+        """Each feature's values, one per record, as ``Reason.value`` has them."""
+        if isinstance(self.source, pd.DataFrame):
+            return [[_value(v) for v in self.source[f].tolist()] for f in self.features]
+        return [[_value(record[f]) for record in self.source] for f in self.features]
 
     def _record(self, row: int, values: list[Any]) -> Explanation:
         """Record ``row``'s explanation; ``values``: its value of each feature."""
@@ -242,14 +276,17 @@ def explain(
     records: per record the base value, its logit for the positive label and the ``count``
     features (at most all of them) that move it most, with their exact contributions.
 
-    ``ExplainError`` for a model with more classes or a count below 1; ``ValueError`` for
-    records too extreme to score, as ``predict``.
+    Dict records are explained without pandas (``LinearModel.record_contributions``), with the
+    same numbers as the same records in a frame. ``ExplainError`` for a model with more classes
+    or a count below 1; ``ValueError`` for records too extreme to score, as ``predict``.
     """
     check_explainable(model)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ExplainError(f"must be a whole number of at least 1, got {_shown(count)}")
-    frame = data if isinstance(data, pd.DataFrame) else _frame(model, data)
-    contributions, logits, base = model.contributions(frame)
+    if isinstance(data, pd.DataFrame):
+        contributions, logits, base = model.contributions(data)
+    else:  # no DataFrame for records: the same arithmetic, so the same numbers
+        contributions, logits, base = model.record_contributions(data)
     features = tuple(model.schema.features)
     size = min(count, len(features))
     # Stable: equal sizes keep the features' order.
@@ -260,7 +297,7 @@ def explain(
         logits=logits,
         top=top,
         contributions=np.take_along_axis(contributions, top, axis=1),
-        frame=frame,
+        source=data,
     )
 
 

@@ -3,9 +3,12 @@
 The input is read in blocks (``beryl.data.csvfiles.stream_rows``), so memory stays bounded
 whatever the file's size; the output is written to a temporary file beside its target and
 renamed into place when complete. Each block is predicted by ``beryl.model.predict.predict``,
-as the API predicts.
+as the API predicts, and with ``reasons=k`` explained by ``beryl.model.predict.explain``: columns
+``reason_1`` (a feature's name) and ``reason_1_contribution`` (its contribution to the logit of
+the positive label), up to ``reason_k``, largest first.
 
     result = score_file(workspace, Path("customers.csv"), Path("scored.csv"))
+    score_file(workspace, Path("customers.csv"), Path("why.csv"), reasons=3)
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -23,9 +28,14 @@ from beryl._io import atomic_write_with
 from beryl.config import Settings
 from beryl.data.cleaning import clean_features
 from beryl.data.csvfiles import CsvStream, stream_rows
-from beryl.errors import DataError, SchemaError
-from beryl.model.predict import predict
+from beryl.errors import DataError, ModelError, SchemaError
+from beryl.model.predict import ExplainError, check_explainable, explain, predict
 from beryl.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from beryl.model.linear import LinearModel
 
 Progress = Callable[[int], None]
 BLOCK_BYTES = 16 << 20
@@ -48,12 +58,21 @@ def score_file(
     version: str | None = None,
     progress: Progress | None = None,
     block_bytes: int = BLOCK_BYTES,
+    reasons: int | None = None,
 ) -> BatchResult:
-    """Score every row of ``source`` with the production model (or ``version``)."""
+    """Score every row of ``source`` with the production model (or ``version``); with
+    ``reasons``, add that many reason codes per row (at most one per feature)."""
     registry = Workspace.of(workspace).registry
     version = version or registry.require_production()
     model = registry.model(version)
     schema = model.schema
+    if reasons is not None:
+        try:
+            check_explainable(model)
+        except ExplainError as exc:
+            raise ModelError(
+                f"--explain {exc}", hint=f"{version} gives no reason codes; score without --explain"
+            ) from exc
     if not source.is_file():
         raise DataError(f"{source} is not a file", hint="give the path of a CSV file to score")
     if output.exists() and source.samefile(output):  # also through a link
@@ -85,6 +104,8 @@ def score_file(
                     columns = {c: batch.column(c) for c in keep}
                     columns["prediction"] = pa.array(answer.labels)
                     columns["probability"] = pa.array(answer.chances, type=pa.float64())
+                    if reasons is not None:
+                        columns.update(reason_columns(model, frame, reasons))
                     table = pa.table(columns)
                     if writer is None:
                         writer = pacsv.CSVWriter(str(tmp), table.schema)
@@ -107,3 +128,17 @@ def score_file(
 
     atomic_write_with(output, write)
     return BatchResult(version=version, rows=rows, output=output)
+
+
+def reason_columns(model: LinearModel, frame: pd.DataFrame, count: int) -> dict[str, pa.Array]:
+    """``reason_<i>`` and ``reason_<i>_contribution`` for i = 1 .. count (at most the number of
+    features): the i-th largest contribution to each row's logit for the positive label."""
+    explained = explain(model, frame[model.schema.features], count)
+    names = np.array(explained.features, dtype=object)
+    columns: dict[str, pa.Array] = {}
+    for i in range(explained.top.shape[1]):
+        columns[f"reason_{i + 1}"] = pa.array(names[explained.top[:, i]], type=pa.string())
+        columns[f"reason_{i + 1}_contribution"] = pa.array(
+            explained.contributions[:, i], type=pa.float64()
+        )
+    return columns

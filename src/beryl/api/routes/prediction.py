@@ -40,6 +40,7 @@ from beryl.model.predict import ExplainError, explain, explain_count, predict
 
 router = APIRouter(tags=["prediction"])
 _INLINE_ROWS = 64
+_EXPLAIN_COST = 8  # explaining a record costs about as much as predicting 8 (no DataFrame)
 _INLINE_JSON_BYTES = 64 * 1024  # parsed on the event loop below this size, else on a thread
 # JSON must say so: a browser sends a cross-site POST without a Content-Type (or as text/plain)
 # with no preflight, and such a request must not make the server read a workspace file.
@@ -57,7 +58,8 @@ _BODY = {
             "required": False,
             "description": "Reason codes: the number of features per record whose contributions "
             "to the logit of the positive label are given, largest first (more than the model "
-            "has gives all). For a CSV body; a JSON body may say it as its 'explain' instead.",
+            "has gives all). For any body, and the way for a CSV body; a JSON body may give it "
+            "as its 'explain' instead (not both).",
             "schema": {"type": "integer", "minimum": 1},
         }
     ],
@@ -134,13 +136,13 @@ async def respond(
     """Score validated records or a frame, count the predictions, and build the answer;
     ``reasons``: how many reason codes per record (checked by ``requested_reasons``), or None."""
     if (
-        reasons is None
-        and isinstance(data, list)
-        and len(data) <= _INLINE_ROWS
+        isinstance(data, list)
+        and len(data) * (1 if reasons is None else _EXPLAIN_COST) <= _INLINE_ROWS
         and loaded.compiled is not None
     ):
-        answer = _predictions(loaded, data)  # microseconds: a thread hop would cost more
-    else:  # reasons build a DataFrame: never on the event loop
+        # Microseconds: a thread hop would cost more.
+        answer = _predictions(loaded, data, reasons)
+    else:
         answer = await run_in_threadpool(_predictions, loaded, data, reasons)
     metrics.count_predictions(answer["predictions"])
     # Built here, not by FastAPI: the answer's shape is fixed, so skip re-validating it.
@@ -163,7 +165,7 @@ def _predictions(
     """
     try:
         answer = predict(loaded.model, data, compiled=loaded.compiled)
-        explained = None if reasons is None else explain(loaded.model, data, reasons).records()
+        explained = None if reasons is None else explain(loaded.model, data, reasons).to_dicts()
     except ValueError as exc:
         # Finite but extreme numbers can overflow once the model scales them.
         raise ApiError(
@@ -180,7 +182,7 @@ def _predictions(
     return {
         "predictions": answer.labels,
         "probabilities": answer.chances,
-        "explanations": [record.to_dict() for record in explained],
+        "explanations": explained,
         "model_version": loaded.version,
     }
 
