@@ -137,23 +137,48 @@ def fit_pipeline(
 
 
 def _fitted(
-    schema: Schema, params: dict[str, Any], features: pd.DataFrame, labels: pd.Series, scale: bool
+    schema: Schema, params: dict[str, Any], features: Any, labels: pd.Series, scale: bool
 ) -> Pipeline:
+    pipeline = build_pipeline(schema, params, scale=scale)
+    _fit(pipeline, features, labels)
+    return pipeline
+
+
+def _fit(estimator: Any, features: Any, labels: pd.Series) -> None:
+    """Fit; the estimator's complaints become ``TrainingError``."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.utils._param_validation import InvalidParameterError
 
-    pipeline = build_pipeline(schema, params, scale=scale)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            pipeline.fit(features, labels)
+            estimator.fit(features, labels)
     except InvalidParameterError as exc:
         raise TrainingError(
             f"invalid model parameters: {exc}", hint="fix the 'model' section of config.json"
         ) from exc
     except ValueError as exc:
         raise TrainingError(f"training failed: {exc}") from exc
-    return pipeline
+
+
+class _Folds:
+    """The search's ``FoldScorer``: Beryl's preprocessing fitted once per fold, then one
+    ``LogisticRegression`` per searched setting on the transformed rows."""
+
+    def __init__(self, schema: Schema, params: dict[str, Any], scale: bool) -> None:
+        self.schema, self.params, self.scale = schema, params, scale
+
+    def prepare(self, train: pd.DataFrame, labels: pd.Series, held: pd.DataFrame) -> Any:
+        features = build_pipeline(self.schema, self.params, scale=self.scale).steps[0][1]
+        return features.fit_transform(train, labels), labels, features.transform(held)
+
+    def score(self, params: dict[str, Any], prepared: Any) -> np.ndarray:
+        from sklearn.linear_model import LogisticRegression
+
+        train, labels, held = prepared
+        estimator = LogisticRegression(**(self.params | params))
+        _fit(estimator, train, labels)
+        return np.asarray(estimator.decision_function(held), dtype=np.float64)
 
 
 class SklearnEngine:
@@ -171,14 +196,8 @@ class SklearnEngine:
         check_labels(schema, frame[schema.target])
         tuning = untuned("tuning is off (tuning.enabled in config.json)")
         if options.tuning is not None and options.tuning.enabled:
-
-            def score(
-                chosen: dict[str, Any], x: pd.DataFrame, y: pd.Series, held: pd.DataFrame
-            ) -> np.ndarray:
-                fold = _fitted(schema, params | chosen, x, y, options.scale)
-                return np.asarray(fold.decision_function(held), dtype=np.float64)
-
-            tuning = search(schema, frame, options.tuning, params, score)
+            folds = _Folds(schema, params, options.scale)
+            tuning = search(schema, frame, options.tuning, params, folds)
         pipeline = fit_pipeline(schema, params | tuning.params, frame, scale=options.scale)
         if tuning.calibration.method == "sigmoid":
             _calibrate(pipeline, schema, tuning)

@@ -22,9 +22,8 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -86,8 +85,14 @@ class Tuning:
         return chosen[0].f1 if chosen else None
 
 
-# A fitted estimator's score for ``classes[1]`` on some rows (``decision_function``).
-Scorer = Callable[[dict[str, Any], pd.DataFrame, pd.Series, pd.DataFrame], np.ndarray]
+class FoldScorer(Protocol):
+    """What the engine lends the search: the preprocessing of one fold, fitted once on its
+    training rows (it does not depend on the searched settings), then an estimator per setting
+    scoring the held rows for ``classes[1]`` (``decision_function``)."""
+
+    def prepare(self, train: pd.DataFrame, labels: pd.Series, held: pd.DataFrame) -> Any: ...
+
+    def score(self, params: dict[str, Any], prepared: Any) -> np.ndarray: ...
 
 
 def describe(tuning: dict[str, Any]) -> list[str]:
@@ -146,10 +151,10 @@ def search(
     frame: pd.DataFrame,
     settings: TuningSettings,
     fixed: dict[str, Any],
-    score: Scorer,
+    scorer: FoldScorer,
 ) -> Tuning:
     """Choose the grid setting, threshold and calibration by stratified k-fold cross-validation
-    on ``frame`` (the training rows); ``score`` fits and scores one fold."""
+    on ``frame`` (the training rows); ``scorer`` fits and scores one fold."""
     labels = frame[schema.target]
     classes = sorted(pd.unique(labels).tolist(), key=str)
     if len(classes) != 2:
@@ -166,9 +171,14 @@ def search(
     # classes[0] (the order scikit-learn sorts the labels in).
     sign = 1.0 if _sorted_classes(labels)[1] == schema.positive_label else -1.0
     splits = _splits(positive, folds)
+    features, target = sample[schema.features], sample[schema.target]
+    prepared = [
+        scorer.prepare(features.iloc[train], target.iloc[train], features.iloc[held])
+        for train, held in splits
+    ]
     candidates, out_of_fold = [], {}
-    for params in grid(settings, fixed) or [{}]:
-        scores = sign * _out_of_fold(score, params, sample, schema, splits)
+    for params in grid(settings, fixed):
+        scores = sign * _out_of_fold(scorer, params, prepared, splits, len(sample))
         cut, f1 = best_cut(positive, scores)
         candidates.append(Candidate(params, f1, _f1(positive, scores > 0.0), _probability(cut)))
         out_of_fold[len(candidates) - 1] = scores
@@ -233,22 +243,19 @@ def _platt(scores: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
 
 
 def _out_of_fold(
-    score: Scorer,
+    scorer: FoldScorer,
     params: dict[str, Any],
-    frame: pd.DataFrame,
-    schema: Schema,
+    prepared: list[Any],
     splits: list[tuple[np.ndarray, np.ndarray]],
+    rows: int,
 ) -> np.ndarray:
     from sklearn.exceptions import ConvergenceWarning
 
-    scores = np.empty(len(frame))
-    features, labels = frame[schema.features], frame[schema.target]
-    for train, held in splits:
+    scores = np.empty(rows)
+    for fold, (_, held) in zip(prepared, splits, strict=True):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            scores[held] = score(
-                params, features.iloc[train], labels.iloc[train], features.iloc[held]
-            )
+            scores[held] = scorer.score(params, fold)
     return scores
 
 
