@@ -1,0 +1,104 @@
+"""Every drift verdict has three states: drifted, not drifted, and not tested with the reason.
+A batch too small to test is never reported as "no drift", anywhere."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import httpx
+import pytest
+from tests.test_event_loop import in_process
+
+from beryl import config
+from beryl.config import DriftSettings, Settings
+from beryl.data.demo import add_batch, generate
+from beryl.data.schema import Schema
+from beryl.loop.passes import run_pass
+from beryl.monitoring.drift import compare
+from beryl.monitoring.results import DriftResult
+
+SCHEMA = Schema(
+    target="exited",
+    positive_label=1,
+    id_columns=["corporation"],
+    numeric=["lastmonth_activity", "lastyear_activity", "number_of_employees"],
+)
+
+
+def test_a_batch_below_min_rows_is_not_tested_and_never_no_drift() -> None:
+    result = compare(generate(500, seed=1), generate(26, seed=2), SCHEMA, DriftSettings())
+    assert result.verdict == "not tested" and not result.dataset_drift
+    assert result.note is not None and "min_rows=30" in result.note
+    assert all(f.verdict == "not tested" for f in result.features.values())
+    data = result.to_dict()
+    assert data["verdict"] == "not tested" and data["note"] == result.note
+    assert DriftResult.from_dict(data).verdict == "not tested"  # as the history reads it back
+
+
+def test_the_share_counts_only_the_features_that_were_tested() -> None:
+    reference, current = generate(800, seed=3), generate(400, seed=4, shift=1.5)
+    current["number_of_employees"] = float("nan")  # nothing left to test in this column
+    result = compare(reference, current, SCHEMA, DriftSettings())
+    assert result.features["number_of_employees"].verdict == "not tested"
+    tested = [f for f in result.features.values() if f.tested]
+    assert len(tested) == 2
+    assert result.drift_share == pytest.approx(sum(f.drifted for f in tested) / 2)
+    assert result.verdict in ("drifted", "not drifted")
+    assert result.note is not None
+    assert result.note.startswith("number_of_employees not tested: ")
+
+
+def test_every_surface_says_not_tested_for_a_small_batch(workspace: Settings) -> None:
+    run_pass(workspace)
+    add_batch(workspace.input_folder, "small.csv", rows=26, seed=9)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "beryl",
+            "--config",
+            str(workspace.root / "config.json"),
+            "run",
+            "--no-apicalls",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if x.startswith("Data drift"))
+    assert "not tested" in line and "min_rows" in line and "no dataset drift" not in line
+
+    diagnose = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "beryl",
+            "--config",
+            str(workspace.root / "config.json"),
+            "diagnose",
+            "--no-outdated",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert diagnose.returncode == 0, diagnose.stderr
+    assert json.loads(diagnose.stdout)["data_drift"]["verdict"] == "not tested"
+
+    settings = config.load(workspace.root / "config.json")
+    with in_process(settings) as (url, _):
+        drift = httpx.get(f"{url}/drift", timeout=30).json()
+        diagnostics = httpx.get(f"{url}/diagnostics", timeout=30).json()
+        page = httpx.get(f"{url}/dashboard", timeout=30).text
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert drift["verdict"] == "not tested" and "min_rows" in drift["note"]
+    assert all(f["verdict"] == "not tested" for f in drift["features"].values())
+    assert diagnostics["data_drift"]["verdict"] == "not tested"
+    badge = re.search(r'id="drift-status"[^>]*>([^<]*)<', page)
+    assert badge is not None and badge.group(1) == "drift not tested", badge
+    assert "no drift" not in page
+    assert re.search(r"^beryl_data_drift_tested 0\.0$", metrics, re.MULTILINE)
+    assert not re.search(r"^beryl_dataset_drift ", metrics, re.MULTILINE)
