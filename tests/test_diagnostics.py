@@ -360,7 +360,9 @@ def test_diagnose_gathers_everything_in_the_shape_of_its_json(ingested: Settings
         "timings",
         "data_drift",
         "predictions",
+        "quarantined_files",
     ]
+    assert data["quarantined_files"] == []
     assert data["data_drift"] == drift.to_dict()
     assert result.predictions is not None
     assert data["predictions"] == {

@@ -112,14 +112,20 @@ def test_a_result_keeps_its_json_shape_and_reads_back_from_it() -> None:
     assert list(data) == [
         "reference",
         "current",
+        "verdict",
         "dataset_drift",
         "drift_share",
         "drifted_features",
+        "note",
         "features",
     ]
+    assert data["verdict"] in ("drifted", "not drifted") and data["note"] is None
     assert data["reference"] == {"rows": 3_000, "model_version": "v0001", "batches": ["b1"]}
     assert data["current"] == {"rows": 200, "batches": ["b2"]}
-    core = ["drifted", "test", "statistic", "p_value", "distance", "distance_name", "threshold"]
+    core = [
+        *("verdict", "drifted", "test", "statistic", "p_value", "distance", "distance_name"),
+        "threshold",
+    ]
     for name in NUMERIC:
         assert list(data["features"][name]) == [*core, "reference_mean", "current_mean"]
     assert list(data["features"]["plan"]) == [*core, "new_categories", "new_category_share"]

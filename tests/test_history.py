@@ -208,7 +208,19 @@ def test_a_drift_result_written_by_an_earlier_version_reads_back_the_same(
             ("2026-01-01T00:00:00Z", json.dumps(EARLIER_RESULT)),
         )
     latest = history.latest_drift()
-    assert latest is not None and latest.to_dict() == EARLIER_RESULT
+    assert latest is not None
+    data = latest.to_dict()
+    # what the earlier version wrote reads back unchanged; the verdicts are added to it
+    assert data.pop("verdict") == "drifted" and data.pop("note") == "plan not tested: " + (
+        EARLIER_RESULT["features"]["plan"]["note"].removeprefix("not tested: ")
+    )
+    verdicts = {name: f.pop("verdict") for name, f in data["features"].items()}
+    assert verdicts == {"lastmonth_activity": "drifted", "plan": "not tested"} | {
+        name: "not drifted"
+        for name in EARLIER_RESULT["features"]
+        if name not in ("lastmonth_activity", "plan")
+    }
+    assert data == EARLIER_RESULT
     assert latest.features["lastmonth_activity"] == DRIFTED
     plan = latest.features["plan"]
     assert not plan.tested and not plan.drifted and plan.note is not None

@@ -388,8 +388,12 @@ def test_broken_file_makes_the_pass_partial_but_good_files_go_in(deployed: Setti
     assert any("quarantined broken.csv" in line for line in result.summary())
 
     again = run_pass(deployed, report=False)  # retried only once it changes
-    assert again.exit_code == EXIT_OK
     assert again.ingestion is None
+    # the problem stays visible: every pass while the file is there is partial, naming it
+    assert again.exit_code == EXIT_PARTIAL
+    assert [r.name for r in again.quarantined] == ["broken.csv"]
+    broken.unlink()
+    assert run_pass(deployed, report=False).exit_code == EXIT_OK
 
 
 # -- one pass at a time ---------------------------------------------------------------------------

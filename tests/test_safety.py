@@ -138,7 +138,7 @@ def test_test_rows_in_the_training_data_are_warned_about_everywhere(
     assert registry.card(registry.latest()).metrics["test_overlap"]["shared"] == rows
     if registry.production() == registry.latest():
         from beryl.monitoring.dashboard import render_dashboard
-        from beryl.monitoring.diagnostics import dashboard_data
+        from beryl.monitoring.overview import dashboard_data
 
         page = render_dashboard(dashboard_data(settings))
         assert 'id="warnings"' in page and "also in" in page

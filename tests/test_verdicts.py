@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -102,3 +103,58 @@ def test_every_surface_says_not_tested_for_a_small_batch(workspace: Settings) ->
     assert "no drift" not in page
     assert re.search(r"^beryl_data_drift_tested 0\.0$", metrics, re.MULTILINE)
     assert not re.search(r"^beryl_dataset_drift ", metrics, re.MULTILINE)
+
+
+# -- problems stay visible until they are resolved -------------------------------------------------
+def run_cli(workspace: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "beryl", "--config", str(workspace.root / "config.json"), *args],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_a_quarantined_file_stays_visible_and_every_pass_exits_10_until_it_is_fixed(
+    workspace: Settings,
+) -> None:
+    assert run_cli(workspace, "run", "--no-apicalls").returncode == 0
+    bad = workspace.input_folder / "broken.csv"
+    bad.write_text("corporation,lastmonth_activity\nabcd,12\n")  # columns missing
+    first = run_cli(workspace, "run", "--no-apicalls")
+    assert first.returncode == 10, first.stdout + first.stderr
+    again = run_cli(workspace, "run", "--no-apicalls", "--json")
+    assert again.returncode == 10  # nothing new, and the problem is still there
+    outcome = json.loads(again.stdout)
+    assert [q["name"] for q in outcome["quarantined"]] == ["broken.csv"]
+    text = run_cli(workspace, "run", "--no-apicalls")
+    assert text.returncode == 10 and "Still quarantined" in text.stdout
+    assert "broken.csv" in text.stdout
+
+    diagnose = run_cli(workspace, "diagnose", "--no-outdated", "--json")
+    assert [q["name"] for q in json.loads(diagnose.stdout)["quarantined_files"]] == ["broken.csv"]
+    settings = config.load(workspace.root / "config.json")
+    with in_process(settings) as (url, _):
+        diagnostics = httpx.get(f"{url}/diagnostics", timeout=30).json()
+        page = httpx.get(f"{url}/dashboard", timeout=30).text
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert [q["name"] for q in diagnostics["quarantined_files"]] == ["broken.csv"]
+    assert diagnostics["outdated_packages"] is None  # not "nothing outdated": never checked
+    assert "Input file broken.csv is quarantined" in page
+    assert re.search(r"^beryl_quarantined_files 1\.0$", metrics, re.MULTILINE)
+
+    bad.unlink()  # resolved: removed
+    resolved = run_cli(workspace, "run", "--no-apicalls", "--json")
+    assert resolved.returncode == 0 and json.loads(resolved.stdout)["quarantined"] == []
+
+
+def test_a_pass_on_a_fresh_empty_workspace_says_there_is_no_data_yet(tmp_path: Path) -> None:
+    from beryl.data.demo import init_workspace
+
+    ws = init_workspace(tmp_path / "ws", rows=100, files=1, seed=5)
+    settings = config.load(ws.config)
+    for path in settings.input_folder.glob("*.csv"):
+        path.unlink()
+    done = run_cli(settings, "run", "--no-apicalls")
+    assert done.returncode == 0
+    assert "no data yet: put CSV files into" in done.stdout
+    assert "since the last model was trained" not in done.stdout

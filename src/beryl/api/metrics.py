@@ -8,6 +8,7 @@ registry and the history at scrape time, so every worker answers the same.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -88,12 +89,28 @@ class WorkspaceCollector(Collector):
         dataset = GaugeMetricFamily(
             "beryl_dataset_drift", "1 when the latest batch drifted as a whole"
         )
+        tested = GaugeMetricFamily(
+            "beryl_data_drift_tested",
+            "1 when the latest batch could be tested for drift, 0 when it had too few rows",
+        )
         drift = history.latest_drift()
         if drift is not None:
-            share.add_metric([], drift.drift_share)
-            dataset.add_metric([], 1.0 if drift.dataset_drift else 0.0)
+            tested.add_metric([], 0.0 if drift.verdict == "not tested" else 1.0)
+            if drift.verdict != "not tested":  # no figure rather than a false "no drift"
+                share.add_metric([], drift.drift_share)
+                dataset.add_metric([], 1.0 if drift.dataset_drift else 0.0)
         yield share
         yield dataset
+        yield tested
+        waiting = GaugeMetricFamily(
+            "beryl_quarantined_files",
+            "Input files quarantined and still in the input folder (fix or remove them)",
+        )
+        from beryl.data.scan import outstanding_quarantine
+
+        with contextlib.suppress(BerylError, OSError):
+            waiting.add_metric([], float(len(outstanding_quarantine(self.workspace))))
+        yield waiting
 
 
 def _epoch(timestamp: str | None) -> float:

@@ -224,6 +224,13 @@ def diagnostics(result: Diagnostics, *, as_json: bool) -> None:
         console.print(f"Predictions on the test data ({len(preds)} rows): {preds[:20]}{more}")
     if result.data_drift is not None:
         drift_table(result.data_drift)
+    if result.quarantined:
+        console.print(
+            f"[red]{len(result.quarantined)} input file(s) quarantined[/] (fix or remove them):",
+            highlight=False,
+        )
+        for q in result.quarantined:
+            console.print(f"  {q['name']}: {q['reason']} (since {q['time']})", highlight=False)
     if result.outdated_packages is not None:
         table = Table(title="Dependencies")
         for column in ("module", "installed", "latest", "outdated"):
@@ -235,10 +242,15 @@ def diagnostics(result: Diagnostics, *, as_json: bool) -> None:
 
 
 def drift_table(drift: DriftResult) -> None:
-    verdict = "[red]dataset drift[/]" if drift.dataset_drift else "no dataset drift"
+    verdict = {
+        "drifted": f"[red]dataset drift[/] (share {drift.drift_share:.2f})",
+        "not drifted": f"no dataset drift (share {drift.drift_share:.2f})",
+        "not tested": "[yellow]not tested[/]",
+    }[drift.verdict]
+    note = f"; {drift.note}" if drift.note else ""
     table = Table(
         title=f"Data drift of the latest batch vs {drift.reference.model_version}'s "
-        f"training data: {verdict} (share {drift.drift_share:.2f})"
+        f"training data: {verdict}{note}"
     )
     for column in ("feature", "test", "statistic", "p-value", "distance", "drifted"):
         table.add_column(column)
@@ -249,7 +261,9 @@ def drift_table(drift: DriftResult) -> None:
             fmt(feature.statistic),
             "—" if feature.p_value is None else f"{feature.p_value:.2g}",
             f"{feature.distance_name} {fmt(feature.distance)}",
-            "[red]yes[/]" if feature.drifted else "no",
+            {"drifted": "[red]yes[/]", "not drifted": "no"}.get(
+                feature.verdict, f"not tested ({feature.note})"
+            ),
         )
     console.print(table)
 
@@ -282,6 +296,7 @@ def passed(result: PassResult, *, as_json: bool) -> None:
                 "drift_check": result.drift_check.to_dict() if result.drift_check else None,
                 "test_overlap": result.test_overlap,
                 "errors": result.errors,
+                "quarantined": [{"name": r.name, "reason": r.reason} for r in result.quarantined],
                 "timings": result.timings,
                 "api_calls": result.api_calls.__dict__ if result.api_calls else None,
             }

@@ -296,3 +296,22 @@ def unread(candidate: Candidate, exc: OSError) -> FileRecord | None:
         "once the file changes)"
     )
     return candidate.record(key, "quarantined", reason)
+
+
+def outstanding_quarantine(workspace: Workspace | Settings) -> list[FileRecord]:
+    """The quarantined files still in the input folder as they were refused: a problem stays
+    listed (``beryl diagnose``, ``/diagnostics``, the dashboard, every pass's exit code) until
+    the file is fixed (then read again) or removed. One listing; no file is opened."""
+    workspace = Workspace.of(workspace)
+    latest: dict[str, FileRecord] = {}
+    for record in workspace.dataset.files:
+        latest[record.name] = record
+    try:
+        present = {_shown(entry.name) for entry in _listing(workspace.settings)}
+    except (DataError, OSError):  # no input folder to look in: nothing is waiting in it
+        return []
+    return [
+        record
+        for name, record in sorted(latest.items())
+        if record.status == "quarantined" and name in present
+    ]

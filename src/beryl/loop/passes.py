@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from beryl._io import atomic_write_text
 from beryl.config import Settings
-from beryl.data.scan import scan_input
+from beryl.data.manifest import FileRecord
+from beryl.data.scan import outstanding_quarantine, scan_input
 from beryl.data.schema import Schema
 from beryl.errors import (
     EXIT_OK,
@@ -27,7 +28,7 @@ from beryl.errors import (
 from beryl.loop.checks import ModelDriftCheck, covered_batches, model_drift, trained_on_production
 from beryl.loop.commands import locked_run
 from beryl.model.registry import LATEST_SCORE_FILE, Move
-from beryl.monitoring.results import DriftResult
+from beryl.monitoring.results import NOT_TESTED, DriftResult
 from beryl.monitoring.store import RunContext
 from beryl.workspace import Workspace
 
@@ -75,6 +76,7 @@ class PassResult:
     api_calls: ApiCallsDone | None = None
     test_overlap: dict[str, Any] | None = None  # test rows also in the training data
     errors: list[str] = field(default_factory=list)  # steps that failed after production moved
+    quarantined: list[FileRecord] = field(default_factory=list)  # still waiting to be fixed
     notes: list[str] = field(default_factory=list)  # what was not checked, and why
 
     @property
@@ -93,13 +95,26 @@ class PassResult:
             lines.extend(f"  quarantined {r.name}: {r.reason}" for r in ing.quarantined)
         if self.data_drift is not None:
             drift = self.data_drift
-            drifted = ", ".join(drift.drifted_features) or "none"
-            lines.append(
-                f"Data drift vs {drift.reference.model_version}'s training data: "
-                f"{'DRIFT' if drift.dataset_drift else 'no dataset drift'} "
-                f"(share {drift.drift_share:.2f}; drifted features: {drifted})."
-            )
+            against = f"Data drift vs {drift.reference.model_version}'s training data"
+            if drift.verdict == NOT_TESTED:
+                lines.append(f"{against}: not tested ({drift.note}).")
+            else:
+                drifted = ", ".join(drift.drifted_features) or "none"
+                untested = f"; {drift.note}" if drift.note else ""
+                lines.append(
+                    f"{against}: {'DRIFT' if drift.dataset_drift else 'no dataset drift'} "
+                    f"(share {drift.drift_share:.2f} of the tested features; drifted features: "
+                    f"{drifted}{untested})."
+                )
         lines.extend(self.notes)
+        new = {r.name for r in self.ingestion.quarantined} if self.ingestion else set()
+        waiting = [r for r in self.quarantined if r.name not in new]
+        if waiting:
+            lines.append(
+                f"Still quarantined ({len(waiting)} file(s), fix or remove them; exit 10 until "
+                "then):"
+            )
+            lines.extend(f"  {r.name}: {r.reason}" for r in waiting)
         if self.drift_check is not None:
             d = self.drift_check
             verdict = "model drift" if d.model_drift else "no model drift"
@@ -204,20 +219,25 @@ def _pass(
             detail.update(rows_added=ingestion.rows_added, files=len(ingestion.records))
         if not ingestion.changed and not ingestion.deferred:
             ingestion = None  # the files only looked new (recently touched): nothing to report
-    exit_code = EXIT_PARTIAL if ingestion is not None and ingestion.partial else EXIT_OK
+    waiting = outstanding_quarantine(workspace)
+    partial = bool(waiting) or (ingestion is not None and ingestion.partial)
+    exit_code = EXIT_PARTIAL if partial else EXIT_OK
     dataset = workspace.dataset
     new_batches = [b.id for b in dataset.batches if b.id not in trained_on]
     if not new_batches:
-        return PassResult(
-            run.run_id,
-            NO_NEW_DATA,
-            exit_code,
-            "no new data since the last model was trained and scored",
-            ingestion=ingestion,
-            production=production,
+        reason = "no new data since the last model was trained and scored"
+        if not dataset.batches:
+            reason = f"no data yet: put CSV files into {settings.input_folder}"
+        elif not workspace.registry.ids():
+            reason = "no model yet, and no new data to train one on"
+        result = PassResult(
+            run.run_id, NO_NEW_DATA, exit_code, reason, ingestion=ingestion, production=production
         )
+        result.quarantined = waiting
+        return result
 
     result = PassResult(run.run_id, KEPT, exit_code, "", ingestion=ingestion, production=production)
+    result.quarantined = waiting
     new_batch = ingestion.batch.id if ingestion is not None and ingestion.batch else None
     if production is not None:
         _check_production(workspace, run, result, production, new_batch, new_batches)
@@ -304,6 +324,7 @@ def _check_production(
             result.data_drift = drift
             history.record_drift(drift, run.run_id)
             detail.update(
+                verdict=drift.verdict,
                 dataset_drift=drift.dataset_drift,
                 drift_share=drift.drift_share,
                 drifted=list(drift.drifted_features),

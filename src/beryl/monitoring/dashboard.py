@@ -1,5 +1,5 @@
 """Render the monitoring dashboard as one offline HTML page with inline SVG charts, from the
-``DashboardData`` that ``beryl.monitoring.diagnostics.dashboard_data`` gathers.
+``DashboardData`` that ``beryl.monitoring.overview.dashboard_data`` gathers.
 
 Every chart carries its numbers in ``data-*`` attributes (floats as ``repr``, "" for no number) so a
 browser test can check the picture against the source; every text from the data is HTML-escaped.
@@ -230,11 +230,19 @@ def drift_section(drift: DriftResult | None) -> str:
         sentence = "No drift check yet: it runs when a new batch arrives after the first model."
         return f'{heading}<p class="empty">{sentence}</p></section>'
     features, reference = drift.features, drift.reference
+    tested = len(features) - len(drift.untested_features)
+    counted = (
+        f"Not tested: {drift.note}."
+        if drift.verdict == "not tested"
+        else f"{sum(f.drifted for f in features.values())} of {tested} tested features "
+        f"drifted ({fmt(drift.drift_share, '.0%')})"
+        + (f" ({drift.note})" if drift.note else "")
+        + "."
+    )
     summary = (
-        f"{sum(f.drifted for f in features.values())} of {len(features)} features "
-        f"drifted ({fmt(drift.drift_share, '.0%')}) in a batch of "
-        f"{fmt(drift.current.rows, ',')} rows, against {fmt(reference.rows, ',')} "
-        f"rows the production model {reference.model_version or ''} was trained on."
+        f"{counted} A batch of {fmt(drift.current.rows, ',')} rows, against "
+        f"{fmt(reference.rows, ',')} rows the production model "
+        f"{reference.model_version or ''} was trained on."
     )
     rows, body = [], []
     for name, info in features.items():
@@ -247,7 +255,11 @@ def drift_section(drift: DriftResult | None) -> str:
         tip = f"{name}: {metric} {fmt(distance)}, threshold {fmt(threshold, 'g')}"
         bar = Segment(distance, _DRIFTED if flag else _STABLE, attrs, tip)
         rows.append(Row(name, [bar], shown, {}, threshold if is_number(threshold) else None))
-        verdict = '<strong style="color:#b91c1c">yes</strong>' if flag else "no"
+        verdict = (
+            '<strong style="color:#b91c1c">yes</strong>'
+            if flag
+            else ("no" if info.tested else "not tested")
+        )
         body.append(
             f"<tr><td>{esc(name)}</td><td>{esc(info.test or '—')}</td>{_NUM}"
             f"{fmt(info.statistic, '.3f')}</td>{_NUM}{fmt(info.p_value, '.2g')}"
@@ -400,7 +412,9 @@ def _quality_card(quality: ModelQuality | None) -> str:
 def _banner(data: DashboardData) -> str:
     production, drift, runs = data.production, data.drift, data.runs
     verdict = ("grey", "no check yet")
-    if drift is not None and drift.dataset_drift:
+    if drift is not None and drift.verdict == "not tested":
+        verdict = ("grey", "drift not tested")
+    elif drift is not None and drift.dataset_drift:
         verdict = ("red", f"dataset drift · {fmt(drift.drift_share, '.0%')} of features")
     elif drift is not None:
         drifted = len(drift.drifted_features)

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypedDict, cast
@@ -31,13 +31,6 @@ from beryl.data.dataset import Dataset
 from beryl.data.schema import Schema
 from beryl.errors import EmptyDatasetError, StateError
 from beryl.model.predict import predict
-from beryl.monitoring.dashboard import (
-    ConfusionMatrix,
-    DashboardData,
-    ModelQuality,
-    ProductionModel,
-    VersionRow,
-)
 from beryl.monitoring.results import DriftResult
 from beryl.monitoring.store import HistoryStore
 from beryl.workspace import Workspace
@@ -59,6 +52,24 @@ class Profile(TypedDict):
     computed_at: str
     summary_stats: dict[str, ColumnSummary]
     missing_percent: dict[str, float]
+
+
+class QuarantinedFile(TypedDict):
+    """An input file refused and still in the input folder: its name, why, and since when."""
+
+    name: str
+    reason: str | None
+    time: str
+
+
+def quarantined_files(workspace: Workspace | Settings) -> list[QuarantinedFile]:
+    """The input files still waiting to be fixed or removed (``outstanding_quarantine``)."""
+    from beryl.data.scan import outstanding_quarantine
+
+    return [
+        QuarantinedFile(name=r.name, reason=r.reason, time=r.time)
+        for r in outstanding_quarantine(workspace)
+    ]
 
 
 class PackageRow(TypedDict):
@@ -103,6 +114,7 @@ class Diagnostics:
     measured_timings: dict[str, float] | None = None
     predictions: PredictionsOnTestData | None = None
     outdated_packages: list[PackageRow] | None = None
+    quarantined: list[QuarantinedFile] = field(default_factory=list)  # until fixed or removed
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of ``beryl diagnose --json`` (parts that are None are left out, but drift)."""
@@ -120,6 +132,7 @@ class Diagnostics:
             data["predictions"] = self.predictions.to_dict()
         if self.outdated_packages is not None:
             data["outdated_packages"] = self.outdated_packages
+        data["quarantined_files"] = list(self.quarantined)
         return data
 
 
@@ -422,76 +435,5 @@ def diagnose(
         measured_timings=measure_timings(workspace) if measure else None,
         predictions=None if production is None else predict_test_data(workspace),
         outdated_packages=refresh_outdated(workspace)["packages"] if check_outdated else None,
-    )
-
-
-def dashboard_data(
-    workspace: Workspace | Settings, *, runs: int = 15, profile_of: ProfileSource = profile
-) -> DashboardData:
-    """Everything the monitoring dashboard shows, from what the loop recorded."""
-    workspace = Workspace.of(workspace)
-    registry, history = workspace.registry, workspace.history
-    production = registry.production()
-    cards = registry.cards()
-    prod_card = next((card for card in cards if card.id == production), None)
-    try:
-        missing = profile_of(workspace)["missing_percent"]
-    except EmptyDatasetError:
-        missing = {}
-    matrix = None
-    if prod_card is not None and prod_card.metrics.get("confusion_matrix"):
-        matrix = ConfusionMatrix(
-            matrix=prod_card.metrics["confusion_matrix"],
-            labels=prod_card.metrics.get("confusion_labels", []),
-            version=prod_card.id,
-        )
-    quality = None
-    if prod_card is not None and prod_card.metrics:
-        from beryl.model.tuning import describe
-
-        metrics = prod_card.metrics
-        quality = ModelQuality(
-            version=prod_card.id,
-            threshold=metrics.get("threshold", prod_card.tuning.get("threshold")),
-            chosen=describe(prod_card.tuning),
-            metrics={k: metrics.get(k) for k in ("precision", "recall", "f1", "brier")},
-            reliability=metrics.get("reliability") or [],
-        )
-    since = None
-    if prod_card is not None:
-        since = next(
-            (m.time for m in reversed(registry.moves()) if m.to_version == production), None
-        )
-    warnings = []
-    overlap = (prod_card.metrics.get("test_overlap") or {}) if prod_card else {}
-    if overlap.get("shared"):
-        warnings.append(
-            f"{overlap['shared']} of {overlap['rows']} test rows ({overlap['share']:.0%}) are also "
-            f"in {production}'s training data: its test score is flattered (was test data copied "
-            "into the input folder?)"
-        )
-    return DashboardData(
-        title=f"Beryl — workspace {workspace.root}",
-        generated_at=utc_now(),
-        production=None
-        if prod_card is None
-        else ProductionModel(version=prod_card.id, f1=prod_card.f1, since=since),
-        versions=[
-            VersionRow(
-                id=card.id,
-                created=card.created,
-                f1=card.f1,
-                rows=card.training.get("rows"),
-                production=card.id == production,
-            )
-            for card in reversed(cards)
-        ],
-        scores=history.scores(),
-        promotions=history.promotions(),
-        drift=history.latest_drift(),
-        missing_percent=missing,
-        runs=[run for run in history.runs(runs) if run.command == "run"],
-        confusion_matrix=matrix,
-        quality=quality,
-        warnings=warnings,
+        quarantined=quarantined_files(workspace),
     )

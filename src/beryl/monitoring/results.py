@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+DRIFTED, NOT_DRIFTED, NOT_TESTED = "drifted", "not drifted", "not tested"
+
 
 @dataclass(frozen=True)
 class FeatureDrift:
@@ -42,8 +44,15 @@ class FeatureDrift:
         """Whether a test was run (a feature with too few rows is neither drifted nor stable)."""
         return self.p_value is not None
 
+    @property
+    def verdict(self) -> str:
+        if not self.tested:
+            return NOT_TESTED
+        return DRIFTED if self.drifted else NOT_DRIFTED
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
+            "verdict": self.verdict,
             "drifted": self.drifted,
             "test": self.test,
             "statistic": self.statistic,
@@ -113,12 +122,41 @@ class DriftResult:
     drifted_features: tuple[str, ...]
     features: Mapping[str, FeatureDrift] = field(default_factory=dict)
 
+    @property
+    def untested_features(self) -> tuple[str, ...]:
+        """Features with too few rows to test: neither drifted nor stable."""
+        return tuple(name for name, f in self.features.items() if not f.tested)
+
+    @property
+    def verdict(self) -> str:
+        """``drifted``, ``not drifted``, or ``not tested`` when no feature could be tested."""
+        if self.features and len(self.untested_features) == len(self.features):
+            return NOT_TESTED
+        return DRIFTED if self.dataset_drift else NOT_DRIFTED
+
+    @property
+    def note(self) -> str | None:
+        """Why the verdict leaves features out (None when every feature was tested)."""
+        untested = self.untested_features
+        if not untested:
+            return None
+        why = next((f.note for f in self.features.values() if f.note and not f.tested), None)
+        why = why.removeprefix("not tested: ") if why else None
+        which = (
+            "no feature tested"
+            if len(untested) == len(self.features)
+            else f"{', '.join(untested)} not tested"
+        )
+        return which + (f": {why}" if why else "")
+
     def headline(self) -> dict[str, Any]:
         """The verdict without the per-feature detail (what a run's record keeps)."""
         return {
+            "verdict": self.verdict,
             "dataset_drift": self.dataset_drift,
             "drift_share": self.drift_share,
             "drifted_features": list(self.drifted_features),
+            "note": self.note,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,13 +194,15 @@ class DriftResult:
         dataset_drift_share: float,
     ) -> DriftResult:
         """The result of these features: the dataset drifts when at least
-        ``dataset_drift_share`` of them drifted."""
+        ``dataset_drift_share`` of the features that could be tested drifted (none tested:
+        the verdict is "not tested", never "not drifted")."""
         drifted = tuple(name for name, f in features.items() if f.drifted)
-        share = len(drifted) / len(features) if features else 0.0
+        tested = sum(f.tested for f in features.values())
+        share = len(drifted) / tested if tested else 0.0
         return cls(
             reference=reference,
             current=current,
-            dataset_drift=share >= dataset_drift_share,
+            dataset_drift=bool(tested) and share >= dataset_drift_share,
             drift_share=share,
             drifted_features=drifted,
             features=dict(features),

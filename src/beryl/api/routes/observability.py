@@ -82,7 +82,7 @@ async def metrics(request: Request) -> Response:
 async def dashboard(request: Request, workspace: WorkspaceDep) -> HTMLResponse:
     """One page: model versions, F1 over time, drift, missing values, passes, confusion matrix."""
     from beryl.monitoring.dashboard import render_dashboard
-    from beryl.monitoring.diagnostics import dashboard_data
+    from beryl.monitoring.overview import dashboard_data
 
     profiles = request.app.state.profiles
     page = await run_in_threadpool(
