@@ -317,6 +317,7 @@ def test_monitoring_endpoints(server: Server) -> None:
     card = Registry(server.settings.model_folder).card("v0001")
     assert scoring["model_version"] == "v0001"
     assert scoring["f1"] == pytest.approx(card.f1)
+    assert scoring["f1_score"] == scoring["score"] == scoring["f1"]  # the original's names
     stats = httpx.get(f"{server.url}/summarystats").json()
     assert set(stats["columns"]) == set(FEATURES)
     finaldata = pd.read_csv(server.settings.output_folder / "finaldata.csv")

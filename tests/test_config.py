@@ -272,3 +272,81 @@ def test_from_mapping_uses_the_given_root(tmp_path: Path) -> None:
     settings = config.from_mapping({"output_folder_path": "out"}, tmp_path)
     assert isinstance(settings, Settings)
     assert settings.output_folder == tmp_path.resolve() / "out"
+
+
+# The original system's config.json, key for key (its four keys Beryl does not use last).
+ORIGINAL = {
+    "input_folder_path": "practicedata",
+    "output_folder_path": "ingesteddata",
+    "test_data_path": "testdata",
+    "output_model_path": "practicemodels",
+    "prod_deployment_path": "production_deployment",
+    "model_scores_path": "modelscores",
+    "reports_path": "reports",
+    "api_responses": "api_responses",
+    "source_data": "sourcedata",
+}
+UNUSED = ["model_scores_path", "reports_path", "api_responses", "source_data"]
+
+
+def test_the_original_config_is_accepted_with_a_notice_per_unused_key(tmp_path: Path) -> None:
+    settings = config.load(write_config(tmp_path, ORIGINAL), environ={})
+
+    assert settings.input_folder == tmp_path.resolve() / "practicedata"
+    assert settings.model_folder == tmp_path.resolve() / "practicemodels"
+    assert [n.split(": ")[0] for n in settings.notices] == UNUSED
+    for notice in settings.notices:
+        assert notice.isprintable() and notice.endswith("; the key is ignored"), notice
+    assert "practicemodels/latestscore.txt" in settings.notices[0]
+    assert "set input_folder_path to sourcedata" in settings.notices[3]
+    assert not set(UNUSED) & set(settings.model_dump())
+    assert config.load(write_config(tmp_path, {}), environ={}).notices == ()
+
+
+def test_a_source_data_naming_the_input_folder_says_it_is_the_same(tmp_path: Path) -> None:
+    settings = config.load(write_config(tmp_path, {"source_data": "sourcedata"}), environ={})
+    (notice,) = settings.notices
+    assert "input_folder_path (sourcedata), the same folder" in notice
+
+
+def test_an_unknown_key_beside_the_original_ones_still_fails(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(write_config(tmp_path, {**ORIGINAL, "reports_pth": "x"}), environ={})
+    assert [p.split(":")[0] for p in info.value.problems] == ["reports_pth"]
+    assert "unknown key" in info.value.problems[0]
+
+
+def test_notices_cannot_be_given_in_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="notices: unknown key"):
+        config.load(write_config(tmp_path, {"notices": ["hello"]}), environ={})
+
+
+def test_upgrade_drops_only_the_unused_keys_and_keeps_the_old_file(tmp_path: Path) -> None:
+    data = {**ORIGINAL, "model": {"max_iter": 200}, "api": {"token": "s3cret"}}
+    path = write_config(tmp_path, data)
+    path.chmod(0o600)  # it holds a token
+    before = path.read_bytes()
+
+    result = config.upgrade(tmp_path)
+
+    assert result.path == path and list(result.removed) == UNUSED
+    assert result.backup == tmp_path / "config.json.before-upgrade"
+    assert result.backup.read_bytes() == before
+    kept = json.loads(path.read_text())
+    assert list(kept) == [k for k in data if k not in UNUSED]  # values and order as they were
+    assert kept == {k: v for k, v in data.items() if k not in UNUSED}
+    assert path.stat().st_mode & 0o777 == result.backup.stat().st_mode & 0o777 == 0o600
+    assert config.load(path, environ={}).notices == ()
+    assert config.upgrade(path).backup is None  # nothing left to change
+
+    write_config(tmp_path, data)
+    assert config.upgrade(path).backup == tmp_path / "config.json.before-upgrade-2"
+
+
+def test_upgrade_refuses_an_invalid_config_and_changes_nothing(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {**ORIGINAL, "promotion_margin": 5})
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="promotion_margin"):
+        config.upgrade(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]

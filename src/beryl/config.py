@@ -5,6 +5,11 @@ same from any current directory (cron included)::
 
     settings = load("workspace/config.json")
     settings.input_folder       # absolute Path of input_folder_path
+
+The original system's ``config.json`` works as it is: its four keys Beryl does not use
+(``ORIGINAL_KEYS``) are accepted and left out, each with a one-line notice of what Beryl does
+instead (``Settings.notices``; the CLI prints them); ``upgrade`` rewrites such a file without
+them. Any other unknown key is an error.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +32,7 @@ from pydantic import (
     field_validator,
 )
 
-from beryl.errors import ConfigError
+from beryl.errors import ConfigError, StateError, describe_os_error
 
 CONFIG_ENV = "BERYL_CONFIG"
 TOKEN_ENV = "BERYL_API_TOKEN"  # noqa: S105  (the variable name, not a token)
@@ -179,6 +187,8 @@ class Settings(BaseModel):
     api: ApiSettings = Field(default_factory=ApiSettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
     config_file: Path | None = Field(default=None, exclude=True)
+    # One line per original key the file gave that Beryl does not use (see ``ORIGINAL_KEYS``).
+    notices: tuple[str, ...] = Field(default=(), exclude=True)
 
     @field_validator("target")
     @classmethod
@@ -294,6 +304,53 @@ def check_model(settings: Settings) -> None:
         )
 
 
+# Keys of the original system's config.json that Beryl does not use: accepted and left out, each
+# with a notice of what Beryl does instead (README, "Where everything lands").
+ORIGINAL_KEYS = ("model_scores_path", "reports_path", "api_responses", "source_data")
+_PRIVATE_KEYS = ("root", "config_file", "notices")
+
+
+def _shown(value: Any) -> str:
+    """A config value for a one-line notice: a printable string as it is, else as JSON."""
+    if isinstance(value, str) and value.isprintable():
+        return value
+    return json.dumps(value)
+
+
+def original_key_notice(key: str, value: Any, settings: Settings) -> str:
+    """What Beryl does instead of an original key it ignores, in one line naming the key."""
+    models = _shown(settings.output_model_path.rstrip("/") or "/")
+    if key == "model_scores_path":
+        return (
+            f"{key}: Beryl keeps scores in each model's card ({models}/versions/<id>/card.json, "
+            f"`beryl models show`) and the latest F1 in {models}/latestscore.txt; the key is "
+            "ignored"
+        )
+    if key == "reports_path":
+        return (
+            f"{key}: Beryl writes reports (confusionmatrix.png, classificationreport.png, "
+            f"report.html) to {models}/; the key is ignored"
+        )
+    if key == "api_responses":
+        return (
+            f"{key}: Beryl writes the API calls' answers to {models}/apireturns.txt (timestamped "
+            f"copies in {models}/apireturns/); the key is ignored"
+        )
+    if key == "source_data":
+        source = _shown(value)
+        watched = f"input_folder_path ({_shown(settings.input_folder_path)})"
+        instead = (
+            f"{watched}, the same folder"
+            if value == settings.input_folder_path
+            else f"{watched} only: set input_folder_path to {source} to use that folder"
+        )
+        return (
+            f"{key}: the original fullprocess.py looked for new data in {source}; `beryl run` "
+            f"takes new files from {instead}; the key is ignored"
+        )
+    raise ValueError(f"{key!r} is not one of the original keys {ORIGINAL_KEYS}")
+
+
 def _format_problem(error: dict[str, Any]) -> str:
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -309,14 +366,19 @@ def from_mapping(
     *,
     check_model: bool = True,
 ) -> Settings:
-    """Validate a config mapping; every problem is listed in one ``ConfigError``."""
-    for private in ("root", "config_file"):
+    """Validate a config mapping; every problem is listed in one ``ConfigError``.
+
+    The original system's keys Beryl does not use (``ORIGINAL_KEYS``) are left out, each with
+    a line in ``Settings.notices``; any other unknown key is a problem.
+    """
+    for private in _PRIVATE_KEYS:
         if private in data:
             raise ConfigError("invalid configuration:", problems=[f"{private}: unknown key"])
+    ignored = {key: data[key] for key in ORIGINAL_KEYS if key in data}
     try:
-        return Settings.model_validate(
+        settings = Settings.model_validate(
             {
-                **data,
+                **{key: value for key, value in data.items() if key not in ignored},
                 "root": root.resolve(),
                 "config_file": config_file.resolve() if config_file else None,
             },
@@ -325,6 +387,10 @@ def from_mapping(
     except ValidationError as exc:
         problems = [_format_problem(dict(e)) for e in exc.errors()]
         raise ConfigError("invalid configuration:", problems=problems) from exc
+    if not ignored:
+        return settings
+    notices = tuple(original_key_notice(k, v, settings) for k, v in ignored.items())
+    return settings.model_copy(update={"notices": notices})
 
 
 def resolve_path(
@@ -339,6 +405,12 @@ def resolve_path(
     return Path(DEFAULT_CONFIG_NAME)
 
 
+def config_file_path(path: str | os.PathLike[str]) -> Path:
+    """The config file ``path`` names: the path itself, or ``config.json`` in a folder."""
+    config_path = Path(path).expanduser()
+    return config_path / DEFAULT_CONFIG_NAME if config_path.is_dir() else config_path
+
+
 def load(
     path: str | os.PathLike[str],
     environ: dict[str, str] | None = None,
@@ -350,11 +422,24 @@ def load(
     ``check_model=False`` leaves the ``model`` parameters to ``check_model`` (see there).
     """
     env = os.environ if environ is None else environ
-    config_path = Path(path).expanduser()
-    if config_path.is_dir():
-        config_path = config_path / DEFAULT_CONFIG_NAME
+    config_path = config_file_path(path)
+    _, data = _read_config(config_path)
+    settings = _validated(data, config_path, check_model=check_model)
+    if settings.api.token is None and TOKEN_ENV in env:
+        problem = token_problem(env[TOKEN_ENV])
+        if problem:
+            raise ConfigError(f"invalid {TOKEN_ENV} in the environment: the token {problem}")
+        api = settings.api.model_copy(update={"token": env[TOKEN_ENV]})
+        settings = settings.model_copy(update={"api": api})
+    return settings
+
+
+def _read_config(config_path: Path) -> tuple[bytes, dict[str, Any]]:
+    """The bytes of a config file and the JSON object they hold; a ``ConfigError`` naming the
+    file otherwise."""
     try:
-        text = config_path.read_text(encoding="utf-8")
+        raw = config_path.read_bytes()
+        text = raw.decode("utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(
             f"no config file at {config_path}",
@@ -370,19 +455,92 @@ def load(
         ) from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{config_path} must hold a JSON object of settings")
+    return raw, data
+
+
+def _validated(data: Mapping[str, Any], config_path: Path, *, check_model: bool) -> Settings:
+    """``from_mapping`` for the file at ``config_path``, its problems naming the file."""
     try:
-        settings = from_mapping(data, config_path.parent, config_path, check_model=check_model)
+        return from_mapping(dict(data), config_path.parent, config_path, check_model=check_model)
     except ConfigError as exc:
         raise ConfigError(
             f"invalid configuration in {config_path}:", problems=exc.problems
         ) from exc
-    if settings.api.token is None and TOKEN_ENV in env:
-        problem = token_problem(env[TOKEN_ENV])
-        if problem:
-            raise ConfigError(f"invalid {TOKEN_ENV} in the environment: the token {problem}")
-        api = settings.api.model_copy(update={"token": env[TOKEN_ENV]})
-        settings = settings.model_copy(update={"api": api})
-    return settings
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """What ``upgrade`` did to a config file: the original keys it took out, each with its
+    notice, and where the old file was kept (None: the file was left as it was)."""
+
+    path: Path
+    removed: dict[str, str]
+    backup: Path | None
+
+
+def upgrade(path: str | os.PathLike[str]) -> Upgrade:
+    """Rewrite a config file in Beryl's own form: without the original keys Beryl ignores.
+
+    Every other key keeps its value and place, so Beryl behaves as before. The file must be
+    valid first. The old file is kept beside it (``config.json.before-upgrade``, or ``-2``,
+    ``-3``... when taken) and the new one replaces it atomically, with the old one's mode (a
+    file holding ``api.token`` stays as private as it was). A file without original keys is
+    left untouched.
+    """
+    config_path = config_file_path(path)
+    raw, data = _read_config(config_path)
+    settings = _validated(data, config_path, check_model=False)
+    removed = {k: original_key_notice(k, data[k], settings) for k in ORIGINAL_KEYS if k in data}
+    if not removed:
+        return Upgrade(config_path, {}, None)
+    kept = {key: value for key, value in data.items() if key not in removed}
+    text = json.dumps(kept, indent=2, ensure_ascii=False) + "\n"
+    try:
+        mode = config_path.stat().st_mode & 0o777
+        backup = _keep_copy(config_path, raw, mode)
+        _replace(config_path, text.encode("utf-8"), mode)
+    except OSError as exc:
+        message, hint = describe_os_error(exc)
+        raise StateError(f"cannot upgrade {config_path}: {message}", hint=hint) from exc
+    return Upgrade(config_path, removed, backup)
+
+
+def _keep_copy(path: Path, data: bytes, mode: int) -> Path:
+    """Write ``data`` to a new file beside ``path`` (never over an existing one); its path."""
+    for attempt in range(1, 1000):
+        suffix = ".before-upgrade" if attempt == 1 else f".before-upgrade-{attempt}"
+        copy = path.with_name(path.name + suffix)
+        try:
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return copy
+    raise FileExistsError(f"{path.name}.before-upgrade-999 and every earlier copy exist")
+
+
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` atomically (temporary file beside it, fsync, rename)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=".beryl-tmp-", dir=path.parent, suffix=path.suffix)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def default_config() -> dict[str, Any]:

@@ -8,9 +8,10 @@ app's token check and body limit, validates and scores with the route's own func
 (``requested_reasons``, ``rows_from_records`` and ``respond``, which predicts with
 ``beryl.model.predict.predict`` and explains with ``explain``), and sends the route's answer
 bytes, headers and metrics. Every other request, and any it has a doubt about (a query string,
-such as ``?explain=k``; another content type, ``file_location``, a body that does not parse or
-validate, no model yet, overridden dependencies), goes to the app unchanged, the body it already
-read replayed: every error answer still comes from the route and the app's handlers.
+such as ``?explain=k``; another content type, ``file_location``, the original system's bare list
+of records, a body that does not parse or validate, no model yet, overridden dependencies), goes
+to the app unchanged, the body it already read replayed: every error answer still comes from the
+route and the app's handlers.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class PredictionFastPath:
         if loaded is None:
             return None  # no model yet, or a promotion to load: the route loads it off the loop
         try:
-            payload = json_request(body, loaded.schema)
+            payload = json_request(body, loaded.schema, bare_list=False)  # a list: the route
             if "records" not in payload:
                 return None  # file_location: a file to read, the route's job
             explain = payload.get("explain")

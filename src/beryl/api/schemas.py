@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,6 +78,9 @@ class PredictionResponse(BaseModel):
     model_version: str
 
 
+_ORIGINAL_F1 = "f1 again, under the original system's name for it"
+
+
 class ScoringResponse(BaseModel):
     model_version: str
     f1: float | None
@@ -88,6 +91,9 @@ class ScoringResponse(BaseModel):
     confusion_matrix: list[list[int]] | None = None
     n: int | None = None
     scored_at: str | None = None
+    # The original system's names for the F1, for its clients: always equal to ``f1``.
+    f1_score: float | None = Field(None, description=_ORIGINAL_F1)
+    score: float | None = Field(None, description=_ORIGINAL_F1)
 
 
 class ColumnStats(BaseModel):
@@ -116,19 +122,31 @@ class OutdatedPackage(BaseModel):
 class DriftSummary(BaseModel):
     """The latest data-drift verdict (details at GET /drift)."""
 
+    verdict: Literal["drifted", "not drifted", "not tested"]
+    note: str | None = None  # which features were not tested, and why
     dataset_drift: bool
     drift_share: float
     drifted_features: list[str]
     checked_batches: list[str]
 
 
+class QuarantinedFile(BaseModel):
+    """An input file refused and still in the input folder."""
+
+    name: str
+    reason: str | None
+    time: str
+
+
 class DiagnosticsResponse(BaseModel):
     model_version: str | None
     missing_percent: dict[str, float]
     timings: dict[str, float | None]
-    outdated_packages: list[OutdatedPackage]
+    # None until the package index has been asked (never "nothing outdated" before a check)
+    outdated_packages: list[OutdatedPackage] | None
     outdated_checked_at: str | None
     data_drift: DriftSummary | None = None
+    quarantined_files: list[QuarantinedFile] = []
 
 
 class HealthResponse(BaseModel):
@@ -141,6 +159,8 @@ class ReadyResponse(BaseModel):
 
 
 class FeatureDrift(BaseModel):
+    verdict: Literal["drifted", "not drifted", "not tested"]
+    note: str | None = None
     drifted: bool
     test: str
     statistic: float | None
@@ -155,6 +175,8 @@ class DriftResponse(BaseModel):
 
     reference: dict[str, Any]
     current: dict[str, Any]
+    verdict: Literal["drifted", "not drifted", "not tested"]
+    note: str | None = None  # which features were not tested, and why
     dataset_drift: bool
     drift_share: float
     drifted_features: list[str]

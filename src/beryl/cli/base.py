@@ -8,10 +8,12 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from beryl import config as config_module
 from beryl.errors import BerylError, StateError, describe_os_error
@@ -29,12 +31,34 @@ def note(text: str) -> None:
     err_console.print(f"[yellow]note[/]: {text}", highlight=False, soft_wrap=True)
 
 
-def _workspace(ctx: click.Context, path: str | None) -> Workspace:
+def chosen_config(ctx: click.Context, path: str | None) -> Path:
+    """The config file a command uses: its ``--config``, the group's, ``$BERYL_CONFIG``, or
+    ./config.json."""
     chosen = path or (ctx.find_root().params.get("config") if ctx.find_root() else None)
+    return config_module.resolve_path(chosen)
+
+
+def _workspace(ctx: click.Context, path: str | None) -> Workspace:
+    config_path = chosen_config(ctx, path)
     # model parameters are checked by whatever trains (it imports scikit-learn; most commands
     # never need it)
-    settings = config_module.load(config_module.resolve_path(chosen), check_model=False)
+    settings = config_module.load(config_path, check_model=False)
+    _config_notices(ctx, config_module.config_file_path(config_path), settings.notices)
     return Workspace(settings)
+
+
+def _config_notices(ctx: click.Context, config_path: Path, notices: tuple[str, ...]) -> None:
+    """Each notice of the config (an original key Beryl ignores) as one ``note:`` line on
+    stderr, once per command: stdout, and the JSON a command prints there, stay as they are."""
+    meta = ctx.find_root().meta
+    if not notices or meta.get(_NOTICES_SHOWN):
+        return
+    meta[_NOTICES_SHOWN] = True
+    for text in notices:
+        note(escape(f"{config_path}: {text}"))
+
+
+_NOTICES_SHOWN = "beryl.config_notices_shown"
 
 
 def config_option(name: str) -> Callable[[F], F]:

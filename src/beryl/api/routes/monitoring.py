@@ -19,12 +19,18 @@ from beryl.api.schemas import (
     DiagnosticsResponse,
     DriftSummary,
     OutdatedPackage,
+    QuarantinedFile,
     ScoringResponse,
     SummaryStatsResponse,
     error_responses,
 )
 from beryl.errors import ModelError
-from beryl.monitoring.diagnostics import OutdatedCache, ProfileCache, recorded_timings
+from beryl.monitoring.diagnostics import (
+    OutdatedCache,
+    ProfileCache,
+    quarantined_files,
+    recorded_timings,
+)
 from beryl.workspace import Workspace
 
 router = APIRouter(tags=["monitoring"], responses=error_responses(503))
@@ -41,15 +47,21 @@ WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]
 
 @router.get("/scoring", response_model=ScoringResponse)
 async def scoring(holder: HolderDep) -> ScoringResponse:
-    """F1 (and the other metrics) of the production model on the test data, as last scored."""
+    """F1 (and the other metrics) of the production model on the test data, as last scored;
+    the F1 also as ``f1_score`` and ``score``, the names the original system's clients read."""
     loaded = await holder.aget()
     metrics = loaded.card.metrics
     if metrics.get("f1") is None:
         raise ApiError(503, f"{loaded.version} has not been scored yet", "run `beryl score`")
     return ScoringResponse(
         model_version=loaded.version,
-        **{k: metrics.get(k) for k in ScoringResponse.model_fields if k != "model_version"},
+        **{k: metrics.get(k) for k in ScoringResponse.model_fields if k not in _NOT_METRICS},
+        f1_score=metrics["f1"],
+        score=metrics["f1"],
     )
+
+
+_NOT_METRICS = frozenset({"model_version", "f1_score", "score"})
 
 
 async def _version(holder: ModelHolder) -> str | None:
@@ -93,16 +105,19 @@ async def diagnostics(
             timings=recorded_timings(workspace.history),
             outdated_packages=[OutdatedPackage(**row) for row in table["packages"]]
             if table is not None
-            else [],
+            else None,
             outdated_checked_at=None if table is None else table["checked_at"],
             data_drift=None
             if drift is None
             else DriftSummary(
+                verdict=drift.verdict,  # type: ignore[arg-type]  # one of the three
+                note=drift.note,
                 dataset_drift=drift.dataset_drift,
                 drift_share=drift.drift_share,
                 drifted_features=list(drift.drifted_features),
                 checked_batches=list(drift.current.batches),
             ),
+            quarantined_files=[QuarantinedFile(**q) for q in quarantined_files(workspace)],
         )
 
     return await run_in_threadpool(read)

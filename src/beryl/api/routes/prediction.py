@@ -1,5 +1,10 @@
 """``POST /prediction``: score records given as JSON, as a CSV body, or as a workspace file.
 
+The original system's request shapes are answered too: a bare JSON list of records (answered as
+``{"records": [...]}`` is, by ``json_request``; the fast path leaves it to this route) and
+``GET /prediction?filename=PATH`` (answered as ``{"file_location": PATH}`` is, by
+``prediction_of_file``).
+
 Records are predicted by ``beryl.model.predict.predict`` (the one decision rule), here and in the
 fast path in front of FastAPI (``beryl.api.fastpath``), which answers through ``respond``.
 
@@ -22,6 +27,7 @@ import pandas as pd
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from beryl._io import is_utf8
@@ -118,6 +124,43 @@ async def prediction(request: Request, settings: SettingsDep, holder: HolderDep)
             )
         else:
             data = parsed
+    return await respond(loaded, data, request.app.state.metrics, reasons)
+
+
+# Fetch metadata a browser sends with a request made by a page: from the API's own pages
+# (same-origin) or typed by the user (none); anything else comes from another site's page.
+_OWN_FETCHES = frozenset({"same-origin", "none"})
+
+
+@router.get("/prediction", include_in_schema=False)
+async def prediction_of_file(request: Request, settings: SettingsDep, holder: HolderDep) -> Any:
+    """The original system's ``GET /prediction?filename=PATH``: the CSV file at ``PATH`` in the
+    workspace, confined, limited and answered exactly as ``{"file_location": PATH}`` is.
+
+    Without ``filename`` the answer is the 405 a GET got before this route existed. A browser
+    page on another site may send a GET without a preflight, so a request whose
+    ``Sec-Fetch-Site`` says it came from one is refused (403) before any file is opened.
+    Left out of the OpenAPI document: ``POST`` with ``file_location`` is the documented form.
+    """
+    names = request.query_params.getlist("filename")
+    if not names:
+        raise StarletteHTTPException(405, headers={"Allow": "POST"})
+    if len(names) > 1:
+        raise ApiError(422, "filename is given more than once: give it once", {"field": "filename"})
+    location = names[0]
+    if not location.strip():
+        raise ApiError(422, "filename must name a CSV file in the workspace", {"field": "filename"})
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site.lower() not in _OWN_FETCHES:
+        raise ApiError(
+            403,
+            f"GET /prediction?filename= is refused from a page on another site "
+            f"(Sec-Fetch-Site: {site[:40]!r})",
+            {"field": "filename", "problem": "POST {'file_location': ...} as application/json"},
+        )
+    loaded = await holder.aget()
+    reasons = requested_reasons(None, request.query_params.getlist("explain"), loaded)
+    data = await run_in_threadpool(_frame_from_file, location, loaded.schema, settings, "filename")
     return await respond(loaded, data, request.app.state.metrics, reasons)
 
 
@@ -242,27 +285,32 @@ def _frame_from_json(
     return rows, reasons
 
 
-# A refusal of ``read_confined`` as an answer: whose fault, and in what words.
+# A refusal of ``read_confined`` as an answer: whose fault, and in what words ({field}: the
+# request's name for the file, ``file_location`` or the original system's ``filename``).
 _REFUSALS: dict[str, tuple[int, str]] = {
-    "outside": (403, "file_location must name a file inside the workspace"),
-    "link": (403, "file_location must name a regular file inside the workspace, not a link"),
+    "outside": (403, "{field} must name a file inside the workspace"),
+    "link": (403, "{field} must name a regular file inside the workspace, not a link"),
     "not-found": (404, "no such file in the workspace"),
-    "too-large": (413, "file_location names a file over api.max_file_bytes"),
-    "bad-name": (422, "file_location is not a usable file name"),
-    "not-a-file": (422, "file_location must name a regular file"),
-    "unreadable": (422, "file_location names a file the server cannot read"),
+    "too-large": (413, "{field} names a file over api.max_file_bytes"),
+    "bad-name": (422, "{field} is not a usable file name"),
+    "not-a-file": (422, "{field} must name a regular file"),
+    "unreadable": (422, "{field} names a file the server cannot read"),
 }
 
 
-def _frame_from_file(location: str, schema: Schema, settings: Settings) -> pd.DataFrame:
-    """Read a workspace file once, confined on its descriptor, bounded by api.max_file_bytes."""
+def _frame_from_file(
+    location: str, schema: Schema, settings: Settings, field: str = "file_location"
+) -> pd.DataFrame:
+    """Read a workspace file once, confined on its descriptor, bounded by api.max_file_bytes;
+    refusals name the request's ``field``."""
     try:
         data = read_confined(settings.root, location, max_bytes=settings.api.max_file_bytes)
     except RootUnavailableError as exc:
         raise ApiError(503, "the server cannot open its workspace", str(exc)) from exc
     except ConfinedError as exc:
         status, error = _REFUSALS[exc.kind]
-        detail: dict[str, Any] = {"field": "file_location", "problem": str(exc)}
+        error = error.format(field=field)
+        detail: dict[str, Any] = {"field": field, "problem": str(exc)}
         if exc.kind in ("outside", "link"):
             detail["workspace"] = str(settings.root)
         if exc.kind == "too-large":
@@ -271,15 +319,22 @@ def _frame_from_file(location: str, schema: Schema, settings: Settings) -> pd.Da
     return _frame_from_csv(data, schema, location, settings)
 
 
-def json_request(body: bytes, schema: Schema) -> dict[str, Any]:
+def json_request(body: bytes, schema: Schema, *, bare_list: bool = True) -> dict[str, Any]:
     """A JSON body parsed: an object holding exactly one of ``records`` or ``file_location``,
-    and optionally ``explain``."""
+    and optionally ``explain``.
+
+    A bare list (the original system's body, ``[{...}, {...}]``) is taken as its ``records``:
+    the same limits and the same errors, which name ``records[i]``; ``bare_list=False`` refuses
+    it as any body that is not an object.
+    """
     try:
         payload = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "request body is not valid JSON", str(exc)) from exc
     except RecursionError as exc:
         raise ApiError(400, "request body is nested too deeply", str(exc)) from exc
+    if bare_list and isinstance(payload, list):
+        return {"records": payload}
     if not isinstance(payload, dict) or not (
         {"records"} <= payload.keys() or "file_location" in payload
     ):

@@ -1,0 +1,37 @@
+"""Commands on the config file itself: ``beryl config upgrade`` rewrites the original system's
+``config.json`` in Beryl's own form."""
+
+from __future__ import annotations
+
+import click
+
+from beryl import config as config_module
+from beryl.cli.base import chosen_config, cli, config_option, console
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Work on config.json itself."""
+
+
+@config_group.command("upgrade")
+@config_option("config_path")
+@click.pass_context
+def config_upgrade(ctx: click.Context, config_path: str | None) -> None:
+    """Rewrite config.json without the original system's keys Beryl ignores.
+
+    Every other key keeps its value, so Beryl behaves as before; the notices those keys gave
+    stop. The old file is kept beside the new one (config.json.before-upgrade).
+    """
+    result = config_module.upgrade(chosen_config(ctx, config_path))
+    if result.backup is None:
+        _say(f"{result.path} is in Beryl's form already: nothing to change.")
+        return
+    _say(f"Rewrote {result.path}; the old file is kept as {result.backup}.")
+    for key, notice in result.removed.items():
+        why = notice.removeprefix(f"{key}: ").removesuffix("; the key is ignored")
+        _say(f"  removed {key}: {why}")
+
+
+def _say(line: str) -> None:
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
