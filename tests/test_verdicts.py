@@ -158,3 +158,34 @@ def test_a_pass_on_a_fresh_empty_workspace_says_there_is_no_data_yet(tmp_path: P
     assert done.returncode == 0
     assert "no data yet: put CSV files into" in done.stdout
     assert "since the last model was trained" not in done.stdout
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_on_a_port_in_use_is_one_line_and_exit_8(workspace: Settings, workers: int) -> None:
+    """An environment fault, not a data error (exit 3 was uvicorn's own startup failure)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "beryl",
+                "--config",
+                str(workspace.root / "config.json"),
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 8, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in lines[0]
+    assert "--port" in lines[0]

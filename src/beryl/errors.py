@@ -103,6 +103,12 @@ class ServiceError(BerylError, RuntimeError):
     exit_code = 6
 
 
+class ListenError(BerylError, RuntimeError):
+    """``beryl serve`` could not start listening (the address is in use, or not this host's)."""
+
+    exit_code = 8
+
+
 class StateError(BerylError, RuntimeError):
     """A state file of the workspace (history database, dataset record, a batch) is damaged,
     missing or unavailable: not the caller's input, and not something a retry with other

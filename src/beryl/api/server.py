@@ -15,12 +15,12 @@ for the client's delayed ACK. Beryl re-opens that socket as TCP before handing i
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from beryl import config as config_module
 from beryl.api.app import allowed_hosts, create_app
 from beryl.api.fastpath import PredictionFastPath
 from beryl.config import CONFIG_ENV, Settings
-from beryl.errors import BerylError
+from beryl.errors import BerylError, ListenError
 
 APP_FACTORY = "beryl.api.server:app_from_environment"
 HOST_ENV = "BERYL_SERVE_HOST"  # the address ``serve`` listens on, for each worker's Host check
@@ -55,6 +55,7 @@ def serve(
         "log_level": "info",
         "access_log": access_log,
     }
+    check_listen(host, port)
     limits = HttpLimits.from_api(settings.api)
     if workers <= 1:
         config = LimitedConfig(APP_FACTORY, limits=limits, **options)
@@ -63,7 +64,10 @@ def serve(
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         if not server.started:
-            sys.exit(STARTUP_FAILURE)
+            raise ListenError(
+                f"the server did not start on {host}:{port} (uvicorn exit {STARTUP_FAILURE})",
+                hint="see the lines above",
+            )
         return
     from uvicorn.supervisors import Multiprocess
 
@@ -83,6 +87,22 @@ def serve(
 # Descriptors a worker needs besides its connections: the listener, log and model files, the
 # history database, connections closing after a refusal, the event loop's own.
 _SPARE_DESCRIPTORS = 256
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse, in one line, an address this server cannot listen on (a port another process
+    holds, a host that is not this machine's) before any worker starts."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        hint = (
+            "another process listens there: stop it, or choose --port / api.port"
+            if exc.errno == errno.EADDRINUSE
+            else "choose an address of this machine with --host / api.host"
+        )
+        raise ListenError(f"cannot listen on {host}:{port}: {why}", hint=hint) from exc
 
 
 def raise_open_file_limit(max_connections: int) -> int:
