@@ -78,6 +78,17 @@ def test_runs_are_newest_first_and_limited(history: HistoryStore) -> None:
     assert [r.command for r in history.runs(2)] == ["c", "b"]
 
 
+def test_runs_of_one_command_are_the_latest_of_that_command(history: HistoryStore) -> None:
+    for command in ("run", "diagnose", "run", "report", "diagnose", "run"):
+        with history.run(command):
+            pass
+    passes = history.runs(2, "run")
+    assert [r.command for r in passes] == ["run", "run"]
+    assert [r.id for r in passes] == [r.id for r in history.runs(10) if r.command == "run"][:2]
+    assert history.runs(10, "train") == []
+    assert len(history.runs(10)) == 6
+
+
 def test_interrupted_runs_are_closed(history: HistoryStore) -> None:
     history.start_run("run")
     history.start_run("diagnose")

@@ -189,3 +189,21 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_8(workspace: Settings, work
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in lines[0]
     assert "--port" in lines[0]
+
+
+def test_history_lists_passes_by_default_and_beryl_history_shows_outcomes(
+    workspace: Settings,
+) -> None:
+    assert run_cli(workspace, "run", "--no-apicalls").returncode == 0
+    assert run_cli(workspace, "diagnose", "--no-outdated").returncode == 0
+    assert run_cli(workspace, "report").returncode == 0
+    settings = config.load(workspace.root / "config.json")
+    with in_process(settings) as (url, _):
+        passes = httpx.get(f"{url}/history?limit=2", timeout=30).json()["runs"]
+        every = httpx.get(f"{url}/history?limit=2&command=all", timeout=30).json()["runs"]
+        bad = httpx.get(f"{url}/history?command=DROP%20TABLE", timeout=30)
+    assert [r["command"] for r in passes] == ["run"]
+    assert [r["command"] for r in every] == ["report", "diagnose"]
+    assert bad.status_code == 422
+    shown = run_cli(workspace, "history", "--command", "run")
+    assert shown.returncode == 0 and "outcome" in shown.stdout and "promoted" in shown.stdout

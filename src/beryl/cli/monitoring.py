@@ -39,7 +39,8 @@ def report(workspace: Workspace, version: str | None) -> None:
 @cli.command()
 @with_workspace
 @click.option("--limit", default=10, show_default=True)
+@click.option("--command", "command", default=None, help="Only runs of this command (run: passes).")
 @click.option("--json", "as_json", is_flag=True)
-def history(workspace: Workspace, limit: int, as_json: bool) -> None:
+def history(workspace: Workspace, limit: int, command: str | None, as_json: bool) -> None:
     """Recent runs with their steps, durations and outcomes."""
-    render.runs(workspace.history.runs(limit), as_json=as_json)
+    render.runs(workspace.history.runs(limit, command), as_json=as_json)

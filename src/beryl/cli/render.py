@@ -273,11 +273,14 @@ def runs(records: list[RunRecord], *, as_json: bool) -> None:
         print_json([r.__dict__ | {"steps": [s.__dict__ for s in r.steps]} for r in records])
         return
     table = Table(title="Recent runs")
-    for column in ("id", "command", "started", "seconds", "status", "steps"):
+    for column in ("id", "command", "started", "seconds", "status", "outcome", "steps"):
         table.add_column(column)
     for run in records:
         steps = ", ".join(f"{s.name} {fmt(s.duration_s)}s" for s in run.steps)
-        table.add_row(str(run.id), run.command, run.started, fmt(run.duration_s), run.status, steps)
+        outcome = str(run.detail.get("outcome") or run.summary or "")
+        table.add_row(
+            str(run.id), run.command, run.started, fmt(run.duration_s), run.status, outcome, steps
+        )
     console.print(table)
 
 

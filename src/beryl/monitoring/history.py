@@ -309,12 +309,18 @@ class History:
             )
             return int(cursor.rowcount)
 
-    def runs(self, limit: int = 20) -> list[RunRecord]:
-        """The most recent runs, newest first, with their steps."""
+    def runs(self, limit: int = 20, command: str | None = None) -> list[RunRecord]:
+        """The most recent runs (of ``command`` only, when given), newest first, with their
+        steps."""
         with self._reader() as conn:
             if conn is None:
                 return []
-            rows = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            if command is None:
+                query, args = "SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)
+            else:
+                query = "SELECT * FROM runs WHERE command = ? ORDER BY id DESC LIMIT ?"
+                args = (command, limit)  # type: ignore[assignment]
+            rows = conn.execute(query, args).fetchall()
             return [
                 RunRecord(
                     id=row["id"],

@@ -38,15 +38,24 @@ async def drift(workspace: WorkspaceDep) -> Any:
 
 @router.get("/history", response_model=HistoryResponse)
 async def history(
-    workspace: WorkspaceDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    workspace: WorkspaceDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    command: Annotated[
+        str,
+        Query(
+            pattern=r"^[a-z][a-z-]{0,31}$",
+            description='runs of this command: "run" (passes of the loop, the default), another '
+            'command such as "train", or "all"',
+        ),
+    ] = "run",
 ) -> HistoryResponse:
     """Passes, scores and promotions over time (newest runs first; scores oldest first)."""
-    return await run_in_threadpool(_history, workspace.history, limit)
+    return await run_in_threadpool(_history, workspace.history, limit, command)
 
 
-def _history(records: HistoryStore, limit: int) -> HistoryResponse:
+def _history(records: HistoryStore, limit: int, command: str) -> HistoryResponse:
     return HistoryResponse(
-        runs=[_run(run) for run in records.runs(limit)],
+        runs=[_run(run) for run in records.runs(limit, None if command == "all" else command)],
         scores=[score.to_dict() for score in records.scores(limit * 3)],
         promotions=[move.to_dict() for move in records.promotions(limit)],
     )
