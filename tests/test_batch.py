@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +56,9 @@ def test_a_bad_value_names_the_rows_and_leaves_no_output(
     good = "corporation,lastmonth_activity,lastyear_activity,number_of_employees\n"
     source.write_text(good + "a,1,2,3\n" * 2000 + "b,lots,2,3\n")
     output = folder / "out.csv"
-    with pytest.raises(SchemaError, match=r"bad\.csv \(rows .*'lastmonth_activity'.*'lots'"):
+    with pytest.raises(
+        SchemaError, match=r"bad\.csv line 2002: column 'lastmonth_activity'.*'lots'"
+    ):
         score_file(deployed, source, output, block_bytes=4096)
     assert [p.name for p in folder.iterdir()] == ["bad.csv"]  # no output, no temporary
 
@@ -80,3 +84,38 @@ def test_cli_predict(deployed: Settings, tmp_path: Path, beryl_cli: CliRunner) -
         config=deployed.root / "config.json",
     )
     assert missing.returncode == 3 and "is not a file" in missing.stderr
+
+
+@pytest.mark.parametrize("block_bytes", [None, 256])
+def test_a_value_that_is_not_a_number_names_the_line_and_column_through_the_cli(
+    deployed: Settings, tmp_path: Path, block_bytes: int | None
+) -> None:
+    """Whether Arrow meets it in the first block (as the file is opened) or a later one."""
+    source = tmp_path / "bad.csv"
+    good = "corporation,lastmonth_activity,lastyear_activity,number_of_employees\n"
+    source.write_text(good + "a,1,2,3\n" * 40 + "b,12,lots,3\n")
+    if block_bytes is None:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "beryl",
+                "--config",
+                str(deployed.root / "config.json"),
+                "predict",
+                str(source),
+                "-o",
+                str(tmp_path / "out.csv"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 3 and "Traceback" not in done.stderr
+        message = done.stderr.strip()
+    else:
+        with pytest.raises(SchemaError) as caught:
+            score_file(deployed, source, tmp_path / "out.csv", block_bytes=block_bytes)
+        message = str(caught.value)
+    assert "bad.csv line 42: column 'lastyear_activity' has a value that is not a number" in message
+    assert "'lots'" in message and "\n" not in message
+    assert not (tmp_path / "out.csv").exists()

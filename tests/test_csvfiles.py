@@ -115,9 +115,10 @@ def test_stream_rows_names_the_column_and_rows_of_a_value_that_is_not_a_number(
     ):
         list(stream)
     message = str(refused.value)
-    assert "score.csv (rows " in message and " onwards)" in message
-    assert "column 'activity' has a value that is not a number ('lots')" in message
-    assert f"rows {stream.rows + 1} onwards" in message
+    # the header is line 1: the bad value is on line 302, whichever block Arrow met it in
+    assert "score.csv line 302: column 'activity' has a value that is not a number ('lots')" in (
+        message
+    )
     assert 0 < stream.rows <= 300
 
 

@@ -403,12 +403,31 @@ def stream_rows(path: Path, schema: Schema, *, block_bytes: int = STREAM_BLOCK_B
     column_types |= {c: pa.float64() for c in schema.numeric}
     try:
         reader = open_stream(str(path), block_size=block_bytes, column_types=column_types)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SchemaError(
-            f"{path.name}: not a readable CSV file: {exc}",
-            hint="fix the file (comma-separated, UTF-8, one header row) and try again",
-        ) from exc
+    except pa.ArrowInvalid as exc:  # the first block is parsed as the file is opened
+        raise not_a_number(path, exc) or unreadable(path.name, exc) from exc
+    except OSError as exc:
+        raise unreadable(path.name, exc) from exc
     return CsvStream(path, reader)
+
+
+def not_a_number(path: Path, exc: Exception) -> SchemaError | None:
+    """Arrow's "In CSV column #1: ... invalid value 'x'" as the file's line and column name (the
+    first line holding that value there, found by reading the file again; the header is line
+    1); None for another error."""
+    found = re.search(r"column #(\d+): .*?invalid value '([^']*)'", str(exc))
+    if not found:
+        return None
+    index, value = int(found.group(1)), found.group(2)
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        rows = csv.reader(handle)
+        names = next(rows, [])
+        row = next((n for n, r in enumerate(rows, 2) if len(r) > index and r[index] == value), 0)
+    column = names[index] if index < len(names) else f"#{index + 1}"
+    where = f"line {row}" if row else "a line"
+    return SchemaError(
+        f"{path.name} {where}: column {column!r} has a value that is not a number ({value!r})",
+        hint="fix that value or leave it blank for missing",
+    )
 
 
 class CsvStream:
@@ -430,7 +449,10 @@ class CsvStream:
                 self.rows += batch.num_rows
                 yield batch
         except pa.ArrowInvalid as exc:
-            raise self._error(exc) from exc
+            raise not_a_number(self.path, exc) or SchemaError(
+                f"{self.path.name}: not a readable CSV file after row {self.rows}: {exc}",
+                hint="fix the file (comma-separated, UTF-8, one header row) and try again",
+            ) from exc
 
     def close(self) -> None:
         self._reader.close()
@@ -445,19 +467,3 @@ class CsvStream:
         trace: TracebackType | None,
     ) -> None:
         self.close()
-
-    def _error(self, exc: Exception) -> SchemaError:
-        """Name the column of a conversion error ("In CSV column #1: ... invalid value 'x'")."""
-        names, source = self.names, self.path.name
-        found = re.search(r"column #(\d+): .*?invalid value '([^']*)'", str(exc))
-        if found and int(found.group(1)) < len(names):
-            column = names[int(found.group(1))]
-            return SchemaError(
-                f"{source} (rows {self.rows + 1} onwards): column {column!r} has a value that "
-                f"is not a number ({found.group(2)!r})",
-                hint="fix that value or leave it blank for missing",
-            )
-        return SchemaError(
-            f"{source}: not a readable CSV file after row {self.rows}: {exc}",
-            hint="fix the file (comma-separated, UTF-8, one header row) and try again",
-        )
