@@ -207,3 +207,13 @@ def test_history_lists_passes_by_default_and_beryl_history_shows_outcomes(
     assert bad.status_code == 422
     shown = run_cli(workspace, "history", "--command", "run")
     assert shown.returncode == 0 and "outcome" in shown.stdout and "promoted" in shown.stdout
+
+
+def test_bad_model_parameters_stop_a_pass_before_anything_is_ingested(workspace: Settings) -> None:
+    document = json.loads((workspace.root / "config.json").read_text())
+    document["model"] = {"C": -1}
+    (workspace.root / "config.json").write_text(json.dumps(document))
+    done = run_cli(workspace, "run", "--no-apicalls")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "model: " in done.stderr and "C" in done.stderr and "Traceback" not in done.stderr
+    assert not (workspace.output_folder / "dataset.json").exists()  # nothing ingested yet
