@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "beryl"
-WEB = ("fastapi", "starlette", "uvicorn", "prometheus_client", "httptools", "uvloop")
+WEB = (
+    *("fastapi", "fastapi_offline", "starlette", "uvicorn", "prometheus_client", "httptools"),
+    "uvloop",
+)
 CLI = ("click", "rich")
 # What the core may find loaded at run time without importing it: scikit-learn imports rich
 # (its progress display) whenever rich is installed.

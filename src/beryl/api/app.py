@@ -29,6 +29,7 @@ from beryl.errors import (
 from beryl.workspace import Workspace
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
+DOCS_ASSETS = "/docs/assets"
 
 
 class ApiError(Exception):
@@ -225,15 +226,20 @@ class _BodyTooLarge(Exception):
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for one workspace."""
+    from fastapi_offline import FastAPIOffline
+
     from beryl.api.metrics import ApiMetrics, MetricsMiddleware
     from beryl.api.routes import health, monitoring, observability, prediction
     from beryl.monitoring.diagnostics import OutdatedCache, ProfileCache
     from beryl.monitoring.history import History
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts and styles served from the package, under
+    # /docs/assets: the pages work on a host without internet.
+    app = FastAPIOffline(
         title="Beryl",
         summary="Predict and monitor customer attrition with the workspace's production model.",
         version=_package_version(),
+        static_url=DOCS_ASSETS,
     )
     app.state.settings = settings
     app.state.hosts = HostCheck(allowed_hosts(settings))

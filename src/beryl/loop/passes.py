@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from beryl._io import atomic_write_text
-from beryl.config import Settings, check_model
+from beryl.config import Settings
 from beryl.data.manifest import FileRecord
 from beryl.data.scan import outstanding_quarantine, scan_input
 from beryl.data.schema import Schema
@@ -212,9 +212,6 @@ def _pass(
         detail.update(new=len(scan.new), duplicates=len(scan.duplicates), known=len(scan.known))
     ingestion = None
     if scan.new or scan.duplicates or scan.rejected:
-        # New data means a model will be trained: refuse bad `model` parameters now, as a
-        # configuration error, before anything is ingested (scikit-learn is needed anyway).
-        check_model(settings)
         with run.step("ingest") as detail:
             from beryl.data.ingestion import ingest  # with Arrow's CSV reader: when needed
 
