@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from croniter import croniter
+from tests.test_porting import ORIGINAL_CONFIG
 
 from beryl import config
 from beryl.config import Settings
@@ -275,17 +276,7 @@ def test_from_mapping_uses_the_given_root(tmp_path: Path) -> None:
 
 
 # The original system's config.json, key for key (its four keys Beryl does not use last).
-ORIGINAL = {
-    "input_folder_path": "practicedata",
-    "output_folder_path": "ingesteddata",
-    "test_data_path": "testdata",
-    "output_model_path": "practicemodels",
-    "prod_deployment_path": "production_deployment",
-    "model_scores_path": "modelscores",
-    "reports_path": "reports",
-    "api_responses": "api_responses",
-    "source_data": "sourcedata",
-}
+ORIGINAL = ORIGINAL_CONFIG
 UNUSED = ["model_scores_path", "reports_path", "api_responses", "source_data"]
 
 
