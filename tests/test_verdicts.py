@@ -232,3 +232,15 @@ def test_the_api_docs_need_nothing_from_the_network(workspace: Settings) -> None
         assert httpx.get(f"{url}{asset}", timeout=30).status_code == 401
         auth = {"Authorization": "Bearer s3cret-token"}
         assert httpx.get(f"{url}{asset}", headers=auth, timeout=30).status_code == 200
+
+
+def test_bad_model_parameters_stop_a_pass_before_a_new_file_is_ingested(
+    workspace: Settings,
+) -> None:
+    document = json.loads((workspace.root / "config.json").read_text())
+    document["model"] = {"C": -1}
+    (workspace.root / "config.json").write_text(json.dumps(document))
+    done = run_cli(workspace, "run", "--no-apicalls")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "model: " in done.stderr and "C" in done.stderr and "Traceback" not in done.stderr
+    assert not (workspace.output_folder / "dataset.json").exists()  # nothing ingested yet

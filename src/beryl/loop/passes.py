@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from beryl._io import atomic_write_text
-from beryl.config import Settings
+from beryl.config import Settings, check_model
 from beryl.data.manifest import FileRecord
 from beryl.data.scan import outstanding_quarantine, scan_input
 from beryl.data.schema import Schema
@@ -211,6 +211,12 @@ def _pass(
         scan = scan_input(workspace, read_new=False)
         detail.update(new=len(scan.new), duplicates=len(scan.duplicates), known=len(scan.known))
     ingestion = None
+    recorded = {r.name for r in workspace.dataset.files}
+    if any(c.name not in recorded for c in scan.new):
+        # A file never seen before: a model will likely be trained, so bad `model` parameters
+        # are refused now, as a configuration error, before anything is ingested. (A known
+        # file that only looks new, touched, is re-read without loading scikit-learn.)
+        check_model(settings)
     if scan.new or scan.duplicates or scan.rejected:
         with run.step("ingest") as detail:
             from beryl.data.ingestion import ingest  # with Arrow's CSV reader: when needed
