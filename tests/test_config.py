@@ -13,6 +13,7 @@ from tests.test_porting import ORIGINAL_CONFIG
 from beryl import config
 from beryl.config import Settings
 from beryl.errors import ConfigError
+from beryl.original import upgrade
 
 
 def write_config(folder: Path, data: dict[str, Any] | str) -> Path:
@@ -318,7 +319,7 @@ def test_upgrade_drops_only_the_unused_keys_and_keeps_the_old_file(tmp_path: Pat
     path.chmod(0o600)  # it holds a token
     before = path.read_bytes()
 
-    result = config.upgrade(tmp_path)
+    result = upgrade(tmp_path)
 
     assert result.path == path and list(result.removed) == UNUSED
     assert result.backup == tmp_path / "config.json.before-upgrade"
@@ -328,16 +329,16 @@ def test_upgrade_drops_only_the_unused_keys_and_keeps_the_old_file(tmp_path: Pat
     assert kept == {k: v for k, v in data.items() if k not in UNUSED}
     assert path.stat().st_mode & 0o777 == result.backup.stat().st_mode & 0o777 == 0o600
     assert config.load(path, environ={}).notices == ()
-    assert config.upgrade(path).backup is None  # nothing left to change
+    assert upgrade(path).backup is None  # nothing left to change
 
     write_config(tmp_path, data)
-    assert config.upgrade(path).backup == tmp_path / "config.json.before-upgrade-2"
+    assert upgrade(path).backup == tmp_path / "config.json.before-upgrade-2"
 
 
 def test_upgrade_refuses_an_invalid_config_and_changes_nothing(tmp_path: Path) -> None:
     path = write_config(tmp_path, {**ORIGINAL, "promotion_margin": 5})
     before = path.read_bytes()
     with pytest.raises(ConfigError, match="promotion_margin"):
-        config.upgrade(path)
+        upgrade(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]

@@ -26,7 +26,7 @@ CLI = ("click", "rich")
 # (its progress display) whenever rich is installed.
 LOADED_BY_PEERS = ("rich",)
 FOUNDATION = (
-    *("beryl._io", "beryl.errors", "beryl.config", "beryl.recovery"),
+    *("beryl._io", "beryl.errors", "beryl.config", "beryl.original", "beryl.recovery"),
     *("beryl.storage", "beryl.lock"),
 )
 # What each part may import from Beryl: nothing above it.

@@ -7,9 +7,10 @@ same from any current directory (cron included)::
     settings.input_folder       # absolute Path of input_folder_path
 
 The original system's ``config.json`` works as it is: its four keys Beryl does not use
-(``ORIGINAL_KEYS``) are accepted and left out, each with a one-line notice of what Beryl does
-instead (``Settings.notices``; the CLI prints them); ``upgrade`` rewrites such a file without
-them. Any other unknown key is an error.
+(``beryl.original.ORIGINAL_KEYS``) are accepted and left out, each with a one-line notice of
+what Beryl does instead (``Settings.notices``; the CLI prints them);
+``beryl.original.upgrade`` rewrites such a file without them. Any other unknown key is an
+error.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +31,8 @@ from pydantic import (
     field_validator,
 )
 
-from beryl.errors import ConfigError, StateError, describe_os_error
+from beryl.errors import ConfigError
+from beryl.original import ORIGINAL_KEYS, original_key_notice
 
 CONFIG_ENV = "BERYL_CONFIG"
 TOKEN_ENV = "BERYL_API_TOKEN"  # noqa: S105  (the variable name, not a token)
@@ -304,51 +304,7 @@ def check_model(settings: Settings) -> None:
         )
 
 
-# Keys of the original system's config.json that Beryl does not use: accepted and left out, each
-# with a notice of what Beryl does instead (README, "Where everything lands").
-ORIGINAL_KEYS = ("model_scores_path", "reports_path", "api_responses", "source_data")
 _PRIVATE_KEYS = ("root", "config_file", "notices")
-
-
-def _shown(value: Any) -> str:
-    """A config value for a one-line notice: a printable string as it is, else as JSON."""
-    if isinstance(value, str) and value.isprintable():
-        return value
-    return json.dumps(value)
-
-
-def original_key_notice(key: str, value: Any, settings: Settings) -> str:
-    """What Beryl does instead of an original key it ignores, in one line naming the key."""
-    models = _shown(settings.output_model_path.rstrip("/") or "/")
-    if key == "model_scores_path":
-        return (
-            f"{key}: Beryl keeps scores in each model's card ({models}/versions/<id>/card.json, "
-            f"`beryl models show`) and the latest F1 in {models}/latestscore.txt; the key is "
-            "ignored"
-        )
-    if key == "reports_path":
-        return (
-            f"{key}: Beryl writes reports (confusionmatrix.png, classificationreport.png, "
-            f"report.html) to {models}/; the key is ignored"
-        )
-    if key == "api_responses":
-        return (
-            f"{key}: Beryl writes the API calls' answers to {models}/apireturns.txt (timestamped "
-            f"copies in {models}/apireturns/); the key is ignored"
-        )
-    if key == "source_data":
-        source = _shown(value)
-        watched = f"input_folder_path ({_shown(settings.input_folder_path)})"
-        instead = (
-            f"{watched}, the same folder"
-            if value == settings.input_folder_path
-            else f"{watched} only: set input_folder_path to {source} to use that folder"
-        )
-        return (
-            f"{key}: the original fullprocess.py looked for new data in {source}; `beryl run` "
-            f"takes new files from {instead}; the key is ignored"
-        )
-    raise ValueError(f"{key!r} is not one of the original keys {ORIGINAL_KEYS}")
 
 
 def _format_problem(error: dict[str, Any]) -> str:
@@ -466,81 +422,6 @@ def _validated(data: Mapping[str, Any], config_path: Path, *, check_model: bool)
         raise ConfigError(
             f"invalid configuration in {config_path}:", problems=exc.problems
         ) from exc
-
-
-@dataclass(frozen=True)
-class Upgrade:
-    """What ``upgrade`` did to a config file: the original keys it took out, each with its
-    notice, and where the old file was kept (None: the file was left as it was)."""
-
-    path: Path
-    removed: dict[str, str]
-    backup: Path | None
-
-
-def upgrade(path: str | os.PathLike[str]) -> Upgrade:
-    """Rewrite a config file in Beryl's own form: without the original keys Beryl ignores.
-
-    Every other key keeps its value and place, so Beryl behaves as before. The file must be
-    valid first. The old file is kept beside it (``config.json.before-upgrade``, or ``-2``,
-    ``-3``... when taken) and the new one replaces it atomically, with the old one's mode (a
-    file holding ``api.token`` stays as private as it was). A file without original keys is
-    left untouched.
-    """
-    config_path = config_file_path(path)
-    raw, data = _read_config(config_path)
-    settings = _validated(data, config_path, check_model=False)
-    removed = {k: original_key_notice(k, data[k], settings) for k in ORIGINAL_KEYS if k in data}
-    if not removed:
-        return Upgrade(config_path, {}, None)
-    kept = {key: value for key, value in data.items() if key not in removed}
-    text = json.dumps(kept, indent=2, ensure_ascii=False) + "\n"
-    try:
-        mode = config_path.stat().st_mode & 0o777
-        backup = _keep_copy(config_path, raw, mode)
-        _replace(config_path, text.encode("utf-8"), mode)
-    except OSError as exc:
-        message, hint = describe_os_error(exc)
-        raise StateError(f"cannot upgrade {config_path}: {message}", hint=hint) from exc
-    return Upgrade(config_path, removed, backup)
-
-
-def _keep_copy(path: Path, data: bytes, mode: int) -> Path:
-    """Write ``data`` to a new file beside ``path`` (never over an existing one); its path."""
-    for attempt in range(1, 1000):
-        suffix = ".before-upgrade" if attempt == 1 else f".before-upgrade-{attempt}"
-        copy = path.with_name(path.name + suffix)
-        try:
-            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        except FileExistsError:
-            continue
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return copy
-    raise FileExistsError(f"{path.name}.before-upgrade-999 and every earlier copy exist")
-
-
-def _replace(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data`` atomically (temporary file beside it, fsync, rename)."""
-    fd, tmp_name = tempfile.mkstemp(prefix=".beryl-tmp-", dir=path.parent, suffix=path.suffix)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def default_config() -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import click
 
-from beryl import config as config_module
 from beryl.cli.base import chosen_config, cli, config_option, console
 
 
@@ -23,7 +22,9 @@ def config_upgrade(ctx: click.Context, config_path: str | None) -> None:
     Every other key keeps its value, so Beryl behaves as before; the notices those keys gave
     stop. The old file is kept beside the new one (config.json.before-upgrade).
     """
-    result = config_module.upgrade(chosen_config(ctx, config_path))
+    from beryl.original import upgrade
+
+    result = upgrade(chosen_config(ctx, config_path))
     if result.backup is None:
         _say(f"{result.path} is in Beryl's form already: nothing to change.")
         return
