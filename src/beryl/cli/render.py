@@ -89,9 +89,14 @@ def trained(card: ModelCard, latest: Path, *, as_json: bool) -> None:
         f"Trained [bold]{card.id}[/] on {card.training['rows']} rows "
         f"({len(card.training['batches'])} batches) → {latest}"
     )
-    from beryl.model.tuning import describe
+    _tuning(card.tuning)
 
-    for line in describe(card.tuning):
+
+def _tuning(tuning: dict[str, Any]) -> None:
+    """How a version's settings were chosen (its card's ``tuning``), a line each."""
+    from beryl.model.tuning import describe  # numpy and pandas: only when a card is shown
+
+    for line in describe(tuning):
         console.print(line, highlight=False)
 
 
@@ -104,10 +109,7 @@ def card(model: ModelCard, *, as_json: bool) -> None:
         f"[bold]{model.id}[/], trained {model.created} on {model.training.get('rows')} rows "
         f"({len(model.training.get('batches', []))} batches)"
     )
-    from beryl.model.tuning import describe
-
-    for line in describe(model.tuning):
-        console.print(line, highlight=False)
+    _tuning(model.tuning)
     fixed = {k: v for k, v in model.parameters.items() if k in ("C", "class_weight", "max_iter")}
     console.print(f"Estimator: {model.parameters.get('engine', '?')}, {fixed}", highlight=False)
     if model.metrics:

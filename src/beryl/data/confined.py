@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Literal
 
 from beryl._io import is_utf8
 from beryl.data.safeopen import LINK_ERRNOS, NOFOLLOW, NotRegularFileError, describe, open_regular
+from beryl.errors import StateError
 
 __all__ = [
     "BLOCK_SIZE",
@@ -212,7 +213,11 @@ def open_confined(root: Path, name: str, *, max_bytes: int) -> ConfinedFile:
     if max_bytes < 0:
         raise ValueError(f"max_bytes must be 0 or more, not {max_bytes}")
     if not (NOFOLLOW and os.open in os.supports_dir_fd):
-        raise NotImplementedError("open_confined needs O_NOFOLLOW and openat (a POSIX system)")
+        # An environment fault (the API answers 503), not the caller's: no safe way to open it.
+        raise StateError(
+            "this system cannot open a named file safely (no O_NOFOLLOW or openat)",
+            hint="run Beryl on Linux or another POSIX system to read files by name",
+        )
     real_root = Path(root).resolve()
     parts = _parts_below(name, real_root, Path(root).absolute())
     if not parts:
