@@ -6,8 +6,10 @@ screenshot is kept as a test artifact in test-artifacts/dashboard.png.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from tests.test_api import make_two_pass_workspace, serving
 
 from beryl.config import Settings
+from beryl.data.dataset import Dataset
 from beryl.model.registry import Registry
 from beryl.monitoring.history import History
 
@@ -101,6 +104,32 @@ def test_dashboard_loads_cleanly_and_charts_hold_the_workspace_data(
                 int(cells.nth(i).get_attribute("data-count") or -1) for i in range(cells.count())
             ]
             assert counts == [value for row in matrix for value in row]
+
+            # Model drift over time: one point per check, as the history recorded it, and the
+            # header's indicator says the latest verdict.
+            checks = history.model_drift_checks()
+            dots = page.locator("#model-drift-chart circle.model-drift-point")
+            assert dots.count() == len(checks) > 0
+            assert [dots.nth(i).get_attribute("data-verdict") for i in range(dots.count())] == [
+                c.verdict for c in checks
+            ]
+            badge = page.locator("#model-drift-status").inner_text()
+            assert ("not tested" in badge) == (checks[-1].verdict == "not tested")
+            assert badge.startswith("model drift") or badge.startswith("no model drift")
+            # Data drift per feature over time, the last decision and the dataset's growth.
+            drifts = history.drifts()
+            assert page.locator("#drift-history td.drift-pass").count() == len(drifts)
+            decision = registry.card(registry.ids()[-1])
+            candidate_f1 = page.locator('#decision tr[data-role="candidate"] [data-metric="f1"]')
+            assert candidate_f1.inner_text() == f"{decision.metrics['f1']:.4f}"
+            assert page.locator("#decision-summary").inner_text().startswith("Pass #")
+            bars = page.locator("#growth-chart rect.growth-bar")
+            rows = [int(bars.nth(i).get_attribute("data-rows") or -1) for i in range(bars.count())]
+            assert rows == [b.rows for b in Dataset(settings.output_folder).batches]
+
+            # Live traffic: its card with a three-state verdict (too little traffic here).
+            live = page.locator("#live-drift-status")
+            assert live.count() == 1 and live.inner_text() == "live drift not tested"
 
             # It renders visibly: the charts have real size on screen.
             box = page.locator("#f1-chart").bounding_box()
@@ -217,3 +246,72 @@ def test_dns_rebinding_reaches_nothing(page_url: str) -> None:
     for status, text in answers:
         assert status == 400 and "is not served here" in text
         assert "mean" not in text and "missing_percent" not in text
+
+
+def test_with_a_token_the_dashboard_opens_after_logging_in_and_until_logging_out(
+    workspace_with_two_passes: tuple[Settings, Path],
+) -> None:
+    """The browser gets the login form, a wrong token says so, the right one opens the
+    dashboard and the docs, a reload keeps the session (an HttpOnly cookie that does not hold
+    the token), and logging out brings the form back."""
+    from playwright.sync_api import sync_playwright
+
+    token = "browser-s3cret_token"
+    _, config_path = workspace_with_two_passes
+    guarded = config_path.with_name("config-with-token.json")
+    document = json.loads(config_path.read_text())
+    document["api"] = document.get("api", {}) | {"token": token}
+    guarded.write_text(json.dumps(document))
+    errors: list[str] = []
+    with serving(guarded) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+
+            opened = page.goto(f"{base}/dashboard")
+            assert opened is not None and opened.status == 401
+            assert page.locator("form#login input#token").is_visible()
+            assert page.locator("#f1-chart").count() == 0
+
+            page.fill("#token", "a-wrong-token")
+            with page.expect_navigation() as wrong:
+                page.click("form#login button[type=submit]")
+            assert wrong.value is not None and wrong.value.status == 401
+            assert page.locator("form#login .error").inner_text() == "Wrong token: try again."
+            assert context.cookies() == []
+
+            page.fill("#token", token)
+            with page.expect_navigation() as right:
+                page.click("form#login button[type=submit]")
+            assert right.value is not None and right.value.status == 200
+            assert page.url == f"{base}/dashboard"
+            assert page.locator("#f1-chart circle.f1-point").count() > 0
+            assert page.locator("#drift-chart rect.drift-bar").count() > 0
+            (cookie,) = context.cookies()
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+            assert not cookie["secure"]  # plain http (Secure is set when served over https)
+            assert token not in cookie["value"]
+            assert 11 * 3600 < cookie["expires"] - time.time() <= 12 * 3600
+            assert page.evaluate("document.cookie") == ""  # HttpOnly: no script reads it
+
+            again = page.reload()
+            assert again is not None and again.status == 200
+            assert page.locator("#f1-chart circle.f1-point").count() > 0
+
+            docs = page.goto(f"{base}/docs")  # Swagger UI loads the document with the cookie
+            assert docs is not None and docs.status == 200
+            page.wait_for_selector(".swagger-ui .title:has-text('Beryl')", timeout=30_000)
+
+            page.goto(f"{base}/logout")
+            assert page.url == f"{base}/login"
+            assert page.locator("form#login input#token").is_visible()
+            assert context.cookies() == []
+            closed = page.goto(f"{base}/dashboard")
+            assert closed is not None and closed.status == 401
+            assert page.locator("form#login").count() == 1
+        finally:
+            browser.close()
+    assert errors == [], errors

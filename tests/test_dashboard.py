@@ -294,14 +294,21 @@ def test_empty_data_renders_every_empty_state_and_no_chart() -> None:
         "No passes yet",
         "No confusion matrix yet",
         "No scored production model yet",
+        "No decision yet: the first pass that trains a model decides.",
+        "No model-drift check yet",
+        "No data-drift check yet: one runs on every new batch.",
+        "Every input file so far was ingested.",
+        "No data yet: each ingested batch appears here.",
+        "Live monitoring is off (live.enabled is false in config.json).",
     ):
         assert sentence in page.visible
     for chart_id in CHART_IDS:
         assert page.find(id=chart_id) == []
     assert page.one(id="drift-status").attrs["data-level"] == "grey"
     assert page.one(id="run-status").attrs["data-level"] == "grey"
+    assert page.one(id="model-drift-status").attrs["data-level"] == "grey"
     assert [v.text for v in page.find("span", cls="value")] == [["none"], ["—"]]
-    assert len(page.find("section", cls="card")) + len(page.find("div", cls="card")) == 7
+    assert len(page.find("section", cls="card")) + len(page.find("div", cls="card")) == 13
 
 
 def test_missing_values_of_zero_everywhere_say_so() -> None:

@@ -361,8 +361,10 @@ def test_diagnose_gathers_everything_in_the_shape_of_its_json(ingested: Settings
         "data_drift",
         "predictions",
         "quarantined_files",
+        "model_drift",
     ]
     assert data["quarantined_files"] == []
+    assert data["model_drift"] is None  # no pass has checked production on new rows yet
     assert data["data_drift"] == drift.to_dict()
     assert result.predictions is not None
     assert data["predictions"] == {

@@ -21,6 +21,7 @@ from beryl.monitoring.history import History
 from beryl.monitoring.results import DriftResult, DriftSample, FeatureDrift
 from beryl.monitoring.store import (
     HistoryStore,
+    ModelDriftRecord,
     PromotionRecord,
     RunOutcome,
     ScoreRecord,
@@ -181,6 +182,31 @@ def test_scores_promotions_and_drift_read_back_as_written(history: HistoryStore)
     history.record_drift(replace(drift, dataset_drift=False, drifted_features=()), run_id=7)
     latest = history.latest_drift()
     assert latest is not None and not latest.dataset_drift  # the latest check wins
+    drifts = history.drifts()
+    assert [d.run_id for d in drifts] == [None, 7] and drifts[0].result == drift
+    assert [d.result.dataset_drift for d in history.drifts(1)] == [False]  # the latest, last
+
+
+def test_model_drift_checks_read_back_with_their_verdicts(history: HistoryStore) -> None:
+    base = {"version": "v0001", "rows": 40, "f1_recorded": 0.8, "tolerance": 0.05}
+    history.record_score("v0001", "candidate", "test data", {"f1": 0.8}, run_id=1)
+    checks = [
+        {"f1": 0.6, **base, "f1_new_data": 0.6, "model_drift": True},  # before verdicts: a flag
+        {"f1": 0.79, **base, "f1_new_data": 0.79, "verdict": "not drifted"},
+        {**base, "rows": 3, "f1_new_data": None, "verdict": "not tested", "note": "few"},
+    ]
+    for run_id, metrics in enumerate(checks, start=2):
+        history.record_score("v0001", "drift-check", "new batches b", metrics, run_id=run_id)
+    read = history.model_drift_checks()
+    assert [(c.run_id, c.verdict) for c in read] == [
+        (2, "drifted"),
+        (3, "not drifted"),
+        (4, "not tested"),
+    ]
+    assert read[1].f1_new_data == 0.79 and read[1].f1_recorded == 0.8 and read[1].rows == 40
+    assert read[2].note == "few" and read[2].f1_new_data is None
+    assert [c.run_id for c in history.model_drift_checks(1)] == [4]
+    assert isinstance(read[0], ModelDriftRecord)
 
 
 def test_concurrent_writers_lose_nothing(history: HistoryStore) -> None:

@@ -45,7 +45,7 @@ def test_drift_endpoint_reports_the_latest_batch(
     answer = httpx.get(f"{url}/drift").json()
     latest = History(settings.history_db).latest_drift()
     assert latest is not None
-    assert answer == latest.to_dict() | {"features": answer["features"]}
+    assert answer == latest.to_dict() | {"features": answer["features"], "live": answer["live"]}
     for name, feature in answer["features"].items():  # each feature's fields, as recorded
         assert feature == {k: latest.features[name].to_dict().get(k) for k in feature}
     assert answer["dataset_drift"] is True

@@ -37,3 +37,32 @@ def test_every_promise_names_tests_that_exist() -> None:
                     missing.append(f"{current.relative_to(ROOT)}::{name}")
         assert names, f"a promise names no test: {row[:80]}"
     assert missing == []
+
+
+def exit_code_table() -> dict[int, str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    return {
+        int(match.group(1)): match.group(2)
+        for match in re.finditer(r"^\| (\d+) \| (.+) \|$", section, re.MULTILINE)
+    }
+
+
+def test_the_exit_code_table_is_every_code_beryl_exits_with() -> None:
+    """Every error class's code, the pass outcomes and Ctrl-C are in the table, and the table
+    lists no code that nothing produces."""
+    import beryl.errors as errors
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    import beryl.cli  # noqa: F401  (every module that defines an error class is imported)
+
+    produced = {cls.exit_code for cls in subclasses(errors.BerylError)}
+    produced |= {errors.EXIT_OK, errors.EXIT_PARTIAL, errors.EXIT_PROMOTED_WITH_ERRORS, 130}
+    table = exit_code_table()
+    assert set(table) == produced, (sorted(table), sorted(produced))
+    literal = re.compile(r"sys\.exit\((\d+)\)")
+    for path in (ROOT / "src" / "beryl").rglob("*.py"):
+        for code in literal.findall(path.read_text(encoding="utf-8")):
+            assert int(code) in table, f"{path.name} exits {code}, which the README does not list"

@@ -66,7 +66,7 @@ def test_compute_metrics_on_known_predictions() -> None:
     assert metrics["accuracy"] == pytest.approx(5 / 8)
     assert metrics["n"] == 8
     assert metrics["positive_label"] == "Yes"
-    assert metrics["confusion_labels"] == ["not Yes", "Yes"]
+    assert metrics["confusion_labels"] == ["No", "Yes"]  # as the target spells them
     # scores 0.9 for a predicted "Yes", 0.1 otherwise: 6 wins and 8 ties out of 16 pairs
     assert metrics["roc_auc"] == pytest.approx((6 + 0.5 * 8) / 16)
 

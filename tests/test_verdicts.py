@@ -244,3 +244,36 @@ def test_bad_model_parameters_stop_a_pass_before_a_new_file_is_ingested(
     assert done.returncode == 2, done.stdout + done.stderr
     assert "model: " in done.stderr and "C" in done.stderr and "Traceback" not in done.stderr
     assert not (workspace.output_folder / "dataset.json").exists()  # nothing ingested yet
+
+
+def test_bad_model_parameters_are_listed_with_the_other_config_errors(
+    workspace: Settings,
+) -> None:
+    """One look at the error lists everything to fix, whatever the command."""
+    document = json.loads((workspace.root / "config.json").read_text())
+    document["model"] = {"C": -1, "solverr": "lbfgs"}
+    document["drift"] = {"min_rows": 0}
+    (workspace.root / "config.json").write_text(json.dumps(document))
+    for command in (["config", "check"], ["diagnose", "--no-outdated"], ["run", "--no-apicalls"]):
+        done = run_cli(workspace, *command)
+        assert done.returncode == 2, command
+        problems = [line for line in done.stderr.splitlines() if line.strip().startswith("- ")]
+        assert len(problems) == 2, done.stderr
+        assert any(p.strip().startswith("- drift.min_rows:") for p in problems)
+        model = next(p for p in problems if p.strip().startswith("- model:"))
+        assert "solverr" in model and "'C' parameter" in model
+        assert "Traceback" not in done.stderr
+    assert not (workspace.output_folder / "dataset.json").exists()
+
+
+def test_config_check_says_a_good_file_is_valid_and_touches_nothing(workspace: Settings) -> None:
+    before = sorted(p.name for p in workspace.root.iterdir())
+    done = run_cli(workspace, "config", "check")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{workspace.root / 'config.json'} is valid."
+    assert sorted(p.name for p in workspace.root.iterdir()) == before
+    document = json.loads((workspace.root / "config.json").read_text())
+    document["model"] = {"C": -1}
+    (workspace.root / "config.json").write_text(json.dumps(document))
+    bad = run_cli(workspace, "config", "check")  # found only by scikit-learn: checked here too
+    assert bad.returncode == 2 and "model: " in bad.stderr

@@ -21,14 +21,20 @@ Prints both tables and the targets (Beryl ≥ 20× MLflow's requests/s, ≥ 0.5�
 With ``--explain K`` Beryl is also measured, on the same server, with the same bodies asking for
 K reason codes per record (``"explain": K``): a row ``beryl explain=K`` in both tables, whose
 "Beryl÷peer" ratio is how much faster Beryl answers without reasons.
+
+With ``--live`` Beryl is also served with live monitoring switched off (``"live": {"enabled":
+false}`` in a second config file of the same workspace): a peer ``beryl live-off`` right after
+Beryl in every round, and a target line: Beryl's server CPU per single-record request, live
+monitoring on (as shipped) over off, within the 5% budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +58,7 @@ from benchmarks.serving.servers import (
     MLFLOW_VENV,
     PEER_NAMES,
     Peer,
+    beryl_peer,
     build_peers,
     ensure_mlflow_model,
     ensure_venv,
@@ -59,6 +66,7 @@ from benchmarks.serving.servers import (
     mlflow_versions,
     running,
     stack_notes,
+    uvicorn_stack,
 )
 from benchmarks.serving.verify import ask, ask_explained, compare, reference_for
 from benchmarks.serving.workspace import (
@@ -73,6 +81,9 @@ from benchmarks.serving.workspace import (
     load_pipeline,
     write_bodies,
 )
+
+LIVE_OFF = "beryl live-off"
+LIVE_BUDGET = 1.05  # live monitoring may cost at most 5% of the server CPU per request
 
 
 # -- one peer in one round ------------------------------------------------------------------------
@@ -168,6 +179,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also measure Beryl with K reason codes per record (a row 'beryl explain=K')",
     )
     parser.add_argument(
+        "--live",
+        action="store_true",
+        help=f"also serve Beryl with live monitoring off (a peer {LIVE_OFF!r}): its cost",
+    )
+    parser.add_argument(
         "--as-deployed",
         action="store_true",
         help="peers without the TCP_NODELAY work-around (uvicorn#3149); "
@@ -214,6 +230,8 @@ def setup(args: argparse.Namespace) -> Setup:
     peers = build_peers(
         args.peer_names, model, args.workers, mlflow, linear, nodelay, args.baseline
     )
+    if args.live:
+        peers.insert(1, live_off_peer(model, args.workers))
     if nodelay and len(peers) > 1:
         notes.append(
             "the other peers ran with benchmarks/serving/nodelay/sitecustomize.py on PYTHONPATH: "
@@ -224,6 +242,54 @@ def setup(args: argparse.Namespace) -> Setup:
         )
     notes += stack_notes(peers)
     return Setup(model, bodies, loader, peers, mlflow_python, notes)
+
+
+# -- live monitoring on and off ----------------------------------------------------------------
+def live_off_peer(model: Model, workers: int) -> Peer:
+    """``beryl serve`` on the same workspace from a config with live monitoring switched off."""
+    config = json.loads(model.config.read_text())
+    config["live"] = {**config.get("live", {}), "enabled": False}
+    off = write_json(model.config.with_name("config-live-off.json"), config)
+    peer = beryl_peer(replace(model, config=off), workers)
+    peer.name = LIVE_OFF
+    peer.note = 'beryl serve with "live": {"enabled": false} (the same workspace)'
+    peer.stack = uvicorn_stack(peer.python)
+    return peer
+
+
+def live_target(runs: list[PeerRun]) -> dict[str, Any] | None:
+    """Beryl's server CPU per single-record request with live monitoring over without, and
+    the requests/s ratio; None when ``--live`` was not given."""
+    off = next((run.single for run in runs if run.peer == LIVE_OFF), None)
+    if off is None:
+        return None
+    on = next(run.single for run in runs if run.peer == "beryl")
+    cpu_on, cpu_off = on.server_cpu_ms_per_request or 0.0, off.server_cpu_ms_per_request or 0.0
+    ratio = cpu_on / cpu_off if cpu_off else None
+    return {
+        "target": f"Beryl server CPU/request with live monitoring <= {LIVE_BUDGET}x without",
+        "ratio": ratio,
+        "bound": LIVE_BUDGET,
+        "op": "<=",
+        "pass": None if ratio is None else ratio <= LIVE_BUDGET,
+        "cpu_ms_per_request": {"on": cpu_on, "off": cpu_off},
+        "requests_per_s": {"on": on.requests_per_s, "off": off.requests_per_s},
+        "requests_per_s_ratio": on.requests_per_s / off.requests_per_s,
+    }
+
+
+def live_lines(live: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    cpu, rate = live["cpu_ms_per_request"], live["requests_per_s"]
+    return [
+        "",
+        f"Live monitoring, single record per request ({args.connections} connections, "
+        f"{args.workers} workers; on: as shipped, off: live.enabled false):",
+        f"  {'':<5} {'req/s':>10} {'CPU ms/req':>11}",
+        f"  {'on':<5} {rate['on']:>10.1f} {cpu['on']:>11.4f}",
+        f"  {'off':<5} {rate['off']:>10.1f} {cpu['off']:>11.4f}",
+        f"  on÷off: server CPU per request {live['ratio'] or 0:.3f}x, requests/s "
+        f"{live['requests_per_s_ratio']:.3f}x",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = median_runs(rounds)
     lines = report(runs, args, ready.loader)
     goals = targets(runs)
+    live = live_target(runs)
+    if live is not None:
+        lines += live_lines(live, args)
+        goals.append(live)
     lines += ["", f"Targets (single record, {args.connections} connections):"]
     lines += [*target_lines(goals), *(f"note: {note}" for note in ready.notes)]
     say("\n".join(lines))
@@ -272,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_connections": args.batch_connections,
             "batch_records": BATCH_RECORDS,
             "explain": args.explain,
+            "live_off_peer": args.live,
             "workers": args.workers,
             "load_generator": ready.loader.name,
             "rounds": args.rounds,

@@ -133,6 +133,28 @@ class DriftSettings(BaseModel):
     max_reference_rows: int = Field(default=200_000, ge=100)
 
 
+class LiveSettings(BaseModel):
+    """Live monitoring of what Beryl is asked (the ``live`` section; ``beryl.monitoring.live``):
+    per UTC hour, counters and a sample of at most ``sample_per_hour`` inputs, written every
+    ``flush_seconds``, reported over the last ``window_hours`` and kept ``retention_hours``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    sample_per_hour: int = Field(default=2000, ge=10, le=100_000)
+    flush_seconds: float = Field(default=10.0, ge=0.1, le=3600.0)
+    window_hours: int = Field(default=24, ge=1, le=24 * 31)
+    retention_hours: int = Field(default=24 * 7, ge=1, le=24 * 366)
+
+    @field_validator("retention_hours")
+    @classmethod
+    def _keeps_the_window(cls, value: int, info: ValidationInfo) -> int:
+        window = info.data.get("window_hours")
+        if isinstance(window, int) and value < window:
+            raise ValueError(f"must be at least window_hours ({window})")
+        return value
+
+
 class TuningSettings(BaseModel):
     """How training chooses its settings on the training data alone (the ``tuning`` section;
     ``beryl.model.tuning``): a grid of ``class_weight`` x ``C`` and the decision threshold,
@@ -181,6 +203,7 @@ class Settings(BaseModel):
     promotion_margin: float = Field(default=0.0, ge=0.0, le=1.0)
     model_drift_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
     schedule: str = DEFAULT_SCHEDULE
     write_csv_snapshot: bool = True
     package_index_url: str = "https://pypi.org/pypi"
@@ -342,6 +365,11 @@ def from_mapping(
         )
     except ValidationError as exc:
         problems = [_format_problem(dict(e)) for e in exc.errors()]
+        model = data.get("model")
+        if not check_model and isinstance(model, dict) and model:
+            # The file is refused anyway: its `model` parameters are listed with the rest
+            # (scikit-learn is imported only on this path), so one edit fixes everything.
+            problems += ["model: " + "; ".join(found) for found in [model_problems(model)] if found]
         raise ConfigError("invalid configuration:", problems=problems) from exc
     if not ignored:
         return settings

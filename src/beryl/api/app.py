@@ -6,7 +6,7 @@ import copy
 import hmac
 import ipaddress
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +28,11 @@ from beryl.errors import (
 )
 from beryl.workspace import Workspace
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
+if TYPE_CHECKING:
+    from beryl.api.routes.login import BrowserLogin
+
+# /login and /logout make their own checks (beryl.api.routes.login).
+OPEN_PATHS = frozenset({"/health", "/ready", "/login", "/logout"})
 DOCS_ASSETS = "/docs/assets"
 
 
@@ -165,15 +169,23 @@ def declares_too_large(headers: Mapping[str, str], max_body_bytes: int) -> bool:
 
 class LimitsMiddleware:
     """Refuse other hosts (400), bodies over ``max_body_bytes`` (413) and, with a token set,
-    unauthenticated calls (401)."""
+    unauthenticated calls (401; a browser opening a page gets ``browser``'s login form, and
+    its session cookie stands for the token on the pages only)."""
 
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, token: str | None, hosts: HostCheck
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        token: str | None,
+        hosts: HostCheck,
+        browser: BrowserLogin | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.token = token.encode("ascii") if token else None
         self.hosts = hosts
+        self.browser = browser
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -183,8 +195,14 @@ class LimitsMiddleware:
         if not self.hosts(headers.get("host")):
             await refuse_host(headers.get("host"))(scope, receive, send)
             return
-        if self.token and scope["path"] not in OPEN_PATHS and not authorised(headers, self.token):
-            response = _error(
+        if (
+            self.token
+            and scope["path"] not in OPEN_PATHS
+            and not authorised(headers, self.token)
+            and not (self.browser and self.browser.admits(scope, headers))
+        ):
+            page = self.browser.refusal(scope, headers) if self.browser else None
+            response = page or _error(
                 401, "missing or wrong API token", "send 'Authorization: Bearer <token>'"
             )
             response.headers["WWW-Authenticate"] = "Bearer"
@@ -229,7 +247,7 @@ def create_app(settings: Settings) -> FastAPI:
     from fastapi_offline import FastAPIOffline
 
     from beryl.api.metrics import ApiMetrics, MetricsMiddleware
-    from beryl.api.routes import health, monitoring, observability, prediction
+    from beryl.api.routes import health, login, monitoring, observability, prediction
     from beryl.monitoring.diagnostics import OutdatedCache, ProfileCache
     from beryl.monitoring.history import History
 
@@ -254,6 +272,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(monitoring.router)
     app.include_router(observability.router)
     app.include_router(health.router)
+    app.state.login = None
+    if settings.api_token:  # a login form for the pages; without a token they are open
+        app.state.login = login.BrowserLogin(settings.api_token)
+        app.include_router(login.router)
     app.state.metrics = ApiMetrics(settings)
 
     @app.exception_handler(ApiError)
@@ -295,6 +317,7 @@ def create_app(settings: Settings) -> FastAPI:
         max_body_bytes=settings.api.max_body_bytes,
         token=settings.api_token,
         hosts=app.state.hosts,
+        browser=app.state.login,
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: sees 401/413
     # FastAPI's documented way to extend the document: replace the app's ``openapi`` method.

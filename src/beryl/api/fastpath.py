@@ -96,7 +96,7 @@ class PredictionFastPath:
         if not self.hosts(headers.get("host")):
             return None
         if self.token and not authorised(headers, self.token):
-            return None
+            return None  # the app's 401; a browser's session cookie never opens /prediction
         if declares_too_large(headers, self.max_body_bytes):
             return None
         if media_type(headers.get("content-type", "")) not in JSON_TYPES:

@@ -3,7 +3,8 @@
 Request and prediction counters live in each server process; with several workers
 (``PROMETHEUS_MULTIPROC_DIR`` set by ``beryl serve``) every worker writes them to that folder and
 a scrape adds them up. Workspace state (production model, F1, last pass, drift) is read from the
-registry and the history at scrape time, so every worker answers the same.
+registry and the history at scrape time, and live monitoring from every process's files
+(``beryl.api.livemetrics``), so every worker answers the same.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from beryl.api.livemetrics import live_metrics
 from beryl.config import Settings
 from beryl.errors import BerylError
+from beryl.monitoring.live import LiveRecorder
+from beryl.monitoring.livereport import LiveReports
+from beryl.monitoring.store import HistoryStore
 from beryl.workspace import Workspace
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -42,6 +47,7 @@ class WorkspaceCollector(Collector):
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
+        self.live_reports = LiveReports(workspace)  # cached while no live file changes
 
     def collect(self) -> Iterator[Metric]:
         registry, history = self.workspace.registry, self.workspace.history
@@ -111,6 +117,36 @@ class WorkspaceCollector(Collector):
         with contextlib.suppress(BerylError, OSError):
             waiting.add_metric([], float(len(outstanding_quarantine(self.workspace))))
         yield waiting
+        yield from _model_drift(history)
+        yield from live_metrics(self.live_reports)
+
+
+def _model_drift(history: HistoryStore) -> Iterator[Metric]:
+    """The latest model-drift check: tested or not, and when tested its verdict and F1."""
+    tested = GaugeMetricFamily(
+        "beryl_model_drift_tested",
+        "1 when the latest pass could test the production model on new labelled rows, 0 when "
+        "it had too few",
+    )
+    drifted = GaugeMetricFamily(
+        "beryl_model_drift",
+        "1 when production's F1 on the latest new rows fell below its recorded F1 by more than "
+        "the tolerance",
+    )
+    f1 = GaugeMetricFamily(
+        "beryl_production_f1_new_data", "F1 of the production model on the latest new rows"
+    )
+    checks = history.model_drift_checks(1)
+    if checks:
+        last = checks[-1]
+        tested.add_metric([], 0.0 if last.verdict == "not tested" else 1.0)
+        if last.verdict != "not tested":  # no figure rather than a false "no model drift"
+            drifted.add_metric([], 1.0 if last.verdict == "drifted" else 0.0)
+            if last.f1_new_data is not None:
+                f1.add_metric([], last.f1_new_data)
+    yield tested
+    yield drifted
+    yield f1
 
 
 def _epoch(timestamp: str | None) -> float:
@@ -149,6 +185,8 @@ class ApiMetrics:
         )
         self.collector = WorkspaceCollector(Workspace.of(workspace))
         self.registry.register(self.collector)
+        # What this process is asked, recorded by ``respond`` (None: live.enabled is false).
+        self.live = LiveRecorder.for_settings(self.collector.workspace.settings, source="serve")
         # Labelled series, looked up once: ``labels()`` validates and locks on every call.
         self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._prediction_series: dict[str, Any] = {}
@@ -184,13 +222,24 @@ class ApiMetrics:
 
 
 class MetricsMiddleware:
-    """Count and time every request by its route template (not its raw path)."""
+    """Count and time every request by its route template (not its raw path); when the server
+    shuts down, write what live monitoring recorded since its last flush."""
 
     def __init__(self, app: ASGIApp, *, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.metrics.live is not None:
+            live = self.metrics.live
+
+            async def send_after_closing(message: Message) -> None:
+                if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                    live.close()  # the server exits next (uvicorn then re-raises SIGTERM)
+                await send(message)
+
+            await self.app(scope, receive, send_after_closing)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

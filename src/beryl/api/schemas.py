@@ -130,6 +130,21 @@ class DriftSummary(BaseModel):
     checked_batches: list[str]
 
 
+class ModelDriftSummary(BaseModel):
+    """The latest model-drift check: production's F1 on a pass's new labelled rows against its
+    recorded F1 (``verdict`` not tested, with ``note``, when the rows were too few)."""
+
+    verdict: Literal["drifted", "not drifted", "not tested"]
+    note: str | None = None
+    run_id: int | None
+    time: str
+    version: str
+    rows: int | None
+    f1_new_data: float | None
+    f1_recorded: float | None
+    tolerance: float | None
+
+
 class QuarantinedFile(BaseModel):
     """An input file refused and still in the input folder."""
 
@@ -147,6 +162,7 @@ class DiagnosticsResponse(BaseModel):
     outdated_checked_at: str | None
     data_drift: DriftSummary | None = None
     quarantined_files: list[QuarantinedFile] = []
+    model_drift: ModelDriftSummary | None = None
 
 
 class HealthResponse(BaseModel):
@@ -170,8 +186,53 @@ class FeatureDrift(BaseModel):
     threshold: float | None = None
 
 
+class LiveHour(BaseModel):
+    """One UTC hour of what Beryl was asked, every process added up."""
+
+    hour: str = Field(..., examples=["2026-12-03T14"])
+    records: int
+    predicted_positive: int
+    mean_predicted_risk: float | None
+    estimated_f1: float | None = Field(None, description="null below drift.min_rows records")
+
+
+class LiveDrift(BaseModel):
+    """Live monitoring over the last live.window_hours hours (``POST /prediction`` on every
+    worker and ``beryl predict``): counters, the F1 expected from the probabilities, and drift
+    of the sampled inputs against the production model's training data."""
+
+    window_hours: int
+    first_hour: str
+    last_hour: str
+    records: int
+    predicted_positive: int
+    model_versions: dict[str, int] = Field(..., description="records by the version that scored")
+    production_version: str | None
+    mean_predicted_risk: float | None = Field(None, description="null with risk_note")
+    risk_note: str | None = None
+    probability_histogram: list[int] = Field(..., description="records in 10 bins of 0.1")
+    estimated_f1: float | None = Field(
+        None,
+        description="2TP / (2TP + FP + FN) with TP = sum of p over predicted positives, FP = "
+        "sum of 1 - p over them, FN = sum of p over predicted negatives: as good as the "
+        "probabilities' calibration; null with f1_note",
+    )
+    f1_note: str | None = None
+    verdict: Literal["drifted", "not drifted", "not tested"]
+    note: str | None = None  # why not tested, or which features were not
+    dataset_drift: bool
+    drift_share: float | None = Field(None, description="null when not tested")
+    drifted_features: list[str]
+    sampled_records: int
+    features: dict[str, FeatureDrift]
+    hours: list[LiveHour]
+    files: int
+    unreadable_files: list[str] = []
+
+
 class DriftResponse(BaseModel):
-    """Data drift of the latest batch (reference: the production model's training data)."""
+    """Data drift of the latest batch (reference: the production model's training data), and
+    of live traffic (``live``)."""
 
     reference: dict[str, Any]
     current: dict[str, Any]
@@ -181,6 +242,7 @@ class DriftResponse(BaseModel):
     drift_share: float
     drifted_features: list[str]
     features: dict[str, FeatureDrift]
+    live: LiveDrift | None = None
 
 
 class HistoryResponse(BaseModel):

@@ -1,5 +1,6 @@
-"""Commands on the config file itself: ``beryl config upgrade`` rewrites the original system's
-``config.json`` in Beryl's own form."""
+"""Commands on the config file itself: ``beryl config check`` validates every setting (the
+``model`` parameters too) without touching the workspace; ``beryl config upgrade`` rewrites the
+original system's ``config.json`` in Beryl's own form."""
 
 from __future__ import annotations
 
@@ -11,6 +12,23 @@ from beryl.cli.base import chosen_config, cli, config_option, console
 @cli.group("config")
 def config_group() -> None:
     """Work on config.json itself."""
+
+
+@config_group.command("check")
+@config_option("config_path")
+@click.pass_context
+def config_check(ctx: click.Context, config_path: str | None) -> None:
+    """Validate config.json, the model parameters included, and change nothing.
+
+    Every problem is listed at once (exit 2); a valid file says so (exit 0).
+    """
+    from beryl import config
+
+    path = config.config_file_path(chosen_config(ctx, config_path))
+    settings = config.load(path)  # check_model: the model parameters as scikit-learn sees them
+    for notice in settings.notices:
+        _say(f"note: {notice}")
+    _say(f"{path} is valid.")
 
 
 @config_group.command("upgrade")

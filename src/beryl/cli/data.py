@@ -163,22 +163,33 @@ def dataset_set_aside(workspace: Workspace, batches: tuple[str, ...], every: boo
 def predict(
     workspace: Workspace, source: Path, output: Path, version: str | None, explain: str | None
 ) -> None:
-    """Score a CSV file of customers with the production model, streaming in bounded memory."""
+    """Score a CSV file of customers with the production model, streaming in bounded memory
+    (recorded for live monitoring once the output is written)."""
     from beryl.errors import ConfigError
     from beryl.model.predict import ExplainError, explain_count
     from beryl.model.predictfile import score_file
+    from beryl.monitoring.live import LiveRecorder
 
     try:
         reasons = None if explain is None else explain_count(explain)
     except ExplainError as exc:
         raise ConfigError(f"--explain {exc}") from exc
+    live = LiveRecorder.for_settings(workspace.settings, source="predict", background=False)
     with console.status(f"scoring {source}") as status:
-        result = score_file(
-            workspace.settings,
-            source,
-            output,
-            version=version,
-            progress=lambda rows: status.update(f"scoring {source}: {rows:,} rows"),
-            reasons=reasons,
-        )
+        try:
+            result = score_file(
+                workspace.settings,
+                source,
+                output,
+                version=version,
+                progress=lambda rows: status.update(f"scoring {source}: {rows:,} rows"),
+                reasons=reasons,
+                observe=None if live is None else live.record_frame,
+            )
+        except BaseException:
+            if live is not None:
+                live.discard()  # no output written: nothing was answered
+            raise
+    if live is not None:
+        live.close()  # never fails the command: a failed write is one warning
     console.print(f"{result.rows:,} rows scored by {result.version} → {result.output}")

@@ -226,6 +226,12 @@ def diagnostics(result: Diagnostics, *, as_json: bool) -> None:
         console.print(f"Predictions on the test data ({len(preds)} rows): {preds[:20]}{more}")
     if result.data_drift is not None:
         drift_table(result.data_drift)
+    if result.model_drift is not None:
+        from beryl.monitoring.panels import model_drift_summary
+
+        console.print(
+            "Model drift check — " + model_drift_summary([result.model_drift]), highlight=False
+        )
     if result.quarantined:
         console.print(
             f"[red]{len(result.quarantined)} input file(s) quarantined[/] (fix or remove them):",

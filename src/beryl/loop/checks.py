@@ -8,19 +8,26 @@ from dataclasses import asdict, dataclass
 from beryl.data.dataset import Dataset
 from beryl.data.schema import Schema
 from beryl.model.registry import Registry
+from beryl.monitoring.results import DRIFTED, NOT_DRIFTED, NOT_TESTED
 
 
 @dataclass(frozen=True)
 class ModelDriftCheck:
-    """The production model's F1 on newly ingested labelled rows against its recorded F1."""
+    """The production model's F1 on newly ingested labelled rows against its recorded F1.
+
+    ``verdict`` is DRIFTED, NOT_DRIFTED or NOT_TESTED (``note`` says why: too few new rows for
+    an F1 that means anything, or no recorded F1 to compare with); ``model_drift`` is True only
+    when DRIFTED."""
 
     version: str
     rows: int
-    f1_new_data: float
+    f1_new_data: float | None
     f1_recorded: float | None
     batches: list[str]
     tolerance: float
     model_drift: bool
+    verdict: str = NOT_DRIFTED
+    note: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -49,25 +56,45 @@ def covered_batches(registry: Registry, production: str | None) -> set[str]:
 
 
 def model_drift(
-    registry: Registry, production: str, dataset: Dataset, batches: list[str], tolerance: float
+    registry: Registry,
+    production: str,
+    dataset: Dataset,
+    batches: list[str],
+    tolerance: float,
+    min_rows: int = 1,
 ) -> ModelDriftCheck:
     """Score the production model on the newly ingested labelled rows.
 
-    Model drift: its F1 there is lower than its recorded F1 by more than ``tolerance``.
+    Model drift: its F1 there is lower than its recorded F1 by more than ``tolerance``. Fewer
+    than ``min_rows`` rows (``drift.min_rows``), or no recorded F1, is not tested: the F1 of a
+    handful of rows says nothing about the model.
     """
     from beryl.model.scoring import compute_metrics
 
     card = registry.card(production)
     schema = Schema.from_dict(card.schema)
     frame = dataset.read(columns=[*schema.features, schema.target], batches=batches)
-    metrics = compute_metrics(registry.model(production), frame, schema, "the new batches")
     recorded = card.f1
+    f1 = None
+    if len(frame):
+        metrics = compute_metrics(registry.model(production), frame, schema, "the new batches")
+        f1 = float(metrics["f1"])
+    verdict, note = NOT_DRIFTED, None
+    if len(frame) < min_rows:
+        verdict = NOT_TESTED
+        note = f"only {len(frame)} new labelled rows, fewer than min_rows={min_rows}"
+    elif recorded is None:
+        verdict, note = NOT_TESTED, f"{production} has no recorded F1 to compare with"
+    elif f1 is not None and f1 < recorded - tolerance:
+        verdict = DRIFTED
     return ModelDriftCheck(
         version=production,
         rows=len(frame),
-        f1_new_data=float(metrics["f1"]),
+        f1_new_data=f1,
         f1_recorded=recorded,
         batches=batches,
         tolerance=tolerance,
-        model_drift=recorded is not None and metrics["f1"] < recorded - tolerance,
+        model_drift=verdict == DRIFTED,
+        verdict=verdict,
+        note=note,
     )

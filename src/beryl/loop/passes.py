@@ -118,8 +118,10 @@ class PassResult:
         if self.drift_check is not None:
             d = self.drift_check
             verdict = "model drift" if d.model_drift else "no model drift"
+            if d.verdict == NOT_TESTED:
+                verdict = f"model drift not tested ({d.note})"
             lines.append(
-                f"Model drift check: {d.version} scores F1 {d.f1_new_data:.4f} on "
+                f"Model drift check: {d.version} scores F1 {_f(d.f1_new_data)} on "
                 f"{d.rows} new labelled rows vs {_f(d.f1_recorded)} recorded → {verdict}."
             )
         if self.candidate is not None:
@@ -134,7 +136,8 @@ class PassResult:
                 "the training data: the test score is flattered."
             )
         lines.append(f"Decision: {self.outcome} ({self.reason}).")
-        lines.extend(f"  FAILED after the promotion: {e}" for e in self.errors)
+        failed = "FAILED after the promotion" if self.outcome == PROMOTED else "FAILED"
+        lines.extend(f"  {failed}: {e}" for e in self.errors)
         for label, path in self.reports.items():
             lines.append(f"  {label}: {path}")
         if self.api_calls is not None:
@@ -177,6 +180,8 @@ def run_pass(
     workspace = Workspace.of(workspace)
     with locked_run(workspace, "run") as run:
         result = _pass(workspace, run, call_api=call_api, report=report)
+        if report and result.outcome != PROMOTED:  # a promotion writes its own
+            _refresh_report(workspace, run, result)
         run.status = {
             EXIT_PARTIAL: "partial",
             EXIT_PROMOTED_WITH_ERRORS: "promoted-with-errors",
@@ -337,7 +342,14 @@ def _check_production(
             )
     with run.step("drift_check") as detail:
         checked = [new_batch] if new_batch is not None else new_batches
-        check = model_drift(registry, production, dataset, checked, settings.model_drift_tolerance)
+        check = model_drift(
+            registry,
+            production,
+            dataset,
+            checked,
+            settings.model_drift_tolerance,
+            settings.drift.min_rows,
+        )
         result.drift_check = check
         detail.update(check.to_dict())
         history.record_score(
@@ -428,6 +440,22 @@ def _after_promotion(
             result.errors.append(f"{name}: {_one_line(exc)}")
     if result.errors:
         result.exit_code = EXIT_PROMOTED_WITH_ERRORS
+
+
+def _refresh_report(workspace: Workspace, run: RunContext, result: PassResult) -> None:
+    """A pass that ingested rebuilds the report, so that it shows this pass's drift, files and
+    decision; a rebuild that fails is named in the summary and the pass exits 10."""
+    if result.ingestion is None or not workspace.registry.ids():
+        return
+    from beryl.monitoring.reporting import build_report
+
+    try:
+        with run.step("report"):
+            result.reports = build_report(workspace)
+    except (BerylError, OSError) as exc:
+        result.errors.append(f"report: {_one_line(exc)}")
+        if result.exit_code == EXIT_OK:
+            result.exit_code = EXIT_PARTIAL
 
 
 def _one_line(exc: BaseException) -> str:

@@ -9,6 +9,9 @@ the positive label), up to ``reason_k``, largest first.
 
     result = score_file(workspace, Path("customers.csv"), Path("scored.csv"))
     score_file(workspace, Path("customers.csv"), Path("why.csv"), reasons=3)
+
+With ``observe``, each scored block is also handed over (version, schema, the features, labels
+and probabilities): ``beryl predict`` records it for live monitoring.
 """
 
 from __future__ import annotations
@@ -35,9 +38,13 @@ from beryl.workspace import Workspace
 if TYPE_CHECKING:
     import pandas as pd
 
+    from beryl.data.schema import Schema
     from beryl.model.linear import LinearModel
 
 Progress = Callable[[int], None]
+# What sees each scored block: version, schema, the feature frame, and the labels and
+# probabilities as the Arrow arrays written out.
+Observer = Callable[[str, "Schema", "pd.DataFrame", pa.Array, pa.Array], None]
 BLOCK_BYTES = 16 << 20
 
 
@@ -59,9 +66,11 @@ def score_file(
     progress: Progress | None = None,
     block_bytes: int = BLOCK_BYTES,
     reasons: int | None = None,
+    observe: Observer | None = None,
 ) -> BatchResult:
     """Score every row of ``source`` with the production model (or ``version``); with
-    ``reasons``, add that many reason codes per row (at most one per feature)."""
+    ``reasons``, add that many reason codes per row (at most one per feature); ``observe``
+    sees every scored block."""
     registry = Workspace.of(workspace).registry
     version = version or registry.require_production()
     model = registry.model(version)
@@ -100,10 +109,15 @@ def score_file(
                         continue
                     label = f"{source.name} (rows {rows + 1}-{rows + batch.num_rows})"
                     frame = clean_features(batch.to_pandas(), schema, label)
-                    answer = predict(model, frame[schema.features])
+                    features = frame[schema.features]
+                    answer = predict(model, features)
                     columns = {c: batch.column(c) for c in keep}
                     columns["prediction"] = pa.array(answer.labels)
                     columns["probability"] = pa.array(answer.chances, type=pa.float64())
+                    if observe is not None:
+                        observe(
+                            version, schema, features, columns["prediction"], columns["probability"]
+                        )
                     if reasons is not None:
                         columns.update(reason_columns(model, frame, reasons))
                     table = pa.table(columns)

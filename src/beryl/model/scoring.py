@@ -13,6 +13,7 @@ rule as the API and ``beryl predict``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -101,13 +102,20 @@ def compute_metrics(
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "roc_auc": roc_auc,
         "confusion_matrix": matrix.tolist(),
-        "confusion_labels": ["not " + str(positive), str(positive)],
+        "confusion_labels": class_names(model.classes, positive),
         "positive_label": positive,
         "threshold": model.threshold,
         "brier": float(np.mean((chances - y_true) ** 2)),
         "reliability": reliability(y_true, chances),
         "n": len(frame),
     }
+
+
+def class_names(classes: Sequence[Any], positive: Any) -> list[str]:
+    """The two classes' names, negative first, as the target column spells them: the same in
+    the confusion matrix, the classification report, the predictions and the metrics."""
+    others = [str(c) for c in classes if c != positive]
+    return [others[0] if len(others) == 1 else f"not {positive}", str(positive)]
 
 
 RELIABILITY_BINS = 10

@@ -39,6 +39,18 @@ from beryl.monitoring.charts import (
     ticks,
     time_tag,
 )
+from beryl.monitoring.livecard import TITLE as LIVE_TITLE
+from beryl.monitoring.livecard import live_card
+from beryl.monitoring.livereport import LiveSummary
+from beryl.monitoring.panels import (
+    Timeline,
+    decision_table,
+    drift_over_time,
+    files_table,
+    growth_chart,
+    model_drift_badge,
+    model_drift_chart,
+)
 from beryl.monitoring.results import DriftResult
 from beryl.monitoring.store import PromotionRecord, RunRecord, ScoreRecord
 
@@ -119,6 +131,7 @@ class ModelQuality:
     chosen: Sequence[str]  # ``beryl.model.tuning.describe`` of its card
     metrics: dict[str, float | None]
     reliability: Sequence[dict[str, float]]
+    positive: str = "1"  # the class predicted above the threshold, as the target spells it
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,9 @@ class DashboardData:
     confusion_matrix: ConfusionMatrix | None
     warnings: Sequence[str] = field(default_factory=tuple)
     quality: ModelQuality | None = None
+    timeline: Timeline = field(default_factory=Timeline)
+    live: LiveSummary | None = None  # None: live monitoring is off, or could not be read
+    live_note: str | None = None  # why there is no live summary
 
 
 def _f1_scale(values: list[float]) -> tuple[float, float, float]:
@@ -400,13 +416,19 @@ def _quality_card(quality: ModelQuality | None) -> str:
     chosen = "".join(f"<li>{esc(line.strip())}</li>" for line in quality.chosen)
     return card(
         title,
-        f'<p class="muted">Model {esc(quality.version)} predicts "leaves" above the '
+        f'<p class="muted">Model {esc(quality.version)} predicts class '
+        f"<strong>{esc(quality.positive)}</strong> (leaves) above the "
         f'threshold <strong id="threshold">{fmt(quality.threshold, ".3f")}</strong>, chosen on '
         "the training data; the figures are on the test data.</p>"
         f'<ul id="tuning">{chosen}</ul><table id="quality">{figures}</table>'
         '<table id="reliability"><thead><tr><th>probability</th><th>rows</th><th>predicted'
         f"</th><th>observed</th></tr></thead><tbody>{curve}</tbody></table>",
     )
+
+
+def _no_live(note: str | None) -> str:
+    sentence = note or "Live monitoring is off (live.enabled is false in config.json)."
+    return card(LIVE_TITLE, empty=sentence, wide=True)
 
 
 def _banner(data: DashboardData) -> str:
@@ -428,6 +450,7 @@ def _banner(data: DashboardData) -> str:
         ("Production model", f'<span class="value">{esc(version)}</span>{shown}'),
         ("F1", f'<span class="value">{fmt(production.f1 if production else None)}</span>'),
         ("Data drift", badge(*verdict, "drift-status")),
+        ("Model drift", badge(*model_drift_badge(data.timeline.model_drift), "model-drift-status")),
         ("Latest pass", badge(*(latest or ("grey", "no pass yet")), "run-status")),
     ]
     cells = "".join(f'<div class="stat"><span class="label">{k}</span>{v}</div>' for k, v in stats)
@@ -448,10 +471,17 @@ def _warnings(warnings: Sequence[str]) -> str:
 
 def render_dashboard(data: DashboardData) -> str:
     """The whole monitoring page: a status banner and one card per view, working offline."""
+    timeline = data.timeline
     cards = [
+        card("Last decision", decision_table(timeline.decision)),
         _versions_card(data.versions),
         _f1_card(data.scores, data.promotions),
+        card("Model drift over time", model_drift_chart(timeline.model_drift)),
         f'<div class="card wide">{drift_section(data.drift)}</div>',
+        card("Data drift per feature over time", drift_over_time(timeline.drifts), wide=True),
+        live_card(data.live) if data.live is not None else _no_live(data.live_note),
+        card("Input files not ingested as they are", files_table(timeline.files)),
+        card("Dataset growth per batch", growth_chart(timeline.batches)),
         _missing_card(data.missing_percent),
         _runs_card(data.runs),
         _confusion_card(data.confusion_matrix),

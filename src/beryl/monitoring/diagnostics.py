@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypedDict, cast
@@ -32,7 +32,7 @@ from beryl.data.schema import Schema
 from beryl.errors import EmptyDatasetError, StateError
 from beryl.model.predict import predict
 from beryl.monitoring.results import DriftResult
-from beryl.monitoring.store import HistoryStore
+from beryl.monitoring.store import HistoryStore, ModelDriftRecord
 from beryl.workspace import Workspace
 
 PROFILE_FILE = "profile.json"
@@ -115,6 +115,7 @@ class Diagnostics:
     predictions: PredictionsOnTestData | None = None
     outdated_packages: list[PackageRow] | None = None
     quarantined: list[QuarantinedFile] = field(default_factory=list)  # until fixed or removed
+    model_drift: ModelDriftRecord | None = None  # the latest model-drift check
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of ``beryl diagnose --json`` (parts that are None are left out, but drift)."""
@@ -133,6 +134,7 @@ class Diagnostics:
         if self.outdated_packages is not None:
             data["outdated_packages"] = self.outdated_packages
         data["quarantined_files"] = list(self.quarantined)
+        data["model_drift"] = None if self.model_drift is None else asdict(self.model_drift)
         return data
 
 
@@ -436,4 +438,11 @@ def diagnose(
         predictions=None if production is None else predict_test_data(workspace),
         outdated_packages=refresh_outdated(workspace)["packages"] if check_outdated else None,
         quarantined=quarantined_files(workspace),
+        model_drift=latest_model_drift(history),
     )
+
+
+def latest_model_drift(history: HistoryStore) -> ModelDriftRecord | None:
+    """The latest model-drift check, or None before the first."""
+    checks = history.model_drift_checks(1)
+    return checks[-1] if checks else None

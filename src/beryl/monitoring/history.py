@@ -26,7 +26,9 @@ from beryl._io import utc_now
 from beryl.errors import StateBusyError, StateError, describe_os_error
 from beryl.monitoring.results import DriftResult
 from beryl.monitoring.store import (
+    DriftRecord,
     HistoryStore,
+    ModelDriftRecord,
     PromotionRecord,
     RunContext,
     RunOutcome,
@@ -432,6 +434,30 @@ class History:
                 return None
             row = conn.execute("SELECT result FROM drift ORDER BY id DESC LIMIT 1").fetchone()
             return None if row is None else DriftResult.from_dict(json.loads(row["result"]))
+
+    def drifts(self, limit: int = 50) -> list[DriftRecord]:
+        """The latest ``limit`` data-drift checks, oldest first."""
+        rows = self._latest(
+            "SELECT run_id, time, result FROM drift ORDER BY id DESC LIMIT ?", limit
+        )
+        return [
+            DriftRecord(r["run_id"], r["time"], DriftResult.from_dict(json.loads(r["result"])))
+            for r in rows
+        ]
+
+    def model_drift_checks(self, limit: int = 100) -> list[ModelDriftRecord]:
+        """The latest ``limit`` model-drift checks (``drift-check`` scores), oldest first."""
+        rows = self._latest(
+            "SELECT run_id, time, version, metrics FROM scores WHERE role = 'drift-check'"
+            " ORDER BY id DESC LIMIT ?",
+            limit,
+        )
+        return [
+            ModelDriftRecord.from_score(
+                r["run_id"], r["time"], r["version"], json.loads(r["metrics"] or "{}")
+            )
+            for r in rows
+        ]
 
 
 def _step(row: sqlite3.Row) -> StepRecord:

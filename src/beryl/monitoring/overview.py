@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from beryl._io import utc_now
 from beryl.config import Settings
-from beryl.errors import EmptyDatasetError
+from beryl.errors import BerylError, EmptyDatasetError
 from beryl.monitoring.dashboard import (
     ConfusionMatrix,
     DashboardData,
@@ -14,14 +16,94 @@ from beryl.monitoring.dashboard import (
     VersionRow,
 )
 from beryl.monitoring.diagnostics import ProfileSource, profile, quarantined_files
+from beryl.monitoring.livereport import LiveSummary, live_summary
+from beryl.monitoring.panels import BatchRow, Decision, FileRow, Timeline
 from beryl.workspace import Workspace
+
+_REFUSED = ("quarantined", "duplicate-file")
+_FIGURES = ("f1", "precision", "recall")
+
+
+def timeline(workspace: Workspace | Settings) -> Timeline:
+    """The monitoring history the dashboard and the report draw: model and data drift by pass,
+    the last decision, the files not ingested as they are, and the dataset's batches."""
+    from beryl.data.scan import outstanding_quarantine
+
+    workspace = Workspace.of(workspace)
+    history, dataset = workspace.history, workspace.dataset
+    waiting = {r.name for r in outstanding_quarantine(workspace)}
+    files = [
+        FileRow(r.name, r.status, r.reason, r.time, r.name in waiting and r.status == _REFUSED[0])
+        for r in dataset.files
+        if r.status in _REFUSED
+    ]
+    files.sort(key=lambda row: str(row.time or ""), reverse=True)  # newest first,
+    files.sort(key=lambda row: not row.waiting)  # the files still waiting above the others
+    batches = [BatchRow(b.id, b.created, b.rows, len(b.files)) for b in dataset.batches]
+    return Timeline(
+        model_drift=history.model_drift_checks(),
+        drifts=history.drifts(),
+        decision=last_decision(workspace),
+        files=files,
+        batches=batches,
+    )
+
+
+def last_decision(workspace: Workspace) -> Decision | None:
+    """The latest trained version's decision, and the figures of the candidate and of the
+    production model it was compared with in the same pass (from their cards)."""
+    registry, history = workspace.registry, workspace.history
+    ids = registry.ids()
+    if not ids:
+        return None
+    latest = ids[-1]
+    card = registry.card(latest)
+    decided = card.decision
+    if not decided:
+        return None
+    run_id = decided.get("run")
+    compared = next(
+        (
+            s.version
+            for s in reversed(history.scores())
+            if s.role == "production" and s.run_id == run_id and s.version != latest
+        ),
+        None,
+    )
+    figures = {"candidate": {k: card.metrics.get(k) for k in _FIGURES}}
+    if compared is not None:
+        metrics = registry.card(compared).metrics
+        figures["production"] = {k: metrics.get(k) for k in _FIGURES}
+    return Decision(
+        run_id=run_id,
+        outcome=str(decided.get("outcome", "")),
+        reason=str(decided.get("reason", "")),
+        candidate=latest,
+        production=compared,
+        figures=figures,
+        time=card.created,
+    )
+
+
+LiveSource = Callable[[Workspace], LiveSummary]
 
 
 def dashboard_data(
-    workspace: Workspace | Settings, *, runs: int = 15, profile_of: ProfileSource = profile
+    workspace: Workspace | Settings,
+    *,
+    runs: int = 15,
+    profile_of: ProfileSource = profile,
+    live_of: LiveSource = live_summary,
 ) -> DashboardData:
-    """Everything the monitoring dashboard shows, from what the loop recorded."""
+    """Everything the monitoring dashboard shows, from what the loop recorded and what the API
+    and ``beryl predict`` were asked (``live_of``: the API's cached reader)."""
     workspace = Workspace.of(workspace)
+    live, live_note = None, None
+    if workspace.settings.live.enabled:
+        try:
+            live = live_of(workspace)
+        except (BerylError, OSError) as exc:  # the rest of the page is still worth showing
+            live_note = f"Live monitoring could not be read: {exc}"
     registry, history = workspace.registry, workspace.history
     production = registry.production()
     cards = registry.cards()
@@ -48,6 +130,7 @@ def dashboard_data(
             chosen=describe(prod_card.tuning),
             metrics={k: metrics.get(k) for k in ("precision", "recall", "f1", "brier")},
             reliability=metrics.get("reliability") or [],
+            positive=str(metrics.get("positive_label", prod_card.schema.get("positive_label"))),
         )
     since = None
     if prod_card is not None:
@@ -90,4 +173,7 @@ def dashboard_data(
         confusion_matrix=matrix,
         quality=quality,
         warnings=warnings,
+        timeline=timeline(workspace),
+        live=live,
+        live_note=live_note,
     )

@@ -255,8 +255,10 @@ def render_html(
     metrics: dict[str, Any],
     images: dict[str, Path],
     sections: list[tuple[str, str]] | None = None,
+    lead: tuple[str, str] | None = None,
 ) -> str:
-    """Build a self-contained HTML report (inline CSS, embedded images, no external URLs)."""
+    """Build a self-contained HTML report (inline CSS, embedded images, no external URLs);
+    ``lead`` (heading, HTML) opens it, before the model card."""
     safe_title = html.escape(title)
     parts = [
         "<!DOCTYPE html>",
@@ -264,6 +266,10 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{safe_title}</title><style>{_CSS}</style></head><body>",
         f"<h1>{safe_title}</h1>",
+    ]
+    if lead is not None:
+        parts.append(f'<section id="lead"><h2>{html.escape(lead[0])}</h2>{lead[1]}</section>')
+    parts += [
         f"<section><h2>Model card</h2>{_render_value(card)}</section>",
         f"<section><h2>Metrics</h2>{_render_metrics(metrics)}</section>",
     ]
@@ -296,6 +302,14 @@ def build_report(workspace: Workspace | Settings, version: str | None = None) ->
     from beryl.model.predict import predict
     from beryl.model.scoring import compute_metrics
     from beryl.monitoring.dashboard import drift_section
+    from beryl.monitoring.overview import timeline
+    from beryl.monitoring.panels import (
+        decision_table,
+        drift_over_time,
+        files_table,
+        growth_chart,
+        model_drift_chart,
+    )
 
     workspace = Workspace.of(workspace)
     registry, folder = workspace.registry, workspace.settings.model_folder
@@ -320,15 +334,28 @@ def build_report(workspace: Workspace | Settings, version: str | None = None) ->
             title=f"Classification report of {version}",
         ),
     }
+    history = timeline(workspace)
+    production = registry.production()
+    serving = (
+        f"<p>In production: <strong>{html.escape(production)}</strong>. This report describes "
+        f"{html.escape(version)}, scored on the test data as it is now.</p>"
+        if production
+        else "<p>No model is in production yet.</p>"
+    )
     page = render_html(
         title=f"Beryl model report: {version}",
         card=card.to_dict(),
         metrics=metrics,
         images={label.capitalize(): path for label, path in written.items()},
+        lead=("Decision", decision_table(history.decision) + serving),
         sections=[
             ("How this model was chosen", _chosen_section(card.tuning)),
             ("Calibration on the test data", _reliability_section(metrics)),
+            ("Model drift over time", model_drift_chart(history.model_drift)),
             ("Data drift", drift_section(workspace.history.latest_drift())),
+            ("Data drift per feature over time", drift_over_time(history.drifts)),
+            ("Input files not ingested as they are", files_table(history.files)),
+            ("Dataset growth per batch", growth_chart(history.batches)),
         ],
     )
     written["HTML report"] = write_html(folder / REPORT_FILE, page)

@@ -94,6 +94,52 @@ class PromotionRecord:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class DriftRecord:
+    """One data-drift check of a pass, as the history keeps it."""
+
+    run_id: int | None
+    time: str
+    result: DriftResult
+
+
+@dataclass(frozen=True)
+class ModelDriftRecord:
+    """One model-drift check of a pass: production's F1 on the new labelled rows against its
+    recorded F1; ``verdict`` is drifted, not drifted or not tested (``note`` says why)."""
+
+    run_id: int | None
+    time: str
+    version: str
+    rows: int | None
+    f1_new_data: float | None
+    f1_recorded: float | None
+    tolerance: float | None
+    verdict: str
+    note: str | None
+
+    @classmethod
+    def from_score(
+        cls, run_id: int | None, time: str, version: str, metrics: Mapping[str, Any]
+    ) -> ModelDriftRecord:
+        """From a ``drift-check`` score's metrics (a record from before verdicts were kept
+        says drifted or not from its ``model_drift`` flag)."""
+        verdict = metrics.get("verdict") or (
+            "drifted" if metrics.get("model_drift") else "not drifted"
+        )
+        return cls(
+            run_id=run_id,
+            time=time,
+            version=version,
+            rows=metrics.get("rows"),
+            f1_new_data=metrics.get("f1_new_data", metrics.get("f1")),
+            f1_recorded=metrics.get("f1_recorded"),
+            tolerance=metrics.get("tolerance"),
+            verdict=str(verdict),
+            note=metrics.get("note"),
+        )
+
+
 @runtime_checkable
 class HistoryStore(Protocol):
     """What the loop, the CLI and the API need from a history database."""
@@ -129,6 +175,14 @@ class HistoryStore(Protocol):
     def record_drift(self, result: DriftResult, run_id: int | None = None) -> None: ...
 
     def latest_drift(self) -> DriftResult | None: ...
+
+    def drifts(self, limit: int = 50) -> list[DriftRecord]:
+        """The latest ``limit`` data-drift checks, oldest first."""
+        ...
+
+    def model_drift_checks(self, limit: int = 100) -> list[ModelDriftRecord]:
+        """The latest ``limit`` model-drift checks (``drift-check`` scores), oldest first."""
+        ...
 
 
 @contextlib.contextmanager

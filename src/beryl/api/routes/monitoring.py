@@ -6,6 +6,7 @@ loop, and writes nothing to it: a read-only workspace can be served.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -18,6 +19,7 @@ from beryl.api.schemas import (
     ColumnStats,
     DiagnosticsResponse,
     DriftSummary,
+    ModelDriftSummary,
     OutdatedPackage,
     QuarantinedFile,
     ScoringResponse,
@@ -28,6 +30,7 @@ from beryl.errors import ModelError
 from beryl.monitoring.diagnostics import (
     OutdatedCache,
     ProfileCache,
+    latest_model_drift,
     quarantined_files,
     recorded_timings,
 )
@@ -99,6 +102,7 @@ async def diagnostics(
         data = profiles(workspace)
         table = outdated.current()
         drift = workspace.history.latest_drift()
+        checked = latest_model_drift(workspace.history)
         return DiagnosticsResponse(
             model_version=version,
             missing_percent=data["missing_percent"],
@@ -118,6 +122,7 @@ async def diagnostics(
                 checked_batches=list(drift.current.batches),
             ),
             quarantined_files=[QuarantinedFile(**q) for q in quarantined_files(workspace)],
+            model_drift=None if checked is None else ModelDriftSummary(**asdict(checked)),
         )
 
     return await run_in_threadpool(read)

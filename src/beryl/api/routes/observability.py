@@ -14,6 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from beryl.api.app import ApiError
 from beryl.api.routes.monitoring import WorkspaceDep
 from beryl.api.schemas import DriftResponse, ErrorResponse, HistoryResponse
+from beryl.errors import BerylError
+from beryl.monitoring.livereport import LiveReports
 from beryl.monitoring.store import HistoryStore, RunRecord
 
 router = APIRouter(tags=["monitoring"])
@@ -24,8 +26,9 @@ router = APIRouter(tags=["monitoring"])
     response_model=DriftResponse,
     responses={404: {"description": "No drift check yet", "model": ErrorResponse}},
 )
-async def drift(workspace: WorkspaceDep) -> Any:
-    """Data drift of the latest batch against the production model's training data."""
+async def drift(request: Request, workspace: WorkspaceDep) -> Any:
+    """Data drift of the latest batch against the production model's training data; under
+    ``live``, what Beryl was asked over the last live.window_hours hours and its drift."""
     latest = await run_in_threadpool(workspace.history.latest_drift)
     if latest is None:
         raise ApiError(
@@ -33,7 +36,17 @@ async def drift(workspace: WorkspaceDep) -> Any:
             "no data-drift check yet",
             "drift is checked when a pass ingests a new batch after the first model",
         )
-    return latest.to_dict()
+    live = await run_in_threadpool(_live, request.app.state.metrics.collector.live_reports)
+    return latest.to_dict() | {"live": live}
+
+
+def _live(reports: LiveReports) -> dict[str, Any] | None:
+    """The live summary (cached while no live file changes); None when it cannot be read,
+    which leaves the batch's verdict standing."""
+    try:
+        return reports.summary().to_dict()
+    except (BerylError, OSError, ValueError):
+        return None
 
 
 @router.get("/history", response_model=HistoryResponse)
@@ -89,12 +102,16 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/dashboard", response_class=HTMLResponse)
 async def dashboard(request: Request, workspace: WorkspaceDep) -> HTMLResponse:
-    """One page: model versions, F1 over time, drift, missing values, passes, confusion matrix."""
+    """One page: the production model, drift of data, model and live traffic over time, the last
+    decision, input files, dataset growth, missing values, passes and the confusion matrix."""
     from beryl.monitoring.dashboard import render_dashboard
     from beryl.monitoring.overview import dashboard_data
 
     profiles = request.app.state.profiles
+    live = request.app.state.metrics.collector.live_reports  # cached: re-read on a change only
     page = await run_in_threadpool(
-        lambda: render_dashboard(dashboard_data(workspace, profile_of=profiles))
+        lambda: render_dashboard(
+            dashboard_data(workspace, profile_of=profiles, live_of=lambda _: live.summary())
+        )
     )
     return HTMLResponse(page)

@@ -176,8 +176,9 @@ async def respond(
     metrics: ApiMetrics,
     reasons: int | None = None,
 ) -> JSONResponse:
-    """Score validated records or a frame, count the predictions, and build the answer;
-    ``reasons``: how many reason codes per record (checked by ``requested_reasons``), or None."""
+    """Score validated records or a frame, count the predictions, record them for live
+    monitoring, and build the answer; ``reasons``: how many reason codes per record (checked by
+    ``requested_reasons``), or None."""
     if (
         isinstance(data, list)
         and len(data) * (1 if reasons is None else _EXPLAIN_COST) <= _INLINE_ROWS
@@ -188,6 +189,11 @@ async def respond(
     else:
         answer = await run_in_threadpool(_predictions, loaded, data, reasons)
     metrics.count_predictions(answer["predictions"])
+    live = metrics.live  # live monitoring: microseconds, no I/O (beryl.monitoring.live)
+    if live is not None:
+        live.observe(
+            loaded.version, loaded.schema, data, answer["predictions"], answer["probabilities"]
+        )
     # Built here, not by FastAPI: the answer's shape is fixed, so skip re-validating it.
     return _Answer(answer)
 
