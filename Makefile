@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-workspace
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit clean chromium bench
+.PHONY: demo test lint typecheck unit clean chromium postgresql java bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,19 @@ chromium:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium > /dev/null; }
 
-unit: $(STAMP) chromium
+# The PostgreSQL tests start a server of their own (tests/pg_server.py) from Debian's binaries.
+postgresql:
+	@command -v initdb > /dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql > /dev/null; }
+
+# The Spark tests run pyspark on the machine's Java (17 or newer).
+java:
+	@command -v java > /dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless > /dev/null; }
+
+unit: $(STAMP) chromium postgresql java
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+from tests.pg_server import postgres  # noqa: F401  (the session's PostgreSQL server fixture)
+from tests.s3_server import s3_server  # noqa: F401  (the session's S3 server fixture)
 
 from beryl import config
 from beryl.config import Settings

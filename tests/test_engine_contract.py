@@ -1,4 +1,5 @@
-"""The training-engine seam's contract, run against every engine (scikit-learn today).
+"""The training-engine seam's contract, run against every engine: scikit-learn, and Spark MLlib
+on ``local[2]`` (one session for the module, stopped after it).
 
 Any engine must give a data-only model with Beryl's preprocessing semantics: the classes of the
 labels, the positive label's probability, missing values and unseen categories scored, the same
@@ -7,19 +8,36 @@ model from the same data, and ``TrainingError`` for what it cannot learn from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import pytest
+from tests.spark_support import SPARK_CONF, require_java
 
+from beryl.config import SparkSettings
 from beryl.data.schema import Schema
 from beryl.errors import TrainingError
 from beryl.model.engine import Fitted, SklearnEngine, TrainingEngine
 from beryl.model.linear import LinearModel
+from beryl.spark import session
 
-ENGINES: dict[str, Callable[[], TrainingEngine]] = {"scikit-learn": SklearnEngine}
+
+def _spark() -> TrainingEngine:
+    from beryl.spark.train import SparkEngine
+
+    require_java()
+    return SparkEngine(SparkSettings(conf=SPARK_CONF))
+
+
+ENGINES: dict[str, Callable[[], TrainingEngine]] = {"scikit-learn": SklearnEngine, "spark": _spark}
 SCHEMA = Schema(target="churned", positive_label="Yes", numeric=["activity"], categorical=["plan"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_spark_session() -> Iterator[None]:
+    yield
+    session.stop()
 
 
 @pytest.fixture(params=list(ENGINES))

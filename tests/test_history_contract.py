@@ -1,9 +1,10 @@
-"""The history seam's contract, run against every implementation (SQLite today).
+"""The history seam's contract, run against every implementation: SQLite, and PostgreSQL on
+a real server (``tests/pg_server.py``, a migrated database per test).
 
-A second implementation (PostgreSQL) is added to ``IMPLEMENTATIONS`` and must pass the same
-tests: runs with their steps and outcomes, scores, promotions and drift results read back as
-written, newest first where it says so, and concurrent writers losing nothing. Every method of
-``HistoryStore`` is called here (a test checks that).
+Each implementation in ``IMPLEMENTATIONS`` must pass the same tests: runs with their steps and
+outcomes, scores, promotions and drift results read back as written, newest first where it
+says so, and concurrent writers losing nothing. Every method of ``HistoryStore`` is called here
+(a test checks that).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from tests.pg_server import shared
 
 from beryl.monitoring.history import History
+from beryl.monitoring.pghistory import PgHistory
 from beryl.monitoring.results import DriftResult, DriftSample, FeatureDrift
 from beryl.monitoring.store import (
     HistoryStore,
@@ -30,11 +33,16 @@ from beryl.monitoring.store import (
 
 IMPLEMENTATIONS: dict[str, Callable[[Path], HistoryStore]] = {
     "sqlite": lambda folder: History(folder / "beryl.sqlite"),
+    "postgresql": lambda folder: PgHistory(shared().database_for(folder)),
 }
+# The session fixture that starts what an implementation needs (a server).
+SERVERS = {"postgresql": "postgres"}
 
 
 @pytest.fixture(params=list(IMPLEMENTATIONS))
 def history(request: pytest.FixtureRequest, tmp_path: Path) -> HistoryStore:
+    if request.param in SERVERS:
+        request.getfixturevalue(SERVERS[request.param])
     made = IMPLEMENTATIONS[request.param](tmp_path)
     assert isinstance(made, HistoryStore)
     return made

@@ -26,8 +26,9 @@ CLI = ("click", "rich")
 # (its progress display) whenever rich is installed.
 LOADED_BY_PEERS = ("rich",)
 FOUNDATION = (
-    *("beryl._io", "beryl.errors", "beryl.config", "beryl.original", "beryl.recovery"),
-    *("beryl.storage", "beryl.lock"),
+    *("beryl._io", "beryl.errors", "beryl.config", "beryl.sections", "beryl.original"),
+    "beryl.recovery",
+    *("beryl.storage", "beryl.lock", "beryl.objectstore", "beryl.postgres"),
 )
 # What each part may import from Beryl: nothing above it.
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -38,8 +39,11 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "beryl.data",
         "beryl.model",
         "beryl.monitoring",
+        "beryl.spark",
     ),
     "beryl.data": (*FOUNDATION, "beryl.workspace", "beryl.data"),
+    # The Spark engine: Beryl's own reading and training rules, run by Spark.
+    "beryl.spark": (*FOUNDATION, "beryl.workspace", "beryl.data", "beryl.model", "beryl.spark"),
     "beryl.model": (*FOUNDATION, "beryl.workspace", "beryl.data", "beryl.model"),
     "beryl.monitoring": (
         *FOUNDATION,

@@ -1,4 +1,5 @@
-"""The pass-lock seam's contract, run against every implementation (a lock file today)."""
+"""The pass-lock seam's contract, run against every implementation: a lock file, and an
+advisory lock on a real PostgreSQL server (``tests/pg_server.py``, a database per test)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,33 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.pg_server import shared
 
 from beryl.errors import PipelineBusyError
 from beryl.lock import FileLock, PassLock
+from beryl.monitoring.pglock import PgLock
 
-IMPLEMENTATIONS: dict[str, Callable[[Path], PassLock]] = {"file": lambda d: FileLock(d / ".lock")}
+IMPLEMENTATIONS: dict[str, Callable[[Path], PassLock]] = {
+    "file": lambda d: FileLock(d / ".lock"),
+    "postgresql": lambda d: PgLock(shared().database_for(d)),
+}
 # How another process takes the same lock (for the implementations above).
 HOLDER = {
     "file": "from beryl.lock import FileLock; lock = FileLock(Path(sys.argv[1]) / '.lock')",
+    "postgresql": (
+        "from beryl.monitoring.pglock import PgLock; "
+        "lock = PgLock((Path(sys.argv[1]) / 'history_url').read_text())"
+    ),
 }
+# The session fixture that starts what an implementation needs (a server).
+SERVERS = {"postgresql": "postgres"}
 
 
 @pytest.fixture(params=list(IMPLEMENTATIONS))
-def kind(request: pytest.FixtureRequest) -> str:
+def kind(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param in SERVERS:
+        request.getfixturevalue(SERVERS[request.param])
+    IMPLEMENTATIONS[request.param](tmp_path)  # what a holder process finds in tmp_path
     return str(request.param)
 
 

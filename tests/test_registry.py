@@ -395,8 +395,16 @@ class MemoryStorage:
     def exists(self, key: str) -> bool:
         return key in self.files
 
+    def stamp(self, key: str) -> str | None:
+        return str(hash(self.files[key])) if key in self.files else None
 
-def test_the_pointer_and_the_log_live_in_the_registry_storage(tmp_path: Path) -> None:
+    def where(self, key: str) -> str:
+        return f"memory:{key}"
+
+
+def test_the_versions_the_pointer_and_the_log_live_in_the_registry_storage(
+    tmp_path: Path,
+) -> None:
     storage = MemoryStorage()
     registry = Registry(tmp_path / "models", storage=storage)
     assert isinstance(storage, Storage)
@@ -404,8 +412,15 @@ def test_the_pointer_and_the_log_live_in_the_registry_storage(tmp_path: Path) ->
     registry.promote(v1)
     registry.promote(v2)
     assert registry.production() == v2
-    assert set(storage.files) == {"production.json", "promotions.jsonl"}
+    files = {f"versions/{v}/{name}" for v in (v1, v2) for name in ("model.json", "model.pkl")}
+    files |= {f"versions/{v}/card.json" for v in (v1, v2)}
+    assert set(storage.files) == {"production.json", "promotions.jsonl", *files}
     assert not registry.pointer_path.exists() and not registry.log_path.exists()
+    assert not registry.versions_folder.exists()  # the folder holds the cache and the latest
+    assert (
+        registry.verify(v1)
+        and registry.model_path(v1).read_bytes() == (storage.files[f"versions/{v1}/model.pkl"])
+    )
     assert [m.to_version for m in registry.moves()] == [v1, v2]
     assert registry.rollback().to_version == v1
     assert Registry(tmp_path / "models").production() is None  # the folder holds no pointer

@@ -1,27 +1,46 @@
-"""The storage seam's contract, run against every implementation (a folder today).
+"""The storage seam's contract, run against every implementation: a folder, and a prefix of a
+bucket on a real S3 server (SeaweedFS, ``tests/s3_server.py``).
 
-A second implementation (object storage) is added to ``IMPLEMENTATIONS`` and must pass the same
-tests: atomic replacement, create-only writes with one winner, compare-and-swap with one winner,
-durable appends that never tear, keys that never leave the store.
+Every implementation must pass the same tests: atomic replacement, create-only writes with one
+winner and compare-and-swap with one winner (threads and processes racing), durable appends
+that never tear or lose a line, keys that never leave the store.
 """
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tests import s3_server
 
+from beryl.objectstore import S3Storage
 from beryl.storage import LocalStorage, Storage
 
-IMPLEMENTATIONS: dict[str, Callable[[Path], Storage]] = {"local": LocalStorage}
+
+def _s3(root: Path) -> Storage:
+    """A prefix of the test bucket named after ``root``: the same one in every process."""
+    server = s3_server.shared()
+    prefix = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    return S3Storage(f"s3://{s3_server.BUCKET}/contract-{prefix}", server.environ())
+
+
+IMPLEMENTATIONS: dict[str, Callable[[Path], Storage]] = {"local": LocalStorage, "s3": _s3}
 
 
 @pytest.fixture(params=list(IMPLEMENTATIONS))
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    made = IMPLEMENTATIONS[request.param](tmp_path / "store")
+def implementation(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def storage(implementation: str, tmp_path: Path) -> Storage:
+    made = IMPLEMENTATIONS[implementation](tmp_path / "store")
     assert isinstance(made, Storage)
     return made
 
@@ -112,3 +131,60 @@ def test_keys_are_listed_by_prefix_and_never_leave_the_store(storage: Storage) -
     for bad in ("../outside", "/etc/passwd", "a/../../b", ""):
         with pytest.raises(ValueError):
             storage.write(bad, b"x")
+
+
+def test_stamp_changes_with_the_content_and_where_names_the_key(storage: Storage) -> None:
+    assert storage.stamp("production.json") is None
+    storage.write("production.json", b"one")
+    first = storage.stamp("production.json")
+    assert first is not None and storage.stamp("production.json") == first
+    storage.write("production.json", b"two, longer")
+    assert storage.stamp("production.json") not in (None, first)
+    assert storage.where("versions/v0001/card.json").endswith("/versions/v0001/card.json")
+
+
+ROUNDS = 3
+RACERS = 4
+
+
+def _racer(
+    implementation: str, root: Path, action: str, barrier: Any, results: Any, me: int
+) -> None:
+    """One process of a race: build the storage, then in each round wait for the others and
+    try to create the round's key, or to swap it from ``v1``."""
+    storage = IMPLEMENTATIONS[implementation](root)
+    storage.exists("warm-up")  # the first request (a client, a listing) before the start line
+    for round_ in range(ROUNDS):
+        barrier.wait(timeout=120)
+        key, data = f"race/{round_}", f"{action}-{me}".encode()
+        won = storage.create(key, data) if action == "create" else (
+            storage.swap(key, data, expected=b"v1")
+        )  # fmt: skip
+        results.put((round_, me, won))
+
+
+@pytest.mark.parametrize("action", ["create", "swap"])
+def test_processes_racing_have_one_winner(
+    implementation: str, storage: Storage, tmp_path: Path, action: str
+) -> None:
+    if action == "swap":
+        for round_ in range(ROUNDS):
+            storage.write(f"race/{round_}", b"v1")
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(RACERS), spawn.Queue()
+    racers = [
+        spawn.Process(
+            target=_racer, args=(implementation, tmp_path / "store", action, barrier, results, i)
+        )
+        for i in range(RACERS)
+    ]
+    for racer in racers:
+        racer.start()
+    outcomes = [results.get(timeout=180) for _ in range(ROUNDS * RACERS)]
+    for racer in racers:
+        racer.join(timeout=60)
+        assert racer.exitcode == 0
+    for round_ in range(ROUNDS):
+        winners = [me for r, me, won in outcomes if r == round_ and won]
+        assert len(winners) == 1, f"round {round_}: {winners} all won"
+        assert storage.read(f"race/{round_}") == f"{action}-{winners[0]}".encode()

@@ -20,9 +20,10 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,7 +33,13 @@ from pydantic import (
 )
 
 from beryl.errors import ConfigError
+from beryl.objectstore import checked_url as checked_registry_url
 from beryl.original import ORIGINAL_KEYS, original_key_notice
+from beryl.postgres import checked_url
+from beryl.sections import DriftSettings as DriftSettings  # the sections, re-exported
+from beryl.sections import LiveSettings as LiveSettings
+from beryl.sections import SparkSettings as SparkSettings
+from beryl.sections import TuningSettings as TuningSettings
 
 CONFIG_ENV = "BERYL_CONFIG"
 TOKEN_ENV = "BERYL_API_TOKEN"  # noqa: S105  (the variable name, not a token)
@@ -61,6 +68,8 @@ class ApiSettings(BaseModel):
     max_connections: int = Field(default=1000, ge=1)  # open connections per worker
     shutdown_grace_s: float = Field(default=30.0, ge=0.0)  # to finish requests on SIGTERM
     db_timeout_s: float = Field(default=5.0, gt=0.0)  # to wait for the history database
+    # With registry_url: how often, at most, the API asks whether production moved (a HEAD).
+    registry_poll_s: float = Field(default=2.0, gt=0.0, le=3600.0)
 
     @field_validator("token")
     @classmethod
@@ -119,69 +128,6 @@ def token_problem(token: str) -> str | None:
     return None
 
 
-class DriftSettings(BaseModel):
-    """Thresholds of the drift checks (the ``drift`` section of config.json)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    p_value: float = Field(default=0.01, gt=0.0, lt=1.0)
-    psi_threshold: float = Field(default=0.1, gt=0.0)
-    jensen_shannon_threshold: float = Field(default=0.1, gt=0.0, le=1.0)
-    new_category_share: float = Field(default=0.05, gt=0.0, le=1.0)
-    dataset_drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
-    min_rows: int = Field(default=30, ge=1)
-    max_reference_rows: int = Field(default=200_000, ge=100)
-
-
-class LiveSettings(BaseModel):
-    """Live monitoring of what Beryl is asked (the ``live`` section; ``beryl.monitoring.live``):
-    per UTC hour, counters and a sample of at most ``sample_per_hour`` inputs, written every
-    ``flush_seconds``, reported over the last ``window_hours`` and kept ``retention_hours``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    sample_per_hour: int = Field(default=2000, ge=10, le=100_000)
-    flush_seconds: float = Field(default=10.0, ge=0.1, le=3600.0)
-    window_hours: int = Field(default=24, ge=1, le=24 * 31)
-    retention_hours: int = Field(default=24 * 7, ge=1, le=24 * 366)
-
-    @field_validator("retention_hours")
-    @classmethod
-    def _keeps_the_window(cls, value: int, info: ValidationInfo) -> int:
-        window = info.data.get("window_hours")
-        if isinstance(window, int) and value < window:
-            raise ValueError(f"must be at least window_hours ({window})")
-        return value
-
-
-class TuningSettings(BaseModel):
-    """How training chooses its settings on the training data alone (the ``tuning`` section;
-    ``beryl.model.tuning``): a grid of ``class_weight`` x ``C`` and the decision threshold,
-    scored by F1 in stratified ``folds``-fold cross-validation on at most ``search_rows`` rows,
-    and a sigmoid calibration kept when it lowers the cross-validated Brier score."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    class_weight: list[Literal["balanced"] | None] = Field(
-        default_factory=lambda: [None, "balanced"],  # type: ignore[arg-type]
-        min_length=1,
-    )
-    # scikit-learn's defaults first: a later setting is chosen only when clearly better
-    C: list[float] = Field(default_factory=lambda: [1.0, 0.1, 10.0], min_length=1)
-    folds: int = Field(default=5, ge=2, le=20)
-    search_rows: int = Field(default=100_000, ge=100)
-    calibration: Literal["auto", "never", "always"] = "auto"
-
-    @field_validator("C")
-    @classmethod
-    def _positive(cls, value: list[float]) -> list[float]:
-        if any(not c > 0 for c in value):
-            raise ValueError("every C must be a number above 0")
-        return value
-
-
 class Settings(BaseModel):
     """Validated workspace configuration (DESIGN section 2)."""
 
@@ -207,6 +153,16 @@ class Settings(BaseModel):
     schedule: str = DEFAULT_SCHEDULE
     write_csv_snapshot: bool = True
     package_index_url: str = "https://pypi.org/pypi"
+    # PostgreSQL for the history and the pass lock (``beryl.postgres``); None: SQLite in the
+    # workspace. Never shown: it may hold a password.
+    history_url: Annotated[str | None, AfterValidator(checked_url)] = Field(None, repr=False)
+    # The model registry on object storage, s3://bucket/prefix (``beryl.objectstore``); None:
+    # the models folder.
+    registry_url: Annotated[str | None, AfterValidator(checked_registry_url)] = None
+    # What runs ingestion and training: this machine, or Spark (``beryl.spark``, the ``spark``
+    # extra) for data that outgrows it.
+    engine: Literal["local", "spark"] = "local"
+    spark: SparkSettings = Field(default_factory=SparkSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
     config_file: Path | None = Field(default=None, exclude=True)

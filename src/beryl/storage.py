@@ -12,9 +12,9 @@ folder on a local disk and an object store can both give:
 - ``append`` adds one line to a log, durably, never tearing another writer's line.
 
 ``LocalStorage`` (a folder: atomic renames, ``link`` for create-only, ``flock`` for swaps) is
-today's one implementation; the contract tests in
-``tests/test_storage_contract.py`` are written against the protocol, so the next implementation
-runs them unchanged::
+the default; ``beryl.objectstore.S3Storage`` (a bucket: conditional PUTs) is the other. The
+contract tests in ``tests/test_storage_contract.py`` are written against the protocol and run
+against both::
 
     storage = LocalStorage(settings.model_folder)
     current = storage.read("production.json")
@@ -60,6 +60,13 @@ class Storage(Protocol):
         """The keys below ``prefix`` (a folder-like prefix ending in ``/``, or ""), sorted."""
 
     def exists(self, key: str) -> bool: ...
+
+    def stamp(self, key: str) -> str | None:
+        """A cheap token that changes whenever the key's content does (a ``stat``, a HEAD);
+        None when the key does not exist."""
+
+    def where(self, key: str) -> str:
+        """How messages name the key (a path, a URL)."""
 
 
 class LocalStorage:
@@ -140,6 +147,16 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
+
+    def stamp(self, key: str) -> str | None:
+        try:
+            info = self.path(key).stat()
+        except FileNotFoundError:
+            return None
+        return f"{info.st_ino}:{info.st_mtime_ns}:{info.st_size}"
+
+    def where(self, key: str) -> str:
+        return str(self.path(key))
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:

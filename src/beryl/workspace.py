@@ -8,10 +8,11 @@ The CLI, the API factory and the scheduler each build a ``Workspace`` from the l
 - ``registry``: the model versions, the production pointer and its log;
 - ``history``: the history database (``beryl.monitoring.store.HistoryStore``);
 - ``lock``: the single-flight lock around a pass (``beryl.lock.PassLock``);
-- ``engine``: what trains a model (``beryl.model.engine.TrainingEngine``).
+- ``engine``: what trains a model (``beryl.model.engine.TrainingEngine``);
+- ``reader``: what reads new input files when it is not this process (Spark), else None.
 
-Each backend is a seam with one implementation today (a folder, SQLite, a lock file,
-scikit-learn) and can be handed in instead::
+Each backend is a seam (a folder; SQLite and a lock file, or PostgreSQL for both when
+``history_url`` is set; scikit-learn) and can be handed in instead::
 
     workspace = Workspace(config.load("ws/config.json"))
     workspace.dataset.rows, workspace.registry.production()
@@ -26,6 +27,7 @@ from beryl.config import Settings
 
 if TYPE_CHECKING:
     from beryl.data.dataset import Dataset
+    from beryl.data.ingestion import FileReader
     from beryl.lock import PassLock
     from beryl.model.engine import TrainingEngine
     from beryl.model.registry import Registry
@@ -78,32 +80,73 @@ class Workspace:
 
     @property
     def registry(self) -> Registry:
+        """The models folder, or with ``registry_url`` the registry on object storage (its
+        credentials from the ``AWS_*`` environment variables; ``beryl.objectstore``)."""
         if self._registry is None:
             from beryl.model.registry import Registry
 
-            self._registry = Registry(self.settings.model_folder, self._keyring)
+            storage = None
+            if self.settings.registry_url is not None:
+                import os
+
+                from beryl.objectstore import S3Storage
+
+                storage = S3Storage(self.settings.registry_url, os.environ)
+            self._registry = Registry(self.settings.model_folder, self._keyring, storage=storage)
         return self._registry
 
     @property
     def history(self) -> HistoryStore:
         if self._history is None:
-            from beryl.monitoring.history import History
-
-            self._history = History(self.settings.history_db)
+            self._history = open_history(self.settings)
         return self._history
 
     @property
     def lock(self) -> PassLock:
+        """The lock file in the workspace, or with ``history_url`` an advisory lock in that
+        database (single flight across the machines that share it)."""
         if self._lock is None:
-            from beryl.lock import FileLock
+            if self.settings.history_url is not None:
+                from beryl.monitoring.pglock import PgLock
 
-            self._lock = FileLock(self.settings.lock_file)
+                self._lock = PgLock(self.settings.history_url)
+            else:
+                from beryl.lock import FileLock
+
+                self._lock = FileLock(self.settings.lock_file)
         return self._lock
 
     @property
     def engine(self) -> TrainingEngine:
+        """scikit-learn on this machine, or MLlib with ``engine: "spark"``."""
         if self._engine is None:
-            from beryl.model.engine import SklearnEngine
+            if self.settings.engine == "spark":
+                from beryl.spark.train import SparkEngine
 
-            self._engine = SklearnEngine()
+                self._engine = SparkEngine(self.settings.spark)
+            else:
+                from beryl.model.engine import SklearnEngine
+
+                self._engine = SklearnEngine()
         return self._engine
+
+    @property
+    def reader(self) -> FileReader | None:
+        """Spark's tasks with ``engine: "spark"``; None: ingestion reads the files here."""
+        if self.settings.engine != "spark":
+            return None
+        from beryl.spark.ingest import SparkReader
+
+        return SparkReader(self.settings.spark)
+
+
+def open_history(settings: Settings, *, timeout: float = 60.0) -> HistoryStore:
+    """The workspace's history: SQLite in the workspace, or the PostgreSQL database that
+    ``history_url`` names; a call waits at most ``timeout`` seconds for it."""
+    if settings.history_url is not None:
+        from beryl.monitoring.pghistory import PgHistory
+
+        return PgHistory(settings.history_url, timeout=timeout)
+    from beryl.monitoring.history import History
+
+    return History(settings.history_db, timeout=timeout)

@@ -26,7 +26,7 @@ from beryl.errors import (
     ModelNotFoundError,
     StateError,
 )
-from beryl.workspace import Workspace
+from beryl.workspace import Workspace, open_history
 
 if TYPE_CHECKING:
     from beryl.api.routes.login import BrowserLogin
@@ -249,7 +249,6 @@ def create_app(settings: Settings) -> FastAPI:
     from beryl.api.metrics import ApiMetrics, MetricsMiddleware
     from beryl.api.routes import health, login, monitoring, observability, prediction
     from beryl.monitoring.diagnostics import OutdatedCache, ProfileCache
-    from beryl.monitoring.history import History
 
     # /docs and /redoc with their scripts and styles served from the package, under
     # /docs/assets: the pages work on a host without internet.
@@ -262,9 +261,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.hosts = HostCheck(allowed_hosts(settings))
     # The API waits for a history database another process holds at most api.db_timeout_s.
-    history = History(settings.history_db, timeout=settings.api.db_timeout_s)
+    history = open_history(settings, timeout=settings.api.db_timeout_s)
     app.state.workspace = workspace = Workspace(settings, history=history)
-    app.state.holder = ModelHolder(workspace.registry)
+    app.state.holder = ModelHolder(workspace.registry, poll_s=settings.api.registry_poll_s)
     app.state.profiles = ProfileCache()
     app.state.outdated = OutdatedCache(settings)
 

@@ -1,4 +1,5 @@
-"""Commands that look at the workspace: diagnostics, the report, the history."""
+"""Commands that look at the workspace: diagnostics, the report, the history (and the
+migration of a PostgreSQL history's schema)."""
 
 from __future__ import annotations
 
@@ -38,9 +39,41 @@ def report(workspace: Workspace, version: str | None) -> None:
 
 @cli.command()
 @with_workspace
+@click.argument("action", required=False, type=click.Choice(["migrate"]))
 @click.option("--limit", default=10, show_default=True)
 @click.option("--command", "command", default=None, help="Only runs of this command (run: passes).")
 @click.option("--json", "as_json", is_flag=True)
-def history(workspace: Workspace, limit: int, command: str | None, as_json: bool) -> None:
-    """Recent runs with their steps, durations and outcomes."""
+def history(
+    workspace: Workspace, action: str | None, limit: int, command: str | None, as_json: bool
+) -> None:
+    """Recent runs with their steps, durations and outcomes.
+
+    `beryl history migrate` creates or upgrades the schema of a PostgreSQL history
+    (history_url); no other command changes it.
+    """
+    if action == "migrate":
+        _migrate(workspace)
+        return
     render.runs(workspace.history.runs(limit, command), as_json=as_json)
+
+
+def _migrate(workspace: Workspace) -> None:
+    url = workspace.settings.history_url
+    if url is None:
+        render.lines(
+            [
+                f"history database {workspace.settings.history_db} is SQLite: Beryl creates its "
+                "tables itself, nothing to migrate (history_url names a PostgreSQL one)"
+            ]
+        )
+        return
+    from beryl.monitoring.pgschema import migrate
+
+    done = migrate(url)
+    if done.from_version == done.to_version:
+        what = f"already at schema version {done.to_version}, nothing to do"
+    elif done.from_version == 0:
+        what = f"schema created at version {done.to_version}"
+    else:
+        what = f"schema upgraded from version {done.from_version} to {done.to_version}"
+    render.lines([f"history database {done.database}: {what}"])

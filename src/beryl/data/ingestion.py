@@ -8,6 +8,10 @@ Every fault of a file ends in one of three ways, never in a failed pass: ingeste
 ``quarantined`` with a reason naming the file and what to do (left where it is, tried again
 when it changes, or when the dataset's types change for a file refused for a column's type);
 or deferred to the next pass (it vanished, or changed while it was read).
+
+The workspace's ``reader`` (``engine: "spark"``: Spark tasks, ``beryl.spark.ingest``) may read
+and deduplicate the files elsewhere; it hands each file's outcome back to the same
+``IngestionPass``, and the batch is written and committed here either way.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from beryl._io import utc_now
 from beryl.config import Settings
@@ -29,7 +34,34 @@ from beryl.data.schema import Schema
 from beryl.errors import SchemaError
 from beryl.workspace import Workspace
 
+if TYPE_CHECKING:
+    from beryl.data._batchfiles import BatchWriter
+
 Progress = Callable[[str, int, int], None]
+
+
+class ReadFile(Protocol):
+    """What judging a file needs of its read: the content's hash and whether it stayed put."""
+
+    @property
+    def digest(self) -> str: ...
+
+    def settled(self) -> bool: ...
+
+
+class FileReader(Protocol):
+    """Reads new files somewhere other than this process (``Workspace.reader``)."""
+
+    def read(
+        self,
+        run: IngestionPass,
+        candidates: list[Candidate],
+        writer: BatchWriter,
+        progress: Progress | None,
+    ) -> list[FileRecord]:
+        """Hand each candidate's outcome, in order, to ``run``'s ``judge``, ``refuse``,
+        ``accept`` and ``not_read``; write the new rows of the accepted files to ``writer``;
+        return their records."""
 
 
 @dataclass
@@ -76,19 +108,23 @@ def ingest(workspace: Workspace | Settings, progress: Progress | None = None) ->
     if dataset.schema is not None:
         dataset.schema.check_settings(settings)
     scan = scan_input(workspace, read_new=False)
-    run = _Pass(settings, dataset, scan)
+    run = IngestionPass(settings, dataset, scan)
     batch_id = dataset.new_batch_id()
     if scan.new:
         dataset.upgrade_hashes()
     stored = dataset.hash_runs() if scan.new else []  # the dataset's row hashes, mapped
     with dataset.batch_writer(batch_id, settings.write_csv_snapshot, settings.id_columns) as writer:
-        run.deduplicate = Deduplicator(stored, writer)
-        for index, candidate in enumerate(scan.new):
-            if progress:
-                progress(candidate.name, index, len(scan.new))
-            run.take(candidate)
-        run.deduplicate.flush()
-        readers = run.deduplicate.records
+        reader = workspace.reader if scan.new else None
+        if reader is not None:
+            readers = reader.read(run, scan.new, writer, progress)
+        else:
+            run.deduplicate = Deduplicator(stored, writer)
+            for index, candidate in enumerate(scan.new):
+                if progress:
+                    progress(candidate.name, index, len(scan.new))
+                run.take(candidate)
+            run.deduplicate.flush()
+            readers = run.deduplicate.records
         if progress and scan.new:
             progress("", len(scan.new), len(scan.new))
 
@@ -115,9 +151,12 @@ def ingest(workspace: Workspace | Settings, progress: Progress | None = None) ->
     return result
 
 
-class _Pass:
+class IngestionPass:
     """One ingestion's reading of its candidates: each ends ingested (handed to the
-    deduplicator), recorded (quarantined, duplicate-file), unchanged or deferred."""
+    deduplicator), recorded (quarantined, duplicate-file), unchanged or deferred.
+
+    ``take`` reads a candidate here; an engine that reads elsewhere hands each outcome to
+    ``judge``, ``refuse``, ``accept`` and ``not_read`` in the candidates' order."""
 
     deduplicate: Deduplicator
 
@@ -139,7 +178,7 @@ class _Pass:
         try:
             source = InputFile(candidate.path)
         except OSError as exc:  # moved away mid-pass, swapped for a folder, unreadable
-            self._unread(candidate, exc)
+            self.not_read(candidate, exc)
             return
         with source:
             if source.identity != candidate.identity:
@@ -151,11 +190,11 @@ class _Pass:
                 else:
                     self._in_blocks(candidate, source)
             except OSError as exc:  # a read failed (an I/O error, a file system gone away)
-                self._unread(candidate, exc)
+                self.not_read(candidate, exc)
 
     def _whole(self, candidate: Candidate, source: InputFile) -> None:
         data = source.read_all()
-        record = self._judge(candidate, source)
+        record = self.judge(candidate, source)
         if record is None:
             return
         schema = self.schema
@@ -165,9 +204,9 @@ class _Pass:
             del data
             classes = check_classes(table[schema.target], self.classes, candidate.name)
         except SchemaError as exc:
-            self._refuse(record, exc)
+            self.refuse(record, exc)
             return
-        self._accept(record, schema, classes, table.num_rows)
+        self.accept(record, schema, classes, table.num_rows)
         self.deduplicate.add(record, table)
 
     def _in_blocks(self, candidate: Candidate, source: InputFile) -> None:
@@ -180,22 +219,22 @@ class _Pass:
         except SchemaError as exc:
             blocks, error = None, exc
         try:
-            record = self._judge(candidate, source)
+            record = self.judge(candidate, source)
             if record is None:
                 return
             if blocks is None:
                 assert error is not None
-                self._refuse(record, error)
+                self.refuse(record, error)
                 return
             record.note = blocks.note
-            self._accept(record, blocks.schema, blocks.classes, blocks.rows)
+            self.accept(record, blocks.schema, blocks.classes, blocks.rows)
             for table in blocks.held:
                 self.deduplicate.add(record, table)
         finally:
             if blocks is not None:
                 blocks.held.close()
 
-    def _judge(self, candidate: Candidate, source: InputFile) -> FileRecord | None:
+    def judge(self, candidate: Candidate, source: ReadFile) -> FileRecord | None:
         """After a whole read: the record of a file to ingest, or None when it is decided
         already (changed while read, unchanged content, a renamed copy)."""
         if not source.settled():
@@ -220,12 +259,12 @@ class _Pass:
         self.same_pass[digest] = record
         return record
 
-    def _accept(self, record: FileRecord, schema: Schema, classes: list[object], rows: int) -> None:
+    def accept(self, record: FileRecord, schema: Schema, classes: list[object], rows: int) -> None:
         self.schema = schema
         self.classes = classes
         record.rows_read = rows
 
-    def _refuse(self, record: FileRecord, exc: SchemaError) -> None:
+    def refuse(self, record: FileRecord, exc: SchemaError) -> None:
         from beryl.data.cleaning import ColumnTypeError
 
         record.status = "quarantined"
@@ -252,7 +291,7 @@ class _Pass:
         )
         self.refreshed = True
 
-    def _unread(self, candidate: Candidate, exc: OSError) -> None:
+    def not_read(self, candidate: Candidate, exc: OSError) -> None:
         record = unread(candidate, exc)
         if record is None:
             self.result.deferred.append(candidate.name)

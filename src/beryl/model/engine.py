@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
     from beryl.config import TuningSettings
+    from beryl.data.dataset import Dataset
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,17 @@ class TrainingEngine(Protocol):
         options: TrainingOptions = ...,
     ) -> Fitted:
         """The fitted model; ``TrainingError`` for data or parameters it refuses."""
+
+
+@runtime_checkable
+class DatasetEngine(TrainingEngine, Protocol):
+    """An engine that reads the dataset's batches itself (Spark), rather than a frame the
+    driver loaded: training then never holds the dataset in this process."""
+
+    def fit_dataset(
+        self, schema: Schema, params: dict[str, Any], dataset: Dataset, options: TrainingOptions
+    ) -> Fitted:
+        """The model fitted on every row of ``dataset``, as ``fit`` on its frame would be."""
 
 
 def check_labels(schema: Schema, labels: pd.Series) -> None:
@@ -181,6 +193,17 @@ class _Folds:
         return np.asarray(estimator.decision_function(held), dtype=np.float64)
 
 
+def tune(
+    schema: Schema, params: dict[str, Any], frame: pd.DataFrame, options: TrainingOptions
+) -> Tuning:
+    """What the cross-validated search chooses on ``frame`` (scikit-learn, on at most
+    ``tuning.search_rows`` of its rows), or why nothing was tuned: every engine then fits that
+    setting on all the rows."""
+    if options.tuning is not None and options.tuning.enabled:
+        return search(schema, frame, options.tuning, params, _Folds(schema, params, options.scale))
+    return untuned("tuning is off (tuning.enabled in config.json)")
+
+
 class SklearnEngine:
     """``TrainingEngine`` on scikit-learn: Beryl's pipeline, ``LogisticRegression`` last."""
 
@@ -194,10 +217,7 @@ class SklearnEngine:
         options: TrainingOptions = TrainingOptions(),  # frozen: no state is shared
     ) -> Fitted:
         check_labels(schema, frame[schema.target])
-        tuning = untuned("tuning is off (tuning.enabled in config.json)")
-        if options.tuning is not None and options.tuning.enabled:
-            folds = _Folds(schema, params, options.scale)
-            tuning = search(schema, frame, options.tuning, params, folds)
+        tuning = tune(schema, params, frame, options)
         pipeline = fit_pipeline(schema, params | tuning.params, frame, scale=options.scale)
         if tuning.calibration.method == "sigmoid":
             _calibrate(pipeline, schema, tuning)
@@ -209,21 +229,34 @@ class SklearnEngine:
             model = replace(model, threshold=tuning.threshold)
         model = model.with_reference(frame[schema.features])  # the base of reason codes
         estimator = pipeline.named_steps["model"]
-        parameters = {k: _jsonable(v) for k, v in estimator.get_params().items()}
+        parameters = {k: jsonable(v) for k, v in estimator.get_params().items()}
         return Fitted(model=model, artifact=pipeline, parameters=parameters, tuning=tuning)
+
+
+def calibrated(
+    coef: np.ndarray, intercept: np.ndarray, positive_is_second: bool, tuning: Tuning
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients and intercept with the sigmoid calibration of the positive score
+    (``a * s + b``) folded in (as they are without one)."""
+    if tuning.calibration.method != "sigmoid":
+        return coef, intercept
+    a, b = tuning.calibration.a, tuning.calibration.b
+    sign = 1.0 if positive_is_second else -1.0
+    return coef * a, intercept * a + sign * b
 
 
 def _calibrate(pipeline: Pipeline, schema: Schema, tuning: Tuning) -> None:
     """Fold the sigmoid calibration of the positive score (``a * s + b``) into the fitted
     estimator, so that its probabilities (and the pickle's) are the calibrated ones."""
     estimator = pipeline.named_steps["model"]
-    a, b = tuning.calibration.a, tuning.calibration.b
-    sign = 1.0 if estimator.classes_[1] == schema.positive_label else -1.0
-    estimator.coef_ = estimator.coef_ * a
-    estimator.intercept_ = estimator.intercept_ * a + sign * b
+    positive_is_second = bool(estimator.classes_[1] == schema.positive_label)
+    estimator.coef_, estimator.intercept_ = calibrated(
+        estimator.coef_, estimator.intercept_, positive_is_second, tuning
+    )
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """A parameter value as JSON can hold it (NumPy scalars as Python ones, others by repr)."""
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, bool | int | float | str):

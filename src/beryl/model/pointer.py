@@ -84,13 +84,13 @@ class ProductionPointer:
     def parse(self, raw: bytes | None) -> Pointer | None:
         if raw is None:
             return None
-        path = self.registry.pointer_path
+        path = self.registry.where(POINTER_FILE)
         try:
             data = json.loads(raw.decode("utf-8"))
         except ValueError as exc:  # not JSON, or not UTF-8
             raise self.damaged(f"production pointer {path} is unreadable: {exc}") from exc
         try:
-            body = self.registry.checking_keyring(path).verify(data, str(path))
+            body = self.registry.checking_keyring(path).verify(data, path)
         except IntegrityError as exc:
             raise self.damaged(exc.message, exc.hint) from exc
         version = body.get("version")
@@ -99,7 +99,7 @@ class ProductionPointer:
         if not self.registry.has_version(version):
             raise self.damaged(
                 f"production pointer {path} names {version}, which is not in "
-                f"{self.registry.versions_folder}"
+                f"{self.registry.where('versions')}"
             )
         since = body.get("since")
         return Pointer(version, since if isinstance(since, str) else None)
@@ -107,7 +107,7 @@ class ProductionPointer:
     def damaged(self, message: str, hint: str | None = None) -> IntegrityError:
         """What a damaged pointer is reported as: restored by the next repair when the log
         allows it, else the user chooses (``beryl models promote``)."""
-        log = self.registry.log_path
+        log = self.registry.where(LOG_FILE)
         if self.restorable(self.moves()) is not None:
             restore = (
                 "the next `beryl run` (or any command that changes the workspace) restores "
@@ -145,20 +145,19 @@ class ProductionPointer:
         entries = self.entries()
         if not entries:
             return []
-        where = str(self.registry.log_path)
+        where = self.registry.where(LOG_FILE)
         try:
-            keyring = self.registry.checking_keyring(self.registry.log_path)
+            keyring = self.registry.checking_keyring(where)
         except IntegrityError:
             return [None] * len(entries)
+        here = set(self.registry.version_dirs())  # one listing for every line
         found: list[Move | None] = []
         for entry in entries:
             try:
                 move: Move | None = Move(**keyring.verify(entry, where))
             except (IntegrityError, TypeError):
                 move = None
-            if move is not None and not (
-                _well_formed(move) and self.registry.has_version(move.to_version)
-            ):
+            if move is not None and not (_well_formed(move) and move.to_version in here):
                 move = None
             found.append(move)
         return found

@@ -16,6 +16,11 @@ registry's ``Storage``, so two processes cannot both move it). Beryl never unpic
 covers everything that changes an answer, and the version id it belongs to; a pointer or log
 line without a valid signature is refused.
 
+On object storage (``storage`` another than the folder, e.g. ``beryl.objectstore.S3Storage``)
+the same keys live in the bucket, a version is written create-only with its card last, and
+model files are downloaded into a local cache (``beryl.model.registry_objects``);
+``trainedmodel.pkl`` and ``latestscore.txt`` stay in the folder.
+
 Damage stays local: a version whose card cannot be read is left out of ``ids`` and ``cards``
 (``damaged`` names it and why), a log line that is not a valid move is skipped, and a damaged
 pointer is restored from the log by ``repair`` (``beryl.model.registry_repair``). Reading never
@@ -33,9 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from beryl._io import (
     atomic_write_bytes,
-    atomic_write_json,
     fsync_dir,
-    read_json,
     sha256_bytes,
     sha256_file,
 )
@@ -44,12 +47,11 @@ from beryl.errors import (
     IntegrityError,
     ModelError,
     ModelNotFoundError,
-    StateError,
     TrainingError,
-    describe_os_error,
 )
 from beryl.model.card import ModelCard
 from beryl.model.pointer import LOG_FILE, POINTER_FILE, VERSION_RE, Move, ProductionPointer
+from beryl.model.registry_objects import CACHE_FOLDER, ModelCache, create_version
 from beryl.model.signing import KEY_ENV, KEY_FILE_ENV, Keyring, default_key_path, default_keyring
 from beryl.storage import LocalStorage, Storage
 
@@ -81,17 +83,33 @@ class Registry:
     """Model versions in ``output_model_path`` and the production pointer.
 
     ``keyring`` signs and checks the data-only models, the pointer and the log; by default the
-    key the environment names (``beryl.model.signing``). ``storage`` holds the pointer and the
-    log (by default the folder itself, ``beryl.storage.LocalStorage``).
+    key the environment names (``beryl.model.signing``). ``storage`` holds the versions, the
+    pointer and the log (by default the folder itself, ``beryl.storage.LocalStorage``); on other
+    storage, model files are downloaded into ``cache`` (by default ``.registry-cache/`` in the
+    folder).
     """
 
     def __init__(
-        self, folder: Path, keyring: Keyring | None = None, *, storage: Storage | None = None
+        self,
+        folder: Path,
+        keyring: Keyring | None = None,
+        *,
+        storage: Storage | None = None,
+        cache: Path | None = None,
     ) -> None:
         self.folder = folder
         self.storage: Storage = storage if storage is not None else LocalStorage(folder)
         self._keyring = keyring
         self.pointer = ProductionPointer(self)
+        # The folder itself, where a version appears by a rename; else object storage.
+        self.local = isinstance(self.storage, LocalStorage) and self.storage.root == folder
+        self.cache: ModelCache | None = None
+        if not self.local:
+            self.cache = ModelCache(cache if cache is not None else folder / CACHE_FOLDER)
+
+    def where(self, key: str) -> str:
+        """How messages name a registry key: its path, or its URL on object storage."""
+        return self.storage.where(key)
 
     @property
     def keyring(self) -> Keyring:
@@ -101,7 +119,7 @@ class Registry:
             self._keyring.check_outside(self.folder)
         return self._keyring
 
-    def checking_keyring(self, where: Path) -> Keyring:
+    def checking_keyring(self, where: Path | str) -> Keyring:
         """The key that checks ``where``'s signature: never made here (reading writes nothing,
         and a key made now could check nothing signed before)."""
         if self._keyring is None and not _a_key_exists():
@@ -127,13 +145,19 @@ class Registry:
 
     def has_version(self, version: str) -> bool:
         """Whether a folder of that id is here (usable or not)."""
+        if not self.local:
+            return version in self.version_dirs()
         return (self.versions_folder / version).is_dir()
 
     def version_dirs(self) -> list[str]:
         """Every folder named like a version, usable or not, oldest first."""
-        if not self.versions_folder.is_dir():
+        if not self.local:
+            parts = (key.split("/") for key in self.storage.keys("versions/"))
+            found = list({p[1] for p in parts if len(p) == 3 and VERSION_RE.match(p[1])})
+        elif not self.versions_folder.is_dir():
             return []
-        found = [p.name for p in self.versions_folder.iterdir() if VERSION_RE.match(p.name)]
+        else:
+            found = [p.name for p in self.versions_folder.iterdir() if VERSION_RE.match(p.name)]
         return sorted(found, key=lambda v: int(v[1:]))
 
     # -- versions -----------------------------------------------------------------------------
@@ -145,11 +169,10 @@ class Registry:
         """The card of every version that has a readable one, oldest first."""
         cards = []
         for version in self.version_dirs():
-            if (self.versions_folder / version / CARD_FILE).exists():
-                try:
-                    cards.append(self.card(version))
-                except ModelError:
-                    continue  # see ``damaged``
+            try:
+                cards.append(self.card(version))
+            except ModelError:
+                continue  # no card yet (an empty claim, a writer at work), or see ``damaged``
         return cards
 
     def damaged(self) -> dict[str, str]:
@@ -157,33 +180,29 @@ class Registry:
         with the reason (naming the file)."""
         found = {}
         for version in self.version_dirs():
-            folder = self.versions_folder / version
-            if not (folder / CARD_FILE).exists():
-                if (folder / DATA_MODEL_FILE).exists() or (folder / MODEL_FILE).exists():
-                    found[version] = f"model card {folder / CARD_FILE} is missing"
-                continue
             try:
                 self.card(version)
+            except ModelNotFoundError:
+                continue  # an empty folder: no version
             except ModelError as exc:
                 found[version] = exc.message
         return found
 
     def card(self, version: str) -> ModelCard:
-        folder = self.version_folder(version)
-        path = folder / CARD_FILE
-        try:
-            data = read_json(path)
-        except FileNotFoundError as exc:
-            if (folder / DATA_MODEL_FILE).exists() or (folder / MODEL_FILE).exists():
-                raise ModelError(f"model card {path} is missing", hint=_CARD_HINT) from exc
+        self.version_folder(version)  # a version id, or ModelNotFoundError
+        path = self.where(_key(version, CARD_FILE))
+        raw = self.storage.read(_key(version, CARD_FILE))
+        if raw is None:
+            if any(self.storage.exists(_key(version, n)) for n in (DATA_MODEL_FILE, MODEL_FILE)):
+                raise ModelError(f"model card {path} is missing", hint=_CARD_HINT)
             raise ModelNotFoundError(
-                f"no model version {version} in {self.versions_folder}",
+                f"no model version {version} in {self.where('versions')}",
                 hint="see `beryl models list`",
-            ) from exc
+            )
+        try:
+            data = json.loads(raw.decode("utf-8"))
         except ValueError as exc:  # not JSON, or not UTF-8
             raise ModelError(f"model card {path} is unreadable: {exc}", hint=_CARD_HINT) from exc
-        except OSError as exc:
-            raise _unavailable(path, exc) from exc
         try:
             card = ModelCard.from_dict(data)
         except (TypeError, ValueError) as exc:
@@ -228,6 +247,11 @@ class Registry:
             raise TrainingError("the model's schema or classes are not its card's")
         payload = pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
         card.model_sha256 = sha256_bytes(payload)
+        if not self.local:
+            create_version(self, payload, card, lambda c: self.signed_model(c, model))
+            if latest:
+                atomic_write_bytes(self.folder / LATEST_MODEL_FILE, payload)
+            return card
         self.versions_folder.mkdir(parents=True, exist_ok=True)
         staging = self.versions_folder / f".staging-{os.getpid()}-{secrets.token_hex(6)}"
         staging.mkdir()
@@ -242,7 +266,7 @@ class Registry:
                 except FileExistsError:
                     continue
                 (staging / DATA_MODEL_FILE).write_text(
-                    json.dumps(self._signed_model(card, model), indent=1) + "\n"
+                    json.dumps(self.signed_model(card, model), indent=1) + "\n"
                 )
                 (staging / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
                 for name in (MODEL_FILE, DATA_MODEL_FILE, CARD_FILE):
@@ -263,7 +287,7 @@ class Registry:
             atomic_write_bytes(self.folder / LATEST_MODEL_FILE, payload)
         return card
 
-    def _signed_model(self, card: ModelCard, model: LinearModel) -> dict[str, Any]:
+    def signed_model(self, card: ModelCard, model: LinearModel) -> dict[str, Any]:
         """What ``model.json`` holds: the model bound to its version id and its pickle."""
         return self.keyring.sign(
             {"version": card.id, "model_sha256": card.model_sha256, "model": model.to_dict()}
@@ -285,7 +309,11 @@ class Registry:
         return repair(self)
 
     def model_path(self, version: str) -> Path:
-        """The pickle of a version (the original layout's artifact; Beryl never loads it)."""
+        """The pickle of a version (the original layout's artifact; Beryl never loads it); on
+        object storage its copy in the cache, downloaded and checked first."""
+        if self.cache is not None:
+            sha256 = self._signed(version)[1]
+            return self.cache.fetch(self, _key(version, MODEL_FILE), sha256)
         return self.version_folder(version) / MODEL_FILE
 
     def data_model_path(self, version: str) -> Path:
@@ -317,18 +345,19 @@ class Registry:
     def _signed(self, version: str) -> tuple[LinearModel, str]:
         """The verified data-only model of a version and the sha256 of its pickle."""
         card = self.card(version)
-        path = self.data_model_path(version)
-        try:
-            data = read_json(path)
-        except FileNotFoundError as exc:
+        path = self.where(_key(version, DATA_MODEL_FILE))
+        raw = self.storage.read(_key(version, DATA_MODEL_FILE))
+        if raw is None:
             raise IntegrityError(
                 f"model file {path} is missing",
                 hint="a version made by an older Beryl: `beryl models sign --all` makes it "
                 "from the pickle (only for a models folder you trust), or retrain",
-            ) from exc
-        except (OSError, ValueError) as exc:
+            )
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:
             raise IntegrityError(f"model file {path} is unreadable: {exc}") from exc
-        body = self.checking_keyring(path).verify(data, str(path))
+        body = self.checking_keyring(path).verify(data, path)
         if body.get("version") != version:
             raise IntegrityError(
                 f"model file {path} belongs to version {body.get('version')!r}, not {version}",
@@ -342,7 +371,8 @@ class Registry:
             raise IntegrityError(f"model file {path} holds no valid model: {exc}") from exc
         if card.schema != model.schema.to_dict() or list(card.classes) != list(model.classes):
             raise IntegrityError(
-                f"model card {path.parent / CARD_FILE} disagrees with its signed model file "
+                f"model card {self.where(_key(version, CARD_FILE))} disagrees with its signed "
+                "model file "
                 "(schema or classes changed); refusing to load it",
                 hint="restore card.json, or retrain",
             )
@@ -354,6 +384,8 @@ class Registry:
         here or whose card is damaged."""
         try:
             _, sha256 = self._signed(version)
+            if self.cache is not None:
+                return self.cache.fetch(self, _key(version, MODEL_FILE), sha256).is_file()
             path = self.model_path(version)
             return path.is_file() and sha256_file(path) == sha256
         except (ModelError, OSError):
@@ -362,29 +394,9 @@ class Registry:
     def sign(self, version: str) -> Literal["signed", "already signed"]:
         """Make a version's signed data-only model from its pickle (a version an older Beryl
         made). This unpickles the file: run it only on a models folder you trust."""
-        card = self.card(version)
-        path = self.data_model_path(version)
-        if path.exists() and self.verify(version):
-            return "already signed"
-        pickled = self.model_path(version)
-        try:
-            payload = pickled.read_bytes()
-        except OSError as exc:
-            raise IntegrityError(f"cannot read {pickled}: {exc.strerror}") from exc
-        if sha256_bytes(payload) != card.model_sha256:
-            raise IntegrityError(
-                f"model file {pickled} does not match its model card; refusing to sign it",
-                hint="the file was changed after training; retrain",
-            )
-        pipeline = pickle.loads(payload)  # the user vouched for this folder
-        from beryl.model.linear import LinearModel, NotLinearError
+        from beryl.model.registry_repair import sign_version
 
-        try:
-            model = LinearModel.from_pipeline(pipeline, Schema.from_dict(card.schema))
-        except NotLinearError as exc:
-            raise IntegrityError(f"{pickled} is not a model Beryl can serve: {exc}") from exc
-        atomic_write_json(path, self._signed_model(card, model))
-        return "signed"
+        return sign_version(self, version)
 
     def sign_records(self) -> list[str]:
         """Re-sign the pointer and every log line with this key (after ``sign``)."""
@@ -405,8 +417,13 @@ class Registry:
         card = self.card(version)
         for name, value in fields.items():
             setattr(card, name, value)
-        atomic_write_json(self.version_folder(version) / CARD_FILE, card.to_dict())
+        self.write_json(_key(version, CARD_FILE), card.to_dict())
         return card
+
+    def write_json(self, key: str, data: Any) -> None:
+        """Replace a key with JSON, atomically (as ``atomic_write_json`` writes it)."""
+        text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+        self.storage.write(key, text.encode("utf-8"))
 
     # -- production pointer ---------------------------------------------------------------------
     @property
@@ -471,6 +488,5 @@ def _a_key_exists() -> bool:
     return default_key_path(os.environ).exists()
 
 
-def _unavailable(path: Path, exc: OSError) -> StateError:
-    message, hint = describe_os_error(exc, path)
-    return StateError(f"cannot read {path}: {message}", hint=hint)
+def _key(version: str, name: str) -> str:
+    return f"versions/{version}/{name}"

@@ -3,6 +3,7 @@
 ``repair`` (``Registry.repair``, under the workspace lock) removes the temporary files of killed
 writers, moves unfinished versions to ``.recovered/``, takes unreadable lines out of the promotion
 log (kept there too), and finishes a logged move or restores a damaged pointer from the log.
+``sign_version`` makes a signed data-only model from an older Beryl's pickle, and
 ``sign_records`` re-signs the pointer and every log line with the registry's key (after
 ``beryl models sign``). Nothing else is deleted.
 """
@@ -10,9 +11,11 @@ log (kept there too), and finishes a logged move or restores a damaged pointer f
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+import pickle
+from typing import TYPE_CHECKING, Literal
 
-from beryl._io import remove_stale_temporaries, utc_now
+from beryl._io import remove_stale_temporaries, sha256_bytes, utc_now
+from beryl.data.schema import Schema
 from beryl.errors import IntegrityError, StateError, describe_os_error
 from beryl.model.pointer import LOG_FILE, POINTER_FILE, log_entry
 from beryl.recovery import Aside
@@ -35,6 +38,8 @@ def _repair(registry: Registry, aside: Aside) -> list[str]:
     repaired = []
     if remove_stale_temporaries(registry.folder):
         repaired.append(f"removed temporary files in {registry.folder}")
+    if registry.cache is not None and remove_stale_temporaries(registry.cache.folder):
+        repaired.append(f"removed temporary files in {registry.cache.folder}")
     versions = registry.versions_folder
     if versions.is_dir():
         for staging in sorted(versions.glob(".staging-*")):
@@ -60,9 +65,11 @@ def _repair_log(registry: Registry, aside: Aside) -> list[str]:
         if line.strip():
             (kept if log_entry(line) is not None else cut).append(line)
     repaired = []
-    if cut:
-        saved = aside.keep(LOG_FILE, b"".join(line + b"\n" for line in cut))
-        registry.storage.write(LOG_FILE, b"".join(line + b"\n" for line in kept))
+    kept_log = b"".join(line + b"\n" for line in kept)
+    # Kept first, then a swap from what was read: a line another process appended meanwhile
+    # is never lost (the next repair takes the unreadable lines out then).
+    saved = aside.keep(LOG_FILE, b"".join(line + b"\n" for line in cut)) if cut else None
+    if saved is not None and registry.storage.swap(LOG_FILE, kept_log, expected=data):
         repaired.append(
             f"moved {len(cut)} unreadable line(s) of {LOG_FILE} to {aside.shown(saved)}"
         )
@@ -114,13 +121,42 @@ def _repair_pointer(registry: Registry, aside: Aside) -> list[str]:
     ]
 
 
+def sign_version(registry: Registry, version: str) -> Literal["signed", "already signed"]:
+    """What ``Registry.sign`` does (it unpickles: only for a models folder the user trusts)."""
+    card = registry.card(version)
+    model_key, pickle_key = f"versions/{version}/model.json", f"versions/{version}/model.pkl"
+    if registry.storage.exists(model_key) and registry.verify(version):
+        return "already signed"
+    pickled = registry.where(pickle_key)
+    payload = registry.storage.read(pickle_key)
+    if payload is None:
+        raise IntegrityError(f"cannot read {pickled}: it is missing")
+    if sha256_bytes(payload) != card.model_sha256:
+        raise IntegrityError(
+            f"model file {pickled} does not match its model card; refusing to sign it",
+            hint="the file was changed after training; retrain",
+        )
+    pipeline = pickle.loads(payload)  # the user vouched for this folder
+    from beryl.model.linear import LinearModel, NotLinearError
+
+    try:
+        model = LinearModel.from_pipeline(pipeline, Schema.from_dict(card.schema))
+    except NotLinearError as exc:
+        raise IntegrityError(f"{pickled} is not a model Beryl can serve: {exc}") from exc
+    registry.write_json(model_key, registry.signed_model(card, model))
+    return "signed"
+
+
 def sign_records(registry: Registry) -> list[str]:
     """Re-sign the pointer and every log line with the registry's key."""
     done = []
+    raw_log = registry.storage.read(LOG_FILE)
     entries = registry.pointer.entries()
     if entries:
         lines = [json.dumps(registry.keyring.sign(entry)) for entry in entries]
-        registry.storage.write(LOG_FILE, "".join(line + "\n" for line in lines).encode())
+        signed = "".join(line + "\n" for line in lines).encode()
+        if not registry.storage.swap(LOG_FILE, signed, expected=raw_log):
+            raise IntegrityError(f"{registry.where(LOG_FILE)} changed while it was being signed")
         done.append(f"signed {len(lines)} line(s) of {LOG_FILE}")
     raw = registry.storage.read(POINTER_FILE)
     if raw is not None:
@@ -129,8 +165,10 @@ def sign_records(registry: Registry) -> list[str]:
             version = str(pointer["version"])
             since = str(pointer.get("since", utc_now()))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise IntegrityError(f"{registry.pointer_path} is unreadable: {exc}") from exc
+            raise IntegrityError(f"{registry.where(POINTER_FILE)} is unreadable: {exc}") from exc
         if not registry.pointer.swap(version, since, expected=raw):
-            raise IntegrityError(f"{registry.pointer_path} changed while it was being signed")
+            raise IntegrityError(
+                f"{registry.where(POINTER_FILE)} changed while it was being signed"
+            )
         done.append(f"signed {POINTER_FILE} ({version})")
     return done

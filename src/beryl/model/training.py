@@ -1,7 +1,8 @@
 """Training: a candidate model version fitted on the whole consolidated dataset.
 
-The fitting itself is the workspace's ``TrainingEngine`` (``beryl.model.engine``; scikit-learn
-today); this module turns a fit into a registered, immutable model version with its card.
+The fitting itself is the workspace's ``TrainingEngine`` (``beryl.model.engine``: scikit-learn,
+or Spark MLlib with ``engine: "spark"``, which reads the batches itself); this module turns a
+fit into a registered, immutable model version with its card.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from beryl._io import utc_now
 from beryl.config import Settings, check_model
 from beryl.errors import EmptyDatasetError
 from beryl.model.card import ModelCard
-from beryl.model.engine import TrainingOptions
+from beryl.model.engine import DatasetEngine, TrainingOptions
 from beryl.workspace import Workspace
 
 _LIBRARIES = ("beryl", "scikit-learn", "numpy", "pandas", "pyarrow", "scipy")
@@ -42,9 +43,15 @@ def train(workspace: Workspace | Settings) -> ModelCard:
             hint="run `beryl ingest` first",
         )
     schema.check_settings(settings)
-    frame = dataset.read(columns=[*schema.features, schema.target])
     options = TrainingOptions(scale=settings.scale_features, tuning=settings.tuning)
-    fitted = workspace.engine.fit(schema, settings.model, frame, options)
+    engine = workspace.engine
+    if isinstance(engine, DatasetEngine):  # reads the batches itself (Spark)
+        fitted = engine.fit_dataset(schema, settings.model, dataset, options)
+        rows = dataset.rows
+    else:
+        frame = dataset.read(columns=[*schema.features, schema.target])
+        fitted = engine.fit(schema, settings.model, frame, options)
+        rows = len(frame)
     card = ModelCard(
         id="",
         created=utc_now(),
@@ -52,7 +59,7 @@ def train(workspace: Workspace | Settings) -> ModelCard:
         parameters={"engine": workspace.engine.name, **fitted.parameters},
         classes=list(fitted.model.classes),
         training={
-            "rows": len(frame),
+            "rows": rows,
             "batches": [b.id for b in dataset.batches],
             "files": [
                 {"name": r.name, "sha256": r.sha256}

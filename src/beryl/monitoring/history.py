@@ -1,7 +1,8 @@
 """The history database: every run, its steps and timings, scores, drift results and promotions.
 
 SQLite in WAL mode, in the workspace (``beryl.sqlite``). This module owns it: nothing else writes
-SQL. Writers from several processes (a pass and the API) wait for each other instead of failing.
+SQL to it but the statements it shares with the PostgreSQL store (``beryl.monitoring.sqlhistory``).
+Writers from several processes (a pass and the API) wait for each other instead of failing.
 It implements ``beryl.monitoring.store.HistoryStore``, whose records it returns (re-exported
 here); the entry points build it once, in the ``Workspace``.
 
@@ -14,28 +15,23 @@ here); the entry points build it once, in the ``Workspace``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from beryl._io import utc_now
 from beryl.errors import StateBusyError, StateError, describe_os_error
-from beryl.monitoring.results import DriftResult
+from beryl.monitoring.sqlhistory import Fetch, SqlHistory
 from beryl.monitoring.store import (
-    DriftRecord,
     HistoryStore,
-    ModelDriftRecord,
     PromotionRecord,
     RunContext,
     RunOutcome,
     RunRecord,
     ScoreRecord,
     StepRecord,
-    recorded_run,
 )
 
 __all__ = [
@@ -115,7 +111,7 @@ class HistoryBusyError(HistoryError, StateBusyError):
     """Another process held the history database longer than this reader waits."""
 
 
-class History:
+class History(SqlHistory):
     """Access to the workspace's history database."""
 
     def __init__(self, path: Path, *, timeout: float = 60.0) -> None:
@@ -145,8 +141,9 @@ class History:
             conn.close()
 
     @contextlib.contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection | None]:
-        """A read-only connection (never creates or changes a file); None: no database yet.
+    def _reading(self) -> Iterator[Fetch | None]:
+        """Reads on a read-only connection (never creates or changes a file); None: no
+        database yet.
 
         On a workspace nobody may write to, WAL's shared-memory file cannot be made, so the
         database is then read as immutable.
@@ -169,7 +166,11 @@ class History:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             conn.row_factory = sqlite3.Row
             tables = conn.execute("SELECT name FROM sqlite_master WHERE name = 'runs'").fetchall()
-            yield conn if tables else None  # a database another process is still creating
+
+            def fetch(sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
+                return conn.execute(sql, params).fetchall()
+
+            yield fetch if tables else None  # a database another process is still creating
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         except ValueError as exc:  # a recorded detail that is not JSON
@@ -250,221 +251,11 @@ class History:
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         with self._connect() as conn:
-            cursor = conn.execute(sql, params)
-            return int(cursor.lastrowid or 0)
+            return int(conn.execute(sql, params).rowcount)
 
-    # -- runs and steps -------------------------------------------------------------------------
-    def start_run(self, command: str, detail: dict[str, Any] | None = None) -> int:
-        return self._execute(
-            "INSERT INTO runs (command, started, detail) VALUES (?, ?, ?)",
-            (command, utc_now(), json.dumps(detail or {}, default=str)),
-        )
-
-    def finish_run(self, run_id: int, outcome: RunOutcome) -> None:
-        detail = outcome.detail
-        self._execute(
-            "UPDATE runs SET ended = ?, duration_s = ?, status = ?, exit_code = ?, summary = ?,"
-            " detail = COALESCE(?, detail) WHERE id = ?",
-            (
-                utc_now(),
-                outcome.duration_s,
-                outcome.status,
-                outcome.exit_code,
-                outcome.summary,
-                json.dumps(detail, default=str) if detail is not None else None,
-                run_id,
-            ),
-        )
-
-    def record_step(self, run_id: int, step: StepRecord) -> None:
-        self._execute(
-            "INSERT INTO steps (run_id, name, started, duration_s, status, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                run_id,
-                step.name,
-                step.started,
-                step.duration_s,
-                step.status,
-                json.dumps(step.detail, default=str),
-            ),
-        )
-
-    def run(
-        self, command: str, detail: dict[str, Any] | None = None
-    ) -> contextlib.AbstractContextManager[RunContext]:
-        """Record a run; its outcome is 'ok' unless the body raises or sets another status."""
-        return recorded_run(self, command, detail)
-
-    def close_interrupted(self, commands: tuple[str, ...]) -> int:
-        """Mark runs of these commands still 'running' as 'interrupted' (their process died).
-
-        Call only while holding the workspace lock, so none of them can really be running.
-        """
-        marks = ",".join("?" * len(commands))
+    def _insert(self, sql: str, params: tuple[Any, ...]) -> int:
         with self._connect() as conn:
-            cursor = conn.execute(
-                f"UPDATE runs SET status = 'interrupted', ended = ?, summary = "  # noqa: S608
-                f"'ended without finishing (the process was killed)' "
-                f"WHERE status = 'running' AND command IN ({marks})",
-                (utc_now(), *commands),
-            )
-            return int(cursor.rowcount)
+            return int(conn.execute(sql, params).lastrowid or 0)
 
-    def runs(self, limit: int = 20, command: str | None = None) -> list[RunRecord]:
-        """The most recent runs (of ``command`` only, when given), newest first, with their
-        steps."""
-        with self._reader() as conn:
-            if conn is None:
-                return []
-            if command is None:
-                query, args = "SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)
-            else:
-                query = "SELECT * FROM runs WHERE command = ? ORDER BY id DESC LIMIT ?"
-                args = (command, limit)  # type: ignore[assignment]
-            rows = conn.execute(query, args).fetchall()
-            return [
-                RunRecord(
-                    id=row["id"],
-                    command=row["command"],
-                    started=row["started"],
-                    ended=row["ended"],
-                    duration_s=row["duration_s"],
-                    status=row["status"],
-                    exit_code=row["exit_code"],
-                    summary=row["summary"],
-                    detail=json.loads(row["detail"] or "{}"),
-                    steps=[
-                        _step(s)
-                        for s in conn.execute(
-                            "SELECT * FROM steps WHERE run_id = ? ORDER BY id", (row["id"],)
-                        )
-                    ],
-                )
-                for row in rows
-            ]
-
-    def last_step(self, name: str) -> StepRecord | None:
-        """The latest successful step of that name (e.g. the last ingestion's timing)."""
-        with self._reader() as conn:
-            if conn is None:
-                return None
-            row = conn.execute(
-                "SELECT * FROM steps WHERE name = ? AND status = 'ok' ORDER BY id DESC LIMIT 1",
-                (name,),
-            ).fetchone()
-            return None if row is None else _step(row)
-
-    # -- scores, promotions, drift --------------------------------------------------------------
-    def record_score(
-        self, version: str, role: str, data: str, metrics: dict[str, Any], run_id: int | None = None
-    ) -> None:
-        """Record a model's metrics: role is e.g. 'candidate', 'production', 'drift-check'."""
-        self._execute(
-            "INSERT INTO scores (run_id, time, version, role, data, f1, metrics)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id,
-                utc_now(),
-                version,
-                role,
-                data,
-                metrics.get("f1"),
-                json.dumps(metrics, default=str),
-            ),
-        )
-
-    def scores(self, limit: int = 500) -> list[ScoreRecord]:
-        """The latest ``limit`` scores, oldest first."""
-        rows = self._latest(
-            "SELECT run_id, time, version, role, data, f1 FROM scores ORDER BY id DESC LIMIT ?",
-            limit,
-        )
-        return [ScoreRecord(**dict(r)) for r in rows]
-
-    def record_promotion(self, move: Mapping[str, Any], run_id: int | None = None) -> None:
-        self._execute(
-            "INSERT INTO promotions (run_id, time, action, from_version, to_version, from_f1,"
-            " to_f1, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id,
-                move["time"],
-                move["action"],
-                move.get("from_version"),
-                move["to_version"],
-                move.get("from_f1"),
-                move.get("to_f1"),
-                move.get("reason"),
-            ),
-        )
-
-    def promotions(self, limit: int = 500) -> list[PromotionRecord]:
-        """The latest ``limit`` moves of the production pointer, oldest first."""
-        rows = self._latest(
-            "SELECT run_id, time, action, from_version, to_version, from_f1, to_f1, reason"
-            " FROM promotions ORDER BY id DESC LIMIT ?",
-            limit,
-        )
-        return [PromotionRecord(**dict(r)) for r in rows]
-
-    def _latest(self, sql: str, limit: int) -> list[sqlite3.Row]:
-        with self._reader() as conn:
-            return [] if conn is None else conn.execute(sql, (limit,)).fetchall()[::-1]
-
-    def record_drift(self, result: DriftResult, run_id: int | None = None) -> None:
-        data = result.to_dict()
-        self._execute(
-            "INSERT INTO drift (run_id, time, reference, current, dataset_drift, drift_share,"
-            " result) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id,
-                utc_now(),
-                json.dumps(data["reference"]),
-                json.dumps(data["current"]),
-                int(result.dataset_drift),
-                result.drift_share,
-                json.dumps(data),
-            ),
-        )
-
-    def latest_drift(self) -> DriftResult | None:
-        """The latest drift check (a record that is no drift result is a damaged database)."""
-        with self._reader() as conn:
-            if conn is None:
-                return None
-            row = conn.execute("SELECT result FROM drift ORDER BY id DESC LIMIT 1").fetchone()
-            return None if row is None else DriftResult.from_dict(json.loads(row["result"]))
-
-    def drifts(self, limit: int = 50) -> list[DriftRecord]:
-        """The latest ``limit`` data-drift checks, oldest first."""
-        rows = self._latest(
-            "SELECT run_id, time, result FROM drift ORDER BY id DESC LIMIT ?", limit
-        )
-        return [
-            DriftRecord(r["run_id"], r["time"], DriftResult.from_dict(json.loads(r["result"])))
-            for r in rows
-        ]
-
-    def model_drift_checks(self, limit: int = 100) -> list[ModelDriftRecord]:
-        """The latest ``limit`` model-drift checks (``drift-check`` scores), oldest first."""
-        rows = self._latest(
-            "SELECT run_id, time, version, metrics FROM scores WHERE role = 'drift-check'"
-            " ORDER BY id DESC LIMIT ?",
-            limit,
-        )
-        return [
-            ModelDriftRecord.from_score(
-                r["run_id"], r["time"], r["version"], json.loads(r["metrics"] or "{}")
-            )
-            for r in rows
-        ]
-
-
-def _step(row: sqlite3.Row) -> StepRecord:
-    return StepRecord(
-        name=row["name"],
-        duration_s=row["duration_s"],
-        status=row["status"],
-        started=row["started"],
-        detail=json.loads(row["detail"] or "{}"),
-    )
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
