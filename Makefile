@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-workspace
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit clean chromium postgresql java bench
+.PHONY: demo test lint typecheck unit clean chromium postgresql java bench bench-scale
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python benchmarks/serving/run.py
 	$(BIN)/python benchmarks/data/run.py
+
+# The local engine against Spark local[2] on generated rows (long: minutes per size).
+bench-scale: $(STAMP) java
+	$(BIN)/python benchmarks/scale/run.py --sizes 250000 1000000 4000000
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache
