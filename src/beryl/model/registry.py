@@ -51,7 +51,12 @@ from beryl.errors import (
 )
 from beryl.model.card import ModelCard
 from beryl.model.pointer import LOG_FILE, POINTER_FILE, VERSION_RE, Move, ProductionPointer
-from beryl.model.registry_objects import CACHE_FOLDER, ModelCache, create_version
+from beryl.model.registry_objects import (
+    CACHE_FOLDER,
+    ModelCache,
+    check_model_file,
+    create_version,
+)
 from beryl.model.signing import KEY_ENV, KEY_FILE_ENV, Keyring, default_key_path, default_keyring
 from beryl.storage import LocalStorage, Storage
 
@@ -333,13 +338,7 @@ class Registry:
             payload = path.read_bytes()
         except FileNotFoundError as exc:
             raise IntegrityError(f"model file {path} is missing") from exc
-        digest = sha256_bytes(payload)
-        if digest != sha256:
-            raise IntegrityError(
-                f"model file {path} does not match its signed model file "
-                f"(sha256 {digest[:12]}… ≠ {sha256[:12]}…); refusing to load it",
-                hint="the file was changed after training; retrain or restore it",
-            )
+        check_model_file(path, payload, sha256)
         return pickle.loads(payload)
 
     def _signed(self, version: str) -> tuple[LinearModel, str]:

@@ -33,6 +33,17 @@ if TYPE_CHECKING:
 CACHE_FOLDER = ".registry-cache"
 
 
+def check_model_file(where: object, payload: bytes, sha256: str) -> None:
+    """Refuse a pickled model file whose bytes are not the ones its signed model file names."""
+    digest = sha256_bytes(payload)
+    if digest != sha256:
+        raise IntegrityError(
+            f"model file {where} does not match its signed model file "
+            f"(sha256 {digest[:12]}… ≠ {sha256[:12]}…); refusing to load it",
+            hint="the file was changed after training; retrain or restore it",
+        )
+
+
 class ModelCache:
     """Model files downloaded from a registry, each named by its sha256."""
 
@@ -61,13 +72,7 @@ class ModelCache:
         data = registry.storage.read(key)
         if data is None:
             raise IntegrityError(f"model file {where} is missing")
-        digest = sha256_bytes(data)
-        if digest != sha256:
-            raise IntegrityError(
-                f"model file {where} does not match its signed model file "
-                f"(sha256 {digest[:12]}… ≠ {sha256[:12]}…); refusing to load it",
-                hint="the file was changed after training; retrain or restore it",
-            )
+        check_model_file(where, data, sha256)
         atomic_write_bytes(path, data)
         return path
 

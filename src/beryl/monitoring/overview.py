@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from beryl._io import utc_now
 from beryl.config import Settings
+from beryl.data.manifest import FileRecord
 from beryl.errors import BerylError, EmptyDatasetError
 from beryl.monitoring.dashboard import (
     ConfusionMatrix,
@@ -15,23 +16,34 @@ from beryl.monitoring.dashboard import (
     ProductionModel,
     VersionRow,
 )
-from beryl.monitoring.diagnostics import ProfileSource, profile, quarantined_files
+from beryl.monitoring.diagnostics import ProfileSource, profile
 from beryl.monitoring.livereport import LiveSummary, live_summary
 from beryl.monitoring.panels import BatchRow, Decision, FileRow, Timeline
+from beryl.monitoring.store import ScoreRecord
 from beryl.workspace import Workspace
 
 _REFUSED = ("quarantined", "duplicate-file")
 _FIGURES = ("f1", "precision", "recall")
 
 
-def timeline(workspace: Workspace | Settings) -> Timeline:
+def timeline(
+    workspace: Workspace | Settings,
+    *,
+    scores: Sequence[ScoreRecord] | None = None,
+    quarantined: Sequence[FileRecord] | None = None,
+) -> Timeline:
     """The monitoring history the dashboard and the report draw: model and data drift by pass,
-    the last decision, the files not ingested as they are, and the dataset's batches."""
+    the last decision, the files not ingested as they are, and the dataset's batches.
+
+    ``scores`` and ``quarantined`` (the history's scores, ``outstanding_quarantine``) are read
+    here unless the caller already holds them."""
     from beryl.data.scan import outstanding_quarantine
 
     workspace = Workspace.of(workspace)
     history, dataset = workspace.history, workspace.dataset
-    waiting = {r.name for r in outstanding_quarantine(workspace)}
+    if quarantined is None:
+        quarantined = outstanding_quarantine(workspace)
+    waiting = {r.name for r in quarantined}
     files = [
         FileRow(r.name, r.status, r.reason, r.time, r.name in waiting and r.status == _REFUSED[0])
         for r in dataset.files
@@ -43,16 +55,17 @@ def timeline(workspace: Workspace | Settings) -> Timeline:
     return Timeline(
         model_drift=history.model_drift_checks(),
         drifts=history.drifts(),
-        decision=last_decision(workspace),
+        decision=last_decision(workspace, history.scores() if scores is None else scores),
         files=files,
         batches=batches,
     )
 
 
-def last_decision(workspace: Workspace) -> Decision | None:
+def last_decision(workspace: Workspace, scores: Sequence[ScoreRecord]) -> Decision | None:
     """The latest trained version's decision, and the figures of the candidate and of the
-    production model it was compared with in the same pass (from their cards)."""
-    registry, history = workspace.registry, workspace.history
+    production model it was compared with in the same pass (``scores`` say which; the figures
+    are their cards')."""
+    registry = workspace.registry
     ids = registry.ids()
     if not ids:
         return None
@@ -65,7 +78,7 @@ def last_decision(workspace: Workspace) -> Decision | None:
     compared = next(
         (
             s.version
-            for s in reversed(history.scores())
+            for s in reversed(scores)
             if s.role == "production" and s.run_id == run_id and s.version != latest
         ),
         None,
@@ -105,6 +118,7 @@ def dashboard_data(
         except (BerylError, OSError) as exc:  # the rest of the page is still worth showing
             live_note = f"Live monitoring could not be read: {exc}"
     registry, history = workspace.registry, workspace.history
+    scores = history.scores()  # read once: the F1 chart and the last decision
     production = registry.production()
     cards = registry.cards()
     prod_card = next((card for card in cards if card.id == production), None)
@@ -137,10 +151,12 @@ def dashboard_data(
         since = next(
             (m.time for m in reversed(registry.moves()) if m.to_version == production), None
         )
+    from beryl.data.scan import outstanding_quarantine
+
+    quarantined = outstanding_quarantine(workspace)  # read once: the warnings and the files
     warnings = [
-        f"Input file {q['name']} is quarantined: {q['reason']} (since {q['time']}; fix or "
-        "remove it)"
-        for q in quarantined_files(workspace)
+        f"Input file {q.name} is quarantined: {q.reason} (since {q.time}; fix or remove it)"
+        for q in quarantined
     ]
     overlap = (prod_card.metrics.get("test_overlap") or {}) if prod_card else {}
     if overlap.get("shared"):
@@ -165,7 +181,7 @@ def dashboard_data(
             )
             for card in reversed(cards)
         ],
-        scores=history.scores(),
+        scores=scores,
         promotions=history.promotions(),
         drift=history.latest_drift(),
         missing_percent=missing,
@@ -173,7 +189,7 @@ def dashboard_data(
         confusion_matrix=matrix,
         quality=quality,
         warnings=warnings,
-        timeline=timeline(workspace),
+        timeline=timeline(workspace, scores=scores, quarantined=quarantined),
         live=live,
         live_note=live_note,
     )

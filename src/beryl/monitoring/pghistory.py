@@ -41,7 +41,7 @@ def _clean(params: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _pg(sql: str) -> str:
-    """A statement written with ``?`` placeholders (none of them has a ``?`` or ``%`` of its
+    """A statement written with ``?`` parameter marks (none of them has a ``?`` or ``%`` of its
     own) in psycopg's ``%s`` style."""
     return sql.replace("?", "%s")
 

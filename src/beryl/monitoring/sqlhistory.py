@@ -1,4 +1,4 @@
-"""What the two history stores share: every statement, written once with ``?`` placeholders,
+"""What the two history stores share: every statement, written once with ``?`` parameter marks,
 and the rows they read back turned into records. A store (``History`` on SQLite,
 ``PgHistory`` on PostgreSQL) adds only how a statement reaches its database: connecting,
 errors, the form of ``column IN (...)`` and how it takes REAL values and limits::
