@@ -57,7 +57,7 @@ bench: $(STAMP)
 
 # The local engine against Spark local[2] on generated rows (long: minutes per size).
 bench-scale: $(STAMP) java
-	$(BIN)/python benchmarks/scale/run.py --sizes 250000 1000000 4000000
+	$(BIN)/python benchmarks/scale/run.py --sizes 10000000 100000000
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache

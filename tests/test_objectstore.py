@@ -301,6 +301,28 @@ def test_model_files_are_checked_on_download_and_in_the_cache(
         fresh.model("v0001")
 
 
+def test_a_version_whose_writer_was_killed_before_its_card_is_set_aside_by_the_next_command(
+    server: S3Server, tmp_path: Path
+) -> None:
+    url = server.url("half-written")
+    settings = make_workspace(tmp_path / "ws", url)
+    registry = with_versions(settings, 1)
+    storage = S3Storage(url, server.environ())
+    model = storage.read("versions/v0001/model.json") or b""
+    assert storage.create("versions/v0002/model.json", model)  # killed after its claim
+    assert storage.create("versions/v0002/model.pkl", b"half")
+    assert "v0002" in registry.damaged()
+    add_batch(settings.input_folder, "more.csv", rows=300, seed=12)
+    done = cli(settings, "run", "--no-apicalls")
+    assert done.returncode == 0, done.stderr
+    fresh = Workspace(settings).registry
+    assert fresh.damaged() == {}
+    assert fresh.ids() == ["v0001", "v0002"]  # the freed id went to the new version
+    assert json.loads(storage.read("versions/v0002/card.json") or b"{}")["id"] == "v0002"
+    kept = [k for k in storage.keys(".recovered/") if k.endswith("/versions/v0002/model.pkl")]
+    assert len(kept) == 1 and storage.read(kept[0]) == b"half"
+
+
 class CountingStorage(S3Storage):
     def __init__(self, url: str, environ: dict[str, str]) -> None:
         super().__init__(url, environ)

@@ -159,6 +159,11 @@ class Settings(BaseModel):
     # The model registry on object storage, s3://bucket/prefix (``beryl.objectstore``); None:
     # the models folder.
     registry_url: Annotated[str | None, AfterValidator(checked_registry_url)] = None
+    # The whole workspace on object storage, s3://bucket/prefix (``beryl.data.remote``): input
+    # files under input/, the dataset under dataset/, reports under reports/ and, unless
+    # registry_url names another place, the registry under models/; this machine's folders are
+    # their cache. None: the workspace is the folders alone.
+    workspace_url: Annotated[str | None, AfterValidator(checked_registry_url)] = None
     # What runs ingestion and training: this machine, or Spark (``beryl.spark``, the ``spark``
     # extra) for data that outgrows it.
     engine: Literal["local", "spark"] = "local"
@@ -239,6 +244,14 @@ class Settings(BaseModel):
     @property
     def lock_file(self) -> Path:
         return self.root / ".beryl.lock"
+
+    @property
+    def registry_location(self) -> str | None:
+        """Where the registry is on object storage (``registry_url``, else ``models/`` of
+        ``workspace_url``), or None: the models folder."""
+        if self.registry_url is not None or self.workspace_url is None:
+            return self.registry_url
+        return f"{self.workspace_url.rstrip('/')}/models"
 
     @property
     def api_token(self) -> str | None:

@@ -18,10 +18,14 @@ storage seam, for ``s3://bucket/prefix`` URLs (``registry_url`` in config.json).
   Threads of one process append to a key one at a time, so they never race each other at the
   server.
 
-Every PUT is single-part (``use_multipart=False``): servers check a condition on a single PUT
-under the object's lock, while SeaweedFS, for one, checks a multipart upload's condition
-outside it. A PUT whose answer was lost and retried may be refused by its own write: ``swap``
-and ``append`` read the object back and count bytes equal to theirs as their own.
+Every conditional PUT is single-part (``use_multipart=False``): servers check a condition on
+a single PUT under the object's lock, while SeaweedFS, for one, checks a multipart upload's
+condition outside it. ``put_file`` of a file larger than ``SINGLE_PUT_MAX`` without a stamp to
+match (a dataset batch, an input file) is a multipart upload; create-only, it is a HEAD and then
+the upload, which is create-only among writers that hold the workspace lock (a batch's id is
+also new: the time it was made). A PUT whose answer was lost and retried may be refused by its
+own write: ``swap`` and ``append`` read the object back and count bytes equal to theirs as their
+own.
 
 Where and who: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (none: AWS itself), AWS_REGION (or
 AWS_DEFAULT_REGION), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, and
@@ -43,16 +47,20 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+from beryl._io import atomic_path
 from beryl.errors import ConfigError, StateError
+from beryl.storage import Entry
 
 SCHEME = "s3"
 APPEND_WAIT_S = 60.0  # how long an append keeps retrying against other writers
 CONNECT_TIMEOUT_S = 5
 REQUEST_TIMEOUT_S = 120  # a whole request: a model file up or down
+SINGLE_PUT_MAX = 64 * 1024 * 1024  # larger files go up in parts
+PART_SIZE = 16 * 1024 * 1024
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _EXAMPLE = "e.g. s3://beryl-models/team-a"
 _CREDENTIALS = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
@@ -167,14 +175,7 @@ class S3Storage:
                 time.sleep(random.uniform(0.005, 0.05))
 
     def keys(self, prefix: str = "") -> list[str]:
-        base = _checked_key(prefix.rstrip("/")) + "/" if prefix.strip("/") else ""
-        import obstore
-
-        store = self._client()
-        try:
-            found = obstore.list(store, base or None).collect()
-        except Exception as exc:
-            raise self._failure(exc, "list", base) from exc
+        base, found = self._list(prefix)
         return sorted(str(m["path"]) for m in found if str(m["path"]).startswith(base))
 
     def exists(self, key: str) -> bool:
@@ -194,7 +195,96 @@ class S3Storage:
             raise self._failure(exc, "read", key) from exc
         return str(meta["e_tag"] or meta["last_modified"])
 
+    def put_file(
+        self, key: str, path: Path, *, create: bool = False, expected: str | None = None
+    ) -> str | None:
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        key = _checked_key(key)
+        store = self._client()
+        try:
+            size = path.stat().st_size
+            if expected is not None or (create and size <= SINGLE_PUT_MAX):
+                mode: Any = {"e_tag": expected} if expected is not None else "create"
+                result = obstore.put(store, key, path, mode=mode, use_multipart=False)
+            else:
+                if create and self.stamp(key) is not None:
+                    return None
+                result = obstore.put(
+                    store, key, path, use_multipart=size > SINGLE_PUT_MAX, chunk_size=PART_SIZE
+                )
+        except (AlreadyExistsError, PreconditionError):
+            return None
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError | PermissionError):
+                raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            raise self._failure(exc, "write", key) from exc
+        except Exception as exc:
+            raise self._failure(exc, "write", key) from exc
+        return str(result["e_tag"])
+
+    def get_file(self, key: str, path: Path) -> str | None:
+        import obstore
+
+        key = _checked_key(key)
+        store = self._client()
+        try:
+            result = obstore.get(store, key)
+            stamp, size = str(result.meta["e_tag"]), int(result.meta["size"])
+            with atomic_path(path) as tmp, tmp.open("wb") as handle:
+                for chunk in result.stream(min_chunk_size=PART_SIZE):
+                    handle.write(chunk)
+                if handle.tell() != size:
+                    raise StateError(
+                        f"cannot read {self.where(key)}: {handle.tell()} of {size} bytes came",
+                        hint="run the command again",
+                    )
+        except FileNotFoundError:
+            return None
+        except StateError:
+            raise
+        except Exception as exc:
+            raise self._failure(exc, "read", key) from exc
+        return stamp
+
+    def delete(self, key: str) -> None:
+        import obstore
+
+        key = _checked_key(key)
+        try:
+            obstore.delete(self._client(), key)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise self._failure(exc, "remove", key) from exc
+
+    def listing(self, prefix: str) -> list[Entry]:
+        base, found = self._list(prefix)
+        entries = [
+            Entry(
+                str(m["path"]),
+                int(m["size"]),
+                str(m["e_tag"] or m["last_modified"]),
+                int(m["last_modified"].timestamp() * 1e9),
+            )
+            for m in found
+            if str(m["path"]).startswith(base) and "/" not in str(m["path"])[len(base) :]
+        ]
+        return sorted(entries, key=lambda e: e.key)
+
     # -- requests ---------------------------------------------------------------------------
+    def _list(self, prefix: str) -> tuple[str, list[Any]]:
+        """The folder-like prefix as a key prefix, and every object below it (paged)."""
+        import obstore
+
+        base = _checked_key(prefix.rstrip("/")) + "/" if prefix.strip("/") else ""
+        store = self._client()
+        try:
+            return base, list(obstore.list(store, base or None).collect())
+        except Exception as exc:
+            raise self._failure(exc, "list", base) from exc
+
     def _get(self, key: str, action: str) -> tuple[bytes, str] | None:
         """The object's bytes and ETag, or None when it does not exist."""
         import obstore
@@ -303,7 +393,7 @@ class S3Storage:
         if "NoSuchBucket" in text:
             return StateError(
                 f"cannot {action} {where}: there is no bucket {self.bucket} at {server}",
-                hint="create the bucket, or correct registry_url in config.json",
+                hint="create the bucket, or correct the s3:// URL in config.json",
             )
         if "error sending request" in text or "onnect" in text or "timed out" in text:
             return StateError(
@@ -314,7 +404,8 @@ class S3Storage:
         reason = re.sub(r"<\?xml.*", "", text.split(" Debug source:")[0])[:300].strip(" :-")
         return StateError(
             f"cannot {action} {where}: {reason}",
-            hint="check the object-storage server and registry_url, then run the command again",
+            hint="check the object-storage server and the s3:// URL in config.json, then run "
+            "the command again",
         )
 
 

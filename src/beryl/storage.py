@@ -11,6 +11,11 @@ folder on a local disk and an object store can both give:
   processes moving the same pointer at once cannot both win;
 - ``append`` adds one line to a log, durably, never tearing another writer's line.
 
+Stores of large files (the dataset's batches, the input files) move whole files by path:
+``put_file`` (create-only, or only while the key keeps the stamp the caller saw, or outright)
+and ``get_file`` answer with the key's stamp, so a caller can tell later whether anyone changed
+the key since; ``listing`` gives the keys of one folder with their sizes and stamps.
+
 ``LocalStorage`` (a folder: atomic renames, ``link`` for create-only, ``flock`` for swaps) is
 the default; ``beryl.objectstore.S3Storage`` (a bucket: conditional PUTs) is the other. The
 contract tests in ``tests/test_storage_contract.py`` are written against the protocol and run
@@ -27,13 +32,25 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
 
-from beryl._io import TMP_PREFIX, append_line, atomic_write_bytes, fsync_dir
+from beryl._io import TMP_PREFIX, append_line, atomic_path, atomic_write_bytes, fsync_dir
 from beryl.errors import StateError, describe_os_error
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One key of a listing: its size, stamp and modification time (ns since the epoch)."""
+
+    key: str
+    size: int
+    stamp: str
+    modified_ns: int
 
 
 @runtime_checkable
@@ -67,6 +84,24 @@ class Storage(Protocol):
 
     def where(self, key: str) -> str:
         """How messages name the key (a path, a URL)."""
+
+    def put_file(
+        self, key: str, path: Path, *, create: bool = False, expected: str | None = None
+    ) -> str | None:
+        """Store the file at ``path`` as the key and return the key's new stamp; None, and
+        nothing written, when ``create`` and the key exists, or ``expected`` and the key's
+        stamp is no longer that one."""
+
+    def get_file(self, key: str, path: Path) -> str | None:
+        """Write the key's content to ``path`` (atomically) and return the stamp of what was
+        written; None when the key does not exist."""
+
+    def listing(self, prefix: str) -> list[Entry]:
+        """The keys directly in the folder-like ``prefix`` (``a/``, or "" for the top)."""
+
+    def delete(self, key: str) -> None:
+        """Remove the key (nothing when it does not exist); only repairs remove, after keeping
+        a copy under another key."""
 
 
 class LocalStorage:
@@ -157,6 +192,73 @@ class LocalStorage:
 
     def where(self, key: str) -> str:
         return str(self.path(key))
+
+    def put_file(
+        self, key: str, path: Path, *, create: bool = False, expected: str | None = None
+    ) -> str | None:
+        target = self.path(key)
+        try:
+            with self._locked(key):
+                if expected is not None and self.stamp(key) != expected:
+                    return None
+                if create and target.exists():
+                    return None
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(path, tmp)
+                return self.stamp(key)
+        except OSError as exc:
+            message, hint = describe_os_error(exc, target)
+            raise StateError(f"cannot write {target}: {message}", hint=hint) from exc
+
+    def get_file(self, key: str, path: Path) -> str | None:
+        source = self.path(key)
+        stamp = self.stamp(key)
+        if stamp is None:
+            return None
+        try:
+            with atomic_path(path) as tmp:
+                shutil.copyfile(source, tmp)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            message, hint = describe_os_error(exc, source)
+            raise StateError(f"cannot read {source}: {message}", hint=hint) from exc
+        return stamp
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            message, hint = describe_os_error(exc, path)
+            raise StateError(f"cannot remove {path}: {message}", hint=hint) from exc
+
+    def listing(self, prefix: str) -> list[Entry]:
+        folder = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        base = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+        found = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith(TMP_PREFIX) or not entry.is_file(
+                        follow_symlinks=False
+                    ):
+                        continue
+                    info = entry.stat(follow_symlinks=False)
+                    found.append(
+                        Entry(
+                            base + entry.name,
+                            info.st_size,
+                            f"{info.st_ino}:{info.st_mtime_ns}:{info.st_size}",
+                            info.st_mtime_ns,
+                        )
+                    )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            message, hint = describe_os_error(exc, folder)
+            raise StateError(f"cannot list {folder}: {message}", hint=hint) from exc
+        return sorted(found, key=lambda e: e.key)
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:

@@ -9,7 +9,9 @@ The CLI, the API factory and the scheduler each build a ``Workspace`` from the l
 - ``history``: the history database (``beryl.monitoring.store.HistoryStore``);
 - ``lock``: the single-flight lock around a pass (``beryl.lock.PassLock``);
 - ``engine``: what trains a model (``beryl.model.engine.TrainingEngine``);
-- ``reader``: what reads new input files when it is not this process (Spark), else None.
+- ``reader``: what reads new input files when it is not this process (Spark), else None;
+- ``mirror``: with ``workspace_url``, the bucket that holds the input files, the dataset and the
+  reports (``beryl.data.remote``), which ``synced`` keeps in step around a command; else None.
 
 Each backend is a seam (a folder; SQLite and a lock file, or PostgreSQL for both when
 ``history_url`` is set; scikit-learn) and can be handed in instead::
@@ -20,6 +22,8 @@ Each backend is a seam (a folder; SQLite and a lock file, or PostgreSQL for both
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +32,7 @@ from beryl.config import Settings
 if TYPE_CHECKING:
     from beryl.data.dataset import Dataset
     from beryl.data.ingestion import FileReader
+    from beryl.data.remote import WorkspaceMirror
     from beryl.lock import PassLock
     from beryl.model.engine import TrainingEngine
     from beryl.model.registry import Registry
@@ -46,8 +51,14 @@ class Workspace:
         lock: PassLock | None = None,
         engine: TrainingEngine | None = None,
         keyring: Keyring | None = None,
+        mirror: WorkspaceMirror | None = None,
+        follow: bool = False,
     ) -> None:
+        """``follow``: a reader that never changes the workspace (the API) and takes a dataset
+        another machine published (``workspace_url``) within ``api.registry_poll_s``."""
         self.settings = settings
+        self._follow = follow
+        self._mirror = mirror
         self._history = history
         self._lock = lock
         self._engine = engine
@@ -70,6 +81,8 @@ class Workspace:
         process changed it: what this process publishes, the dataset already holds)."""
         from beryl.data.dataset import Dataset
 
+        if self._follow and self.mirror is not None:
+            self.mirror.refresh(self.settings.api.registry_poll_s)
         if self._dataset is None or not self._dataset.is_current():
             self._dataset = Dataset(self.settings.output_folder)
         return self._dataset
@@ -86,14 +99,55 @@ class Workspace:
             from beryl.model.registry import Registry
 
             storage = None
-            if self.settings.registry_url is not None:
+            if self.settings.registry_location is not None:
                 import os
 
                 from beryl.objectstore import S3Storage
 
-                storage = S3Storage(self.settings.registry_url, os.environ)
+                storage = S3Storage(self.settings.registry_location, os.environ)
             self._registry = Registry(self.settings.model_folder, self._keyring, storage=storage)
         return self._registry
+
+    @property
+    def mirror(self) -> WorkspaceMirror | None:
+        """The bucket of ``workspace_url`` and this machine's state of it; None without one."""
+        if self._mirror is None and self.settings.workspace_url is not None:
+            import os
+
+            from beryl.data.remote import WorkspaceMirror
+            from beryl.objectstore import S3Storage
+
+            storage = S3Storage(self.settings.workspace_url, os.environ)
+            self._mirror = WorkspaceMirror(self.settings, storage)
+        return self._mirror
+
+    @contextlib.contextmanager
+    def synced(self) -> Iterator[None]:
+        """Around a command that changes the workspace (under its lock): take the input files
+        and what other machines published from ``workspace_url`` first, and publish what the
+        command changed at the end, also when it failed. Without ``workspace_url``, nothing."""
+        if self.mirror is None:
+            yield
+            return
+        with self.mirror.turn():
+            self.mirror.pull_inputs()
+            self.mirror.sync()
+        self.forget_dataset()
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # the command's own error is the one to show
+                self.publish()
+            raise
+        self.publish()
+
+    def publish(self) -> None:
+        """With ``workspace_url``: upload what this machine changed (new batches, then the
+        manifest by compare-and-swap; the report); without, nothing."""
+        if self.mirror is not None:
+            with self.mirror.turn():
+                self.mirror.sync(publishing=True)
+            self.forget_dataset()
 
     @property
     def history(self) -> HistoryStore:

@@ -262,7 +262,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.hosts = HostCheck(allowed_hosts(settings))
     # The API waits for a history database another process holds at most api.db_timeout_s.
     history = open_history(settings, timeout=settings.api.db_timeout_s)
-    app.state.workspace = workspace = Workspace(settings, history=history)
+    app.state.workspace = workspace = Workspace(settings, history=history, follow=True)
     app.state.holder = ModelHolder(workspace.registry, poll_s=settings.api.registry_poll_s)
     app.state.profiles = ProfileCache()
     app.state.outdated = OutdatedCache(settings)

@@ -43,7 +43,7 @@ def locked_run(workspace: Workspace, command: str, *, repair: bool = True) -> It
     """Hold the lock, repair (unless ``repair`` is False) and record ``command`` as a run."""
     from beryl.loop.recover import recover
 
-    with workspace.lock.held():
+    with workspace.lock.held(), workspace.synced():
         started, started_at = time.perf_counter(), utc_now()
         repaired = recover(workspace) if repair else []
         with workspace.history.run(command) as run:

@@ -228,6 +228,7 @@ def _pass(
 
             ingestion = ingest(workspace)
             detail.update(rows_added=ingestion.rows_added, files=len(ingestion.records))
+            workspace.publish()  # with workspace_url: other machines see the batch at once
         if not ingestion.changed and not ingestion.deferred:
             ingestion = None  # the files only looked new (recently touched): nothing to report
     waiting = outstanding_quarantine(workspace)

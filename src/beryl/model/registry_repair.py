@@ -1,7 +1,9 @@
 """Repairing a models folder after a crash or damage, and re-signing its pointer and log.
 
 ``repair`` (``Registry.repair``, under the workspace lock) removes the temporary files of killed
-writers, moves unfinished versions to ``.recovered/``, takes unreadable lines out of the promotion
+writers, moves unfinished versions to ``.recovered/`` (on object storage: a version whose card
+was never written, whose objects are copied under ``.recovered/<time>/`` and then removed, so
+that its id is free again), takes unreadable lines out of the promotion
 log (kept there too), and finishes a logged move or restores a damaged pointer from the log.
 ``sign_version`` makes a signed data-only model from an older Beryl's pickle, and
 ``sign_records`` re-signs the pointer and every log line with the registry's key (after
@@ -48,8 +50,37 @@ def _repair(registry: Registry, aside: Aside) -> list[str]:
         for version in registry.version_dirs():
             if remove_stale_temporaries(versions / version):
                 repaired.append(f"removed temporary files in {version}")
+    if not registry.local:
+        repaired += _unfinished_objects(registry)
     repaired += _repair_log(registry, aside)
     repaired += _repair_pointer(registry, aside)
+    return repaired
+
+
+def _unfinished_objects(registry: Registry) -> list[str]:
+    """On object storage: set aside each version whose writer was killed before its card (the
+    last of its three create-only writes; ``beryl.model.registry_objects``)."""
+    from datetime import UTC, datetime
+
+    from beryl.recovery import RECOVERY_FOLDER
+
+    storage, repaired = registry.storage, []
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    by_version: dict[str, list[str]] = {}
+    for key in storage.keys("versions/"):
+        parts = key.split("/")
+        if len(parts) == 3:
+            by_version.setdefault(parts[1], []).append(key)
+    for version, keys in sorted(by_version.items()):
+        if any(k.endswith("/card.json") for k in keys):
+            continue
+        for key in keys:
+            data = storage.read(key)
+            if data is not None:
+                storage.create(f"{RECOVERY_FOLDER}/{stamp}/{key}", data)
+            storage.delete(key)
+        shown = registry.where(f"{RECOVERY_FOLDER}/{stamp}/versions/{version}")
+        repaired.append(f"moved unfinished version {version} (no model card) to {shown}")
     return repaired
 
 

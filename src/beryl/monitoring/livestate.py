@@ -290,7 +290,9 @@ def listing(folder: Path, first: int, last: int) -> dict[str, tuple[int, int, in
         if index is None or not first <= index <= last:
             continue
         try:
-            for item in os.scandir(entry.path):
+            with os.scandir(entry.path) as items:
+                listed = list(items)
+            for item in listed:
                 if item.name.startswith(TMP_PREFIX) or not item.name.endswith(".json"):
                     continue
                 info = item.stat(follow_symlinks=False)
@@ -316,7 +318,7 @@ def sweep(folder: Path, now: int, retention_hours: int) -> None:
         if index <= oldest:
             shutil.rmtree(entry.path, ignore_errors=True)
             continue
-        with contextlib.suppress(OSError):
-            for leftover in os.scandir(entry.path):
+        with contextlib.suppress(OSError), os.scandir(entry.path) as leftovers:
+            for leftover in leftovers:
                 if leftover.name.startswith(TMP_PREFIX) and leftover.stat().st_mtime < stale:
                     Path(leftover.path).unlink(missing_ok=True)
