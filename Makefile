@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-workspace
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit clean chromium postgresql java bench bench-scale
+.PHONY: demo test lint typecheck unit clean chromium postgresql java prometheus bench bench-scale
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,13 @@ java:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless > /dev/null; }
 
-unit: $(STAMP) chromium postgresql java
+# The alert rules' unit tests run Debian's promtool (from the prometheus package).
+prometheus:
+	@command -v promtool > /dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus > /dev/null; }
+
+unit: $(STAMP) chromium postgresql java prometheus
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit

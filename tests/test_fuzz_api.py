@@ -33,7 +33,7 @@ MAX_RECORDS = 200
 TOKEN = "fuzz-s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 AUTH_HEADERS = frozenset({"authorization", "x-api-token"})
-OPEN_PATHS = frozenset({"/health", "/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
 NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees", "margin"]
 FEATURES = [*NUMERIC, "segment"]
 
@@ -125,6 +125,15 @@ OPERATIONS = {
     "GET /history",
     "GET /metrics",
     "GET /dashboard",
+    "GET /v2",
+    "GET /v2/health/live",
+    "GET /v2/health/ready",
+    "GET /v2/models/{name}",
+    "GET /v2/models/{name}/versions/{version}",
+    "GET /v2/models/{name}/ready",
+    "GET /v2/models/{name}/versions/{version}/ready",
+    "POST /v2/models/{name}/infer",
+    "POST /v2/models/{name}/versions/{version}/infer",
 }
 
 Check = Callable[[Case, requests.Session, dict[str, Any]], None]
@@ -282,7 +291,7 @@ def test_token_guards_every_operation_but_health_and_ready_under_fuzzing(
     )
     print(f"\ntoken fuzzing: {sum(counts.values())} cases x 6 requests {dict(counts)}")
     assert sum(counts.values()) >= 100
-    assert set(refused) == OPERATIONS - {"GET /health", "GET /ready"}
+    assert set(refused) == OPERATIONS - {f"GET {path}" for path in OPEN_PATHS}
 
 
 _segment = st.text(string.ascii_letters + string.digits + "-_~", min_size=1, max_size=12)

@@ -84,6 +84,20 @@ def test_the_spark_section_is_validated() -> None:
     assert "engine" in problems and "spark.master" in problems and "'memory'" in problems
 
 
+def test_a_local_master_gets_half_the_machine_s_memory_unless_the_config_says_otherwise() -> None:
+    half = spark_session.local_driver_memory_gib()
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert half == max(1, total // 2**31)
+    local = spark_session.conf_of(SparkSettings(master="local[2]"))
+    assert local["spark.driver.memory"] == f"{half}g"
+    given = spark_session.conf_of(
+        SparkSettings(master="local[2]", conf={"spark.driver.memory": "3g"})
+    )
+    assert given["spark.driver.memory"] == "3g"
+    cluster = spark_session.conf_of(SparkSettings(master="spark://127.0.0.1:7077"))
+    assert "spark.driver.memory" not in cluster  # the cluster's own defaults
+
+
 def test_the_local_engine_never_loads_pyspark(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""

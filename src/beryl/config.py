@@ -70,6 +70,8 @@ class ApiSettings(BaseModel):
     db_timeout_s: float = Field(default=5.0, gt=0.0)  # to wait for the history database
     # With registry_url: how often, at most, the API asks whether production moved (a HEAD).
     registry_poll_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+    # The model's name in the Open Inference Protocol's routes (/v2/models/<name>/infer).
+    model_name: str = Field(default="attrition", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
     @field_validator("token")
     @classmethod

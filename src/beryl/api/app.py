@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from beryl.api.routes.login import BrowserLogin
 
 # /login and /logout make their own checks (beryl.api.routes.login).
-OPEN_PATHS = frozenset({"/health", "/ready", "/login", "/logout"})
+OPEN_PATHS = frozenset(
+    {"/health", "/ready", "/login", "/logout", "/v2/health/live", "/v2/health/ready"}
+)
 DOCS_ASSETS = "/docs/assets"
 
 
@@ -247,7 +249,14 @@ def create_app(settings: Settings) -> FastAPI:
     from fastapi_offline import FastAPIOffline
 
     from beryl.api.metrics import ApiMetrics, MetricsMiddleware
-    from beryl.api.routes import health, login, monitoring, observability, prediction
+    from beryl.api.routes import (
+        health,
+        inference,
+        login,
+        monitoring,
+        observability,
+        prediction,
+    )
     from beryl.monitoring.diagnostics import OutdatedCache, ProfileCache
 
     # /docs and /redoc with their scripts and styles served from the package, under
@@ -271,11 +280,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(monitoring.router)
     app.include_router(observability.router)
     app.include_router(health.router)
+    app.include_router(inference.router)
     app.state.login = None
     if settings.api_token:  # a login form for the pages; without a token they are open
         app.state.login = login.BrowserLogin(settings.api_token)
         app.include_router(login.router)
     app.state.metrics = ApiMetrics(settings)
+    app.state.metrics.collector.ready = lambda: _loaded(app.state.holder)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -366,3 +377,12 @@ def _package_version() -> str:
         return metadata.version("beryl")
     except metadata.PackageNotFoundError:
         return "0"
+
+
+def _loaded(holder: ModelHolder) -> bool:
+    """Whether ``/ready`` would answer 200: a verified production model is (or can be) loaded."""
+    try:
+        holder.get()
+    except BerylError:  # no model, or the registry cannot be read
+        return False
+    return True

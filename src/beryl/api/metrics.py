@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -48,9 +48,17 @@ class WorkspaceCollector(Collector):
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self.live_reports = LiveReports(workspace)  # cached while no live file changes
+        # Whether the app would answer /ready with 200 (set by the app; None: not exported).
+        self.ready: Callable[[], bool] | None = None
 
     def collect(self) -> Iterator[Metric]:
         registry, history = self.workspace.registry, self.workspace.history
+        if self.ready is not None:
+            ready = GaugeMetricFamily(
+                "beryl_ready", "1 when a verified production model is loaded (/ready answers 200)"
+            )
+            ready.add_metric([], 1.0 if self.ready() else 0.0)
+            yield ready
         info = GaugeMetricFamily(
             "beryl_production_model_info",
             "The production model version (value 1)",

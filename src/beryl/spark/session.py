@@ -38,9 +38,25 @@ _current: tuple[tuple[str, tuple[tuple[str, str], ...]], SparkSession] | None = 
 
 
 def conf_of(settings: SparkSettings) -> dict[str, str]:
-    """The Spark settings a session starts with: Beryl's defaults, then ``spark.conf``."""
+    """The Spark settings a session starts with: Beryl's defaults, then ``spark.conf``.
+
+    On a ``local`` master the driver's JVM is all of Spark (its executors are threads in it),
+    and Spark's default heap of 1 GiB runs out of memory on a few million rows: unless
+    ``spark.conf`` says otherwise it gets half of this machine's memory."""
     given = {key: _text(value) for key, value in settings.conf.items()}
-    return DEFAULT_CONF | given
+    defaults = dict(DEFAULT_CONF)
+    if settings.master.startswith("local") and "spark.driver.memory" not in given:
+        defaults["spark.driver.memory"] = f"{local_driver_memory_gib()}g"
+    return defaults | given
+
+
+def local_driver_memory_gib() -> int:
+    """Half of this machine's memory, in whole GiB (at least 1)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 1
+    return max(1, total // 2**31)
 
 
 def session(settings: SparkSettings) -> SparkSession:
