@@ -145,7 +145,9 @@ def test_the_dockerfile_passes_hadolint_and_runs_as_a_user_with_a_health_check()
     hadolint = _tool("hadolint")
     dockerfile = DEPLOY / "Dockerfile"
     linted = subprocess.run(
-        [hadolint, "--no-color", "--failure-threshold", "info", str(dockerfile)], capture_output=True, text=True
+        [hadolint, "--no-color", "--failure-threshold", "info", str(dockerfile)],
+        capture_output=True,
+        text=True,
     )
     assert linted.returncode == 0, linted.stdout + linted.stderr
     text = dockerfile.read_text()

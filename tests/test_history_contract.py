@@ -246,3 +246,41 @@ def test_every_method_of_the_protocol_is_exercised_here() -> None:
     }
     assert methods, "the protocol lists no methods"
     assert methods - called == set()
+
+
+def test_the_outbox_queues_an_event_once_per_endpoint_and_records_each_attempt(
+    history: HistoryStore,
+) -> None:
+    from beryl.monitoring.store import OutboxEntry
+
+    assert history.outbox_entries() == []
+    assert history.outbox_since("http://a/hook", "2026-01-01T00:00:00.000000Z") == (
+        "2026-01-01T00:00:00.000000Z"
+    )
+    # the first call fixes it: a later one does not move it
+    assert history.outbox_since("http://a/hook", "2027-01-01T00:00:00.000000Z") == (
+        "2026-01-01T00:00:00.000000Z"
+    )
+    event = OutboxEntry("promoted-1", "http://a/hook", "promoted", "2026-02-01T00:00:00Z", "{}")
+    assert history.outbox_add(event)
+    assert not history.outbox_add(event)  # queued once
+    assert history.outbox_add(
+        OutboxEntry("promoted-1", "http://b/hook", "promoted", event.time, "{}")
+    )
+    due = history.outbox_due("2026-03-01T00:00:00Z")
+    assert [(e.event_id, e.endpoint) for e in due] == [
+        ("promoted-1", "http://a/hook"),
+        ("promoted-1", "http://b/hook"),
+    ]
+    first, second = due
+    first.attempts, first.delivered = 1, "2026-03-01T00:00:01Z"
+    history.outbox_update(first)
+    second.attempts, second.next_attempt, second.last_error = 1, "2026-03-01T00:05:00Z", "HTTP 500"
+    history.outbox_update(second)
+    assert history.outbox_due("2026-03-01T00:01:00Z") == []  # delivered, and retried later
+    (retry,) = history.outbox_due("2026-03-01T00:06:00Z")
+    assert (retry.endpoint, retry.attempts, retry.last_error) == ("http://b/hook", 1, "HTTP 500")
+    retry.failed = "2026-03-02T00:00:00Z"
+    history.outbox_update(retry)
+    assert history.outbox_due("2027-01-01T00:00:00Z") == []  # given up: never due again
+    assert [e.endpoint for e in history.outbox_entries()] == ["http://a/hook", "http://b/hook"]

@@ -27,6 +27,7 @@ from beryl.config import Settings
 from beryl.data.demo import init_workspace
 from beryl.monitoring.pghistory import PgHistory
 from beryl.monitoring.pglock import PgLock
+from beryl.monitoring.pgschema import SCHEMA_VERSION
 from beryl.postgres import masked
 from beryl.workspace import Workspace
 
@@ -94,13 +95,16 @@ def test_migrate_creates_the_schema_and_a_second_run_changes_nothing(
     assert _tables(postgres, url) == []
     first = _beryl(config_path, "history", "migrate")
     assert first.returncode == 0, first.stderr
-    assert f"history database {masked(url)}: schema created at version 1" in first.stdout
+    created = f"history database {masked(url)}: schema created at version {SCHEMA_VERSION}"
+    assert created in first.stdout
     made = _tables(postgres, url)
-    assert {("runs",), ("steps",), ("scores",), ("promotions",), ("drift",)} <= set(made)
-    assert [row for row in made if len(row) == 2 and row[0] == 1]  # version 1, when applied
+    tables = {("runs",), ("steps",), ("scores",), ("promotions",), ("drift",), ("outbox",)}
+    assert tables | {("outbox_since",)} <= set(made)
+    versions = sorted(row[0] for row in made if len(row) == 2 and isinstance(row[0], int))
+    assert versions == list(range(1, SCHEMA_VERSION + 1))  # each version, when applied
     second = _beryl(config_path, "history", "migrate")
     assert second.returncode == 0, second.stderr
-    assert "already at schema version 1, nothing to do" in second.stdout
+    assert f"already at schema version {SCHEMA_VERSION}, nothing to do" in second.stdout
     assert _tables(postgres, url) == made  # not one table or version row more, none rewritten
     listed = _beryl(config_path, "history", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
@@ -136,10 +140,10 @@ def test_an_older_schema_is_refused_until_migrate_upgrades_it(
     with psycopg.connect(url, autocommit=True) as conn:  # version 0: the table, no version yet
         conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied TEXT)")
     line = _one_line_error(_beryl(config_path, "history"), 7)
-    assert "has schema version 0; this Beryl needs version 1" in line
+    assert f"has schema version 0; this Beryl needs version {SCHEMA_VERSION}" in line
     assert "run `beryl history migrate` to upgrade it" in line
     upgraded = _beryl(config_path, "history", "migrate")
-    assert "schema created at version 1" in upgraded.stdout, upgraded.stderr
+    assert f"schema created at version {SCHEMA_VERSION}" in upgraded.stdout, upgraded.stderr
     assert _beryl(config_path, "history").returncode == 0
 
 
@@ -151,10 +155,13 @@ def test_a_schema_newer_than_this_beryl_is_refused_even_by_migrate(
     url = postgres.database()
     _, config_path = _workspace(tmp_path, url)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("INSERT INTO schema_version VALUES (2, 'by a newer Beryl')")
+        conn.execute(
+            "INSERT INTO schema_version VALUES (%s, 'by a newer Beryl')", (SCHEMA_VERSION + 1,)
+        )
     for args in (["history"], ["run"], ["history", "migrate"]):
         line = _one_line_error(_beryl(config_path, *args), 7)
-        assert "schema version 2, newer than this Beryl's (1)" in line, args
+        newer = f"schema version {SCHEMA_VERSION + 1}, newer than this Beryl's ({SCHEMA_VERSION})"
+        assert newer in line, args
         assert "upgrade Beryl" in line
 
 

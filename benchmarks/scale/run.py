@@ -1,15 +1,16 @@
 """A full ingest + train on the local engine and on Spark ``local[N]``, at growing sizes.
 
-    .venv/bin/python benchmarks/scale/run.py --sizes 50000 200000 1000000 --files 8
+    .venv/bin/python benchmarks/scale/run.py --sizes 10000000 100000000   # make bench-scale
 
-Each size is a fresh workspace of demo rows (``beryl.data.demo.generate``, 5 % of them repeated
-across files) split over ``--files`` CSV files; both engines ingest the same files and train on
-the result, in this process, one after the other. The Spark session is started before the
-first size and its start-up is reported on its own (``beryl schedule`` pays it once). A small
-pass per engine warms both up first (imports, Spark's Python workers). Prints the cost per row
-of each engine at each size, and where lines through the two largest sizes say Spark starts to
-pay off (on the same cores, it may not). Writes
-``benchmarks/results/scale.json``.
+Each size's input is made once (demo rows, ``beryl.data.demo.generate``, file by file with 5 %
+of each file repeated in the next, at most ``ROWS_PER_FILE`` rows a file and ``--files`` files
+at least) and both engines ingest the same files and train on the result. Each engine runs in a
+process of its own, after a small warm-up pass there (imports; Spark's session, reported on its
+own since ``beryl schedule`` pays it once, and its Python workers), and its peak memory is the
+largest resident size of that process and everything it started (Spark's JVM), sampled every
+0.2 s. Prints the cost per row of each engine at each size, how it grows, and where lines
+through the two largest sizes say Spark starts to pay off (on the same cores, it may not).
+Writes ``benchmarks/results/scale.json`` after every size.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import gc
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -161,47 +163,85 @@ def _crossover(points: list[dict[str, Any]]) -> str:
     return f"from about {max((fixed_s - fixed_l) / (slope_l - slope_s), 0):,.0f} rows"
 
 
+def _one(engine: str, data: Path, master: str, root: Path) -> dict[str, Any]:
+    """One engine on one size, in this (fresh) process: a warm-up pass first (imports, and
+    for Spark its session and Python workers), then the timed ingest and train."""
+    startup = 0.0
+    if engine == "spark":
+        from beryl.config import SparkSettings
+        from beryl.spark import session
+
+        start = time.perf_counter()
+        session.session(SparkSettings(master=master, conf={"spark.ui.enabled": False}))
+        startup = time.perf_counter() - start
+    warm = _data(root / "warm", 5000, 2)
+    _measure(_workspace(root / "warm-ws", engine, warm, master))
+    result = _measure(_workspace(root / "ws", engine, data, master))
+    result["startup_s"] = startup
+    return result
+
+
+def _in_process(engine: str, data: Path, master: str, root: Path) -> dict[str, Any]:
+    """``_one`` in a child process, so that each engine's memory is its own (a JVM keeps the
+    heap it grew) and measured alone."""
+    argv = [sys.executable, __file__, "--one", engine, str(data), "--master", master]
+    argv += ["--root", str(root)]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        return {"error": f"exit {done.returncode}: {tail[-400:]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--out", default="scale.json", help="file name in benchmarks/results/")
+    parser.add_argument("--one", nargs=2, metavar=("ENGINE", "DATA"), help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        engine, data = args.one
+        result = _one(engine, Path(data), args.master, Path(args.root))
+        print(json.dumps(result))
+        return
 
-    from beryl.config import SparkSettings
-    from beryl.spark import session
-
-    start = time.perf_counter()
-    session.session(SparkSettings(master=args.master, conf={"spark.ui.enabled": False}))
-    startup = time.perf_counter() - start
-    say(f"Spark session on {args.master}: started in {startup:.1f} s (paid once per process)")
     points = []
     scratch = Path(tempfile.mkdtemp(prefix="beryl-scale-"))
     try:
-        # One small pass per engine first: imports, and the Python workers Spark starts.
-        warm = _data(scratch / "warm", 5000, 2)
-        for engine in ENGINES:
-            _measure(_workspace(scratch / f"warm-{engine}", engine, warm, args.master))
         for rows in args.sizes:
             point: dict[str, Any] = {}
             made = time.perf_counter()
             data = _data(scratch / f"data-{rows}", rows, args.files)
             size = sum(f.stat().st_size for f in data.iterdir())
             say(
-                f"{rows:,} rows: {size / 1e9:.2f} GB of CSV in {len(list(data.iterdir()))} files, "
-                f"made in {time.perf_counter() - made:.0f} s"
+                f"{rows:,} rows: {size / 1e9:.2f} GB of CSV in {len(list(data.iterdir()))} "
+                f"files, made in {time.perf_counter() - made:.0f} s"
             )
             for engine in ENGINES:
                 root = scratch / f"{engine}-{rows}"
-                point[engine] = _measure(_workspace(root, engine, data, args.master))
-                shutil.rmtree(root)
+                point[engine] = _in_process(engine, data, args.master, root)
+                shutil.rmtree(root, ignore_errors=True)
+                got = point[engine]
+                if "error" in got:
+                    say(f"  {engine}: FAILED ({got['error']})")
+                    continue
                 say(
-                    f"  {engine}: ingest {point[engine]['ingest_s']:.1f} s, train "
-                    f"{point[engine]['train_s']:.1f} s, peak memory "
-                    f"{point[engine]['peak_rss_gb']:.2f} GB"
+                    f"  {engine}: ingest {got['ingest_s']:.1f} s, train {got['train_s']:.1f} s, "
+                    f"peak memory {got['peak_rss_gb']:.2f} GB"
+                    + (
+                        f" (session start {got['startup_s']:.1f} s, untimed)"
+                        if engine == "spark"
+                        else ""
+                    )
                 )
             shutil.rmtree(data)
+            if any("error" in point[e] for e in ENGINES):
+                points.append({"requested_rows": rows, **point})
+                write_json(RESULTS / args.out, {"master": args.master, "points": points})
+                continue
             local, spark = point["local"], point["spark"]
             point["rows"] = local["rows"]
             assert local["rows"] == spark["rows"], "the engines stored different rows"
@@ -211,9 +251,7 @@ def main() -> None:
                 for e in ENGINES
             }
             say(
-                f"{point['rows']:>10,} rows: local ingest {local['ingest_s']:.2f} s + train "
-                f"{local['train_s']:.2f} s = {cost['local']:.2f} µs/row; spark ingest "
-                f"{spark['ingest_s']:.2f} s + train {spark['train_s']:.2f} s = "
+                f"{point['rows']:>12,} rows: local {cost['local']:.2f} µs/row, spark "
                 f"{cost['spark']:.2f} µs/row ({cost['spark'] / cost['local']:.2f}x); "
                 f"coefficients within {gap:.1e}"
             )
@@ -221,24 +259,23 @@ def main() -> None:
             write_json(RESULTS / args.out, {"master": args.master, "points": points})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        session.stop()
-    verdict = _crossover(points)
+    complete = [p for p in points if "rows" in p]
+    verdict = _crossover(complete)
     say(f"Spark {args.master} pays off {verdict}.")
-    if len(points) >= 2:
-        first, last = points[0], points[-1]
+    if len(complete) >= 2:
+        first, last = complete[0], complete[-1]
         for engine in ENGINES:
             per_row = [
                 (p[engine]["ingest_s"] + p[engine]["train_s"]) / p["rows"] for p in (first, last)
             ]
-            peak = max(p[engine]["peak_rss_gb"] for p in points)
+            peak = max(p[engine]["peak_rss_gb"] for p in complete)
             say(
                 f"  {engine}: cost per row at {last['rows']:,} rows is "
                 f"{per_row[1] / per_row[0]:.2f}x that at {first['rows']:,}; peak memory "
                 f"{peak:.2f} GB"
             )
     out = write_json(
-        RESULTS / args.out,
-        {"master": args.master, "startup_s": startup, "points": points, "pays_off": verdict},
+        RESULTS / args.out, {"master": args.master, "points": points, "pays_off": verdict}
     )
     say(f"wrote {out}")
 

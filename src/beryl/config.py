@@ -40,6 +40,7 @@ from beryl.sections import DriftSettings as DriftSettings  # the sections, re-ex
 from beryl.sections import LiveSettings as LiveSettings
 from beryl.sections import SparkSettings as SparkSettings
 from beryl.sections import TuningSettings as TuningSettings
+from beryl.sections import WebhookSettings as WebhookSettings
 
 CONFIG_ENV = "BERYL_CONFIG"
 TOKEN_ENV = "BERYL_API_TOKEN"  # noqa: S105  (the variable name, not a token)
@@ -170,6 +171,8 @@ class Settings(BaseModel):
     # extra) for data that outgrows it.
     engine: Literal["local", "spark"] = "local"
     spark: SparkSettings = Field(default_factory=SparkSettings)
+    # Where Beryl's events are POSTed, signed (``beryl.monitoring.webhooks``).
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
     api: ApiSettings = Field(default_factory=ApiSettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
     config_file: Path | None = Field(default=None, exclude=True)

@@ -112,3 +112,66 @@ class SparkSettings(BaseModel):
         if "spark.master" in value:
             raise ValueError("'spark.master': give it as the section's master key instead")
         return value
+
+
+EVENTS = ("promoted", "rolled_back", "data_drift", "model_drift", "file_quarantined", "pass_failed")
+
+
+class WebhookSettings(BaseModel):
+    """One receiver of Beryl's events (an entry of the ``webhooks`` list;
+    ``beryl.monitoring.webhooks``): where they are POSTed, the secret they are signed with the
+    Standard Webhooks way (``whsec_`` and base64, given in config.json as ``secret`` or, better,
+    named by ``secret_env``), which ``events`` it gets (all by default) and the body's
+    ``format``: Beryl's JSON, or ``slack`` (a Slack-compatible ``{"text": ...}``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    secret: str | None = Field(default=None, repr=False)
+    secret_env: str | None = None
+    events: list[Literal[EVENTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(EVENTS), min_length=1
+    )
+    format: Literal["standard", "slack"] = "standard"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL (https outside a trusted network)")
+        if parts.username or parts.password:
+            raise ValueError("must not hold credentials: sign with the secret instead")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _standard_secret(cls, value: str | None) -> str | None:
+        if value is not None and secret_problem(value):
+            raise ValueError(secret_problem(value))
+        return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+
+def secret_problem(secret: str) -> str | None:
+    """What is wrong with a webhook secret (never echoing it), or None."""
+    import base64
+    import binascii
+
+    if not secret.startswith("whsec_"):
+        return "must start with whsec_ followed by base64 (e.g. whsec_ + 32 random bytes)"
+    try:
+        raw = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return "is not whsec_ followed by base64"
+    if len(raw) < 24:
+        return "must hold at least 24 random bytes after whsec_"
+    return None

@@ -77,3 +77,29 @@ def _migrate(workspace: Workspace) -> None:
     else:
         what = f"schema upgraded from version {done.from_version} to {done.to_version}"
     render.lines([f"history database {done.database}: {what}"])
+
+
+@cli.command()
+@with_workspace
+@click.argument("action", type=click.Choice(["list", "deliver"]))
+@click.option("--limit", default=20, show_default=True, help="Deliveries listed.")
+@click.option("--json", "as_json", is_flag=True)
+def webhooks(workspace: Workspace, action: str, limit: int, as_json: bool) -> None:
+    """The outbox of webhook events: `list` their deliveries, or `deliver` what is due now
+    (every command that changes the workspace also does at its end)."""
+    if action == "deliver":
+        from beryl.monitoring.webhooks import sweep
+
+        if not workspace.settings.webhooks:
+            render.lines(["no webhooks in config.json: nothing to deliver"])
+            return
+        with exclusive(workspace, "webhooks"):
+            done = sweep(workspace, budget_s=60.0)
+        render.lines(
+            [
+                f"queued {done.queued}, delivered {done.delivered}, to retry {done.retrying}, "
+                f"given up {done.failed}"
+            ]
+        )
+        return
+    render.outbox(workspace.history.outbox_entries(limit), as_json=as_json)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from beryl.model.registry import ModelCard
     from beryl.monitoring.diagnostics import Diagnostics
     from beryl.monitoring.results import DriftResult
-    from beryl.monitoring.store import RunRecord
+    from beryl.monitoring.store import OutboxEntry, RunRecord
 
 
 def fmt(value: Any) -> str:
@@ -320,3 +320,24 @@ def passed(result: PassResult, *, as_json: bool) -> None:
 def lines(text: list[str]) -> None:
     for line in text:
         console.print(line, highlight=False)
+
+
+def outbox(entries: list[OutboxEntry], *, as_json: bool) -> None:
+    if as_json:
+        print_json([{k: v for k, v in e.__dict__.items() if k != "payload"} for e in entries])
+        return
+    table = Table(title="Webhook deliveries")
+    for column in ("event", "endpoint", "attempts", "state", "last error"):
+        table.add_column(column)
+    for entry in entries:
+        state = (
+            f"delivered {entry.delivered}"
+            if entry.delivered
+            else f"given up {entry.failed}"
+            if entry.failed
+            else f"next at {entry.next_attempt}"
+        )
+        table.add_row(
+            entry.event_id, entry.endpoint, str(entry.attempts), state, entry.last_error or ""
+        )
+    console.print(table)

@@ -13,6 +13,7 @@ history can be written and lets them run on a read-only workspace otherwise::
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +22,8 @@ from beryl._io import utc_now
 from beryl.errors import StateError
 from beryl.monitoring.store import RunContext, StepRecord
 from beryl.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 Note = Callable[[str], None]
 
@@ -45,13 +48,29 @@ def locked_run(workspace: Workspace, command: str, *, repair: bool = True) -> It
 
     with workspace.lock.held(), workspace.synced():
         started, started_at = time.perf_counter(), utc_now()
-        repaired = recover(workspace) if repair else []
-        with workspace.history.run(command) as run:
-            if repaired:
-                duration = time.perf_counter() - started
-                step = StepRecord("recover", duration, "ok", started_at, {"repaired": repaired})
-                workspace.history.record_step(run.run_id, step)
-            yield run
+        try:
+            repaired = recover(workspace) if repair else []
+            with workspace.history.run(command) as run:
+                if repaired:
+                    duration = time.perf_counter() - started
+                    step = StepRecord("recover", duration, "ok", started_at, {"repaired": repaired})
+                    workspace.history.record_step(run.run_id, step)
+                yield run
+        finally:
+            _send_events(workspace, started_at)
+
+
+def _send_events(workspace: Workspace, started_at: str) -> None:
+    """Queue and deliver the webhook events of what the command did (never failing it: an
+    event that is not delivered now stays due in the outbox)."""
+    if not workspace.settings.webhooks:
+        return
+    from beryl.monitoring.webhooks import sweep
+
+    try:
+        sweep(workspace, started=started_at)
+    except Exception as exc:  # the history or a receiver failing must not fail the command
+        log.warning("webhook events not sent now (they stay due): %s", exc)
 
 
 @contextlib.contextmanager

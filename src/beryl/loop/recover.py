@@ -23,7 +23,7 @@ from beryl.workspace import Workspace
 # Commands that change the workspace and hold its lock while they run.
 EXCLUSIVE_COMMANDS = (
     *("run", "ingest", "train", "score", "deploy", "promote", "rollback", "report"),
-    *("sign", "retype", "set-aside"),
+    *("sign", "retype", "set-aside", "webhooks"),
 )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from beryl.errors import StateBusyError, StateError, describe_os_error
-from beryl.monitoring.sqlhistory import Fetch, SqlHistory
+from beryl.monitoring.sqlhistory import OUTBOX_TABLES, Fetch, SqlHistory
 from beryl.monitoring.store import (
     HistoryStore,
     PromotionRecord,
@@ -100,7 +100,9 @@ CREATE TABLE IF NOT EXISTS drift (
     drift_share REAL,
     result TEXT NOT NULL
 );
-"""
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,"""
+_SCHEMA += OUTBOX_TABLES.format(exists="IF NOT EXISTS ")
 
 
 class HistoryError(StateError):

@@ -20,6 +20,7 @@ from beryl.monitoring.results import DriftResult
 from beryl.monitoring.store import (
     DriftRecord,
     ModelDriftRecord,
+    OutboxEntry,
     PromotionRecord,
     RunContext,
     RunOutcome,
@@ -35,6 +36,27 @@ _T = TypeVar("_T")
 
 Fetch = Callable[[str, tuple[Any, ...]], Sequence[Any]]
 """Run one reading statement: its rows, each indexed by column name."""
+
+# The outbox's tables after their id column, the same in both databases' schemas.
+OUTBOX_TABLES = """
+    event_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    type TEXT NOT NULL,
+    time TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt TEXT NOT NULL,
+    delivered TEXT,
+    failed TEXT,
+    last_error TEXT,
+    UNIQUE (event_id, endpoint)
+);
+CREATE INDEX {exists}outbox_due ON outbox (next_attempt) WHERE delivered IS NULL;
+CREATE TABLE {exists}outbox_since (
+    endpoint TEXT PRIMARY KEY,
+    since TEXT NOT NULL
+);
+"""
 
 _IN_CHUNK = 500  # the ids one ``IN`` list holds: well under SQLite's bound on parameters
 
@@ -253,6 +275,67 @@ class SqlHistory(abc.ABC):
                 r["run_id"], r["time"], r["version"], json.loads(r["metrics"] or "{}")
             ),
         )
+
+    # -- the outbox of events (beryl.monitoring.webhooks) --------------------------------------
+    def outbox_since(self, endpoint: str, now: str) -> str:
+        """When ``endpoint`` started getting events (``now`` on its first call): older records
+        are never sent to it."""
+        self._execute(
+            "INSERT INTO outbox_since (endpoint, since) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (endpoint, now),
+        )
+        with self._reading() as fetch:
+            assert fetch is not None
+            rows = fetch("SELECT since FROM outbox_since WHERE endpoint = ?", (endpoint,))
+            return str(rows[0]["since"])
+
+    def outbox_add(self, entry: OutboxEntry) -> bool:
+        """Queue one event for one endpoint; False when it was queued before (nothing done)."""
+        return (
+            self._execute(
+                "INSERT INTO outbox (event_id, endpoint, type, time, payload, attempts,"
+                " next_attempt) VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT DO NOTHING",
+                (entry.event_id, entry.endpoint, entry.type, entry.time, entry.payload, entry.time),
+            )
+            > 0
+        )
+
+    def outbox_due(self, now: str, limit: int = 100) -> list[OutboxEntry]:
+        """Queued deliveries whose next attempt is due, oldest first."""
+        return self._outbox(
+            "WHERE delivered IS NULL AND failed IS NULL AND next_attempt <= ? ORDER BY id LIMIT ?",
+            (now, self._limit(limit)),
+        )
+
+    def outbox_entries(self, limit: int = 100) -> list[OutboxEntry]:
+        """The latest ``limit`` deliveries, whatever their state, oldest first."""
+        return self._outbox("ORDER BY id DESC LIMIT ?", (self._limit(limit),))[::-1]
+
+    def outbox_update(self, entry: OutboxEntry) -> None:
+        """Record an attempt: its count, the next one, and delivered, failed or the error."""
+        self._execute(
+            "UPDATE outbox SET attempts = ?, next_attempt = ?, delivered = ?, failed = ?,"
+            " last_error = ? WHERE id = ?",
+            (
+                entry.attempts,
+                entry.next_attempt,
+                entry.delivered,
+                entry.failed,
+                entry.last_error,
+                entry.id,
+            ),
+        )
+
+    def _outbox(self, where: str, params: tuple[Any, ...]) -> list[OutboxEntry]:
+        with self._reading() as fetch:
+            if fetch is None:
+                return []
+            rows = fetch(
+                "SELECT id, event_id, endpoint, type, time, payload, attempts, next_attempt,"  # noqa: S608
+                f" delivered, failed, last_error FROM outbox {where}",
+                params,
+            )
+            return [OutboxEntry(**dict(row)) for row in rows]
 
     def _latest(self, sql: str, limit: int, record: Callable[[Any], _T]) -> list[_T]:
         """The rows ``sql`` reads newest first, up to ``limit``, as records oldest first."""

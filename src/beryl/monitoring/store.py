@@ -103,6 +103,24 @@ class DriftRecord:
     result: DriftResult
 
 
+@dataclass
+class OutboxEntry:
+    """One event queued for one webhook endpoint, and how its delivery went
+    (``beryl.monitoring.webhooks``): ``delivered`` or ``failed`` (given up) once settled."""
+
+    event_id: str
+    endpoint: str
+    type: str
+    time: str
+    payload: str
+    attempts: int = 0
+    next_attempt: str = ""
+    delivered: str | None = None
+    failed: str | None = None
+    last_error: str | None = None
+    id: int = 0
+
+
 @dataclass(frozen=True)
 class ModelDriftRecord:
     """One model-drift check of a pass: production's F1 on the new labelled rows against its
@@ -179,6 +197,16 @@ class HistoryStore(Protocol):
     def drifts(self, limit: int = 50) -> list[DriftRecord]:
         """The latest ``limit`` data-drift checks, oldest first."""
         ...
+
+    def outbox_since(self, endpoint: str, now: str) -> str: ...
+
+    def outbox_add(self, entry: OutboxEntry) -> bool: ...
+
+    def outbox_due(self, now: str, limit: int = 100) -> list[OutboxEntry]: ...
+
+    def outbox_entries(self, limit: int = 100) -> list[OutboxEntry]: ...
+
+    def outbox_update(self, entry: OutboxEntry) -> None: ...
 
     def model_drift_checks(self, limit: int = 100) -> list[ModelDriftRecord]:
         """The latest ``limit`` model-drift checks (``drift-check`` scores), oldest first."""
