@@ -187,9 +187,12 @@ def _in_process(engine: str, data: Path, master: str, root: Path) -> dict[str, A
     argv = [sys.executable, __file__, "--one", engine, str(data), "--master", master]
     argv += ["--root", str(root)]
     done = subprocess.run(argv, capture_output=True, text=True)
+    log = RESULTS / f"scale-{engine}-{data.parent.name.removeprefix('data-')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stderr)  # Spark's own messages, for a run that failed
     if done.returncode != 0:
         tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        return {"error": f"exit {done.returncode}: {tail[-400:]}"}
+        return {"error": f"exit {done.returncode}: {tail[-400:]} (all of it in {log})"}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -199,6 +202,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--out", default="scale.json", help="file name in benchmarks/results/")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     parser.add_argument("--one", nargs=2, metavar=("ENGINE", "DATA"), help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -220,7 +224,7 @@ def main() -> None:
                 f"{rows:,} rows: {size / 1e9:.2f} GB of CSV in {len(list(data.iterdir()))} "
                 f"files, made in {time.perf_counter() - made:.0f} s"
             )
-            for engine in ENGINES:
+            for engine in args.engines:
                 root = scratch / f"{engine}-{rows}"
                 point[engine] = _in_process(engine, data, args.master, root)
                 shutil.rmtree(root, ignore_errors=True)
@@ -238,7 +242,7 @@ def main() -> None:
                     )
                 )
             shutil.rmtree(data)
-            if any("error" in point[e] for e in ENGINES):
+            if len(point) < len(ENGINES) or any("error" in point[e] for e in ENGINES):
                 points.append({"requested_rows": rows, **point})
                 write_json(RESULTS / args.out, {"master": args.master, "points": points})
                 continue
