@@ -180,6 +180,10 @@ def test_bad_requests_are_4xx_naming_the_tensor(server: str) -> None:
     inf = [{**good[0], "data": [1e400, 1, 2]}, *good[1:]]
     _refused(server, {"inputs": inf}, 422, "finite")
     _refused(server, {"inputs": good, "outputs": [{"name": "logits"}]}, 422, "unknown output")
+    listed = [{**good[0], "parameters": [1]}, *good[1:]]
+    _refused(server, {"inputs": listed}, 422, "parameters must be an object")
+    _refused(server, {"inputs": good, "id": 7}, 422, "'id' must be a string")
+    _refused(server, {"inputs": [{**good[0], "shape": [True]}, *good[1:]]}, 422, "shape")
     many = [{**t, "shape": [51], "data": [1.0] * 51} for t in good]
     _refused(server, {"inputs": many}, 413, "api.max_records")
     _refused(server, {"inputs": good}, 404, "no model", path="churn")

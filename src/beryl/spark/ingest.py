@@ -257,8 +257,10 @@ def _write_new_rows(
     records = {index: record for index, record, _ in accepted}
     streamed = sum(sizes[index] for index in records) > _COLLECT_BYTES
     held = 0
+    # Streamed one partition at a time: with prefetching, at 100M rows the result of a task
+    # waiting for the driver was lost from the block manager (TaskResultLost).
     for row in (
-        filtered.toLocalIterator(prefetchPartitions=True) if streamed else filtered.collect()
+        filtered.toLocalIterator(prefetchPartitions=False) if streamed else filtered.collect()
     ):
         record = records[row["_file"]]
         if row["_sha"] != record.sha256:

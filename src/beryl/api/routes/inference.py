@@ -332,7 +332,10 @@ def _parse(
             raise ApiError(422, f"{where}: {name!r} is given twice", {"field": where})
         count = _rows_of(tensor.get("shape"), where, limit)
         datatype = tensor.get("datatype")
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        parameters = tensor.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise ApiError(422, f"{where}.parameters must be an object", {"field": where})
+        size = parameters.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise ApiError(400, f"{where}: binary_data_size {size!r} runs past the body")
