@@ -45,8 +45,13 @@ def conf_of(settings: SparkSettings) -> dict[str, str]:
     ``spark.conf`` says otherwise it gets half of this machine's memory."""
     given = {key: _text(value) for key, value in settings.conf.items()}
     defaults = dict(DEFAULT_CONF)
-    if settings.master.startswith("local") and "spark.driver.memory" not in given:
+    if settings.master.startswith("local"):
         defaults["spark.driver.memory"] = f"{local_driver_memory_gib()}g"
+        # A task's rows come back to the driver whole (one file's kept rows: hundreds of MB at
+        # millions of rows a file); above spark.task.maxDirectResultSize they go through the
+        # block manager, which in local mode lost a result of that size.
+        defaults["spark.task.maxDirectResultSize"] = "1g"
+        defaults["spark.rpc.message.maxSize"] = "1024"
     return defaults | given
 
 
