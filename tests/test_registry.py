@@ -401,6 +401,10 @@ class MemoryStorage:
     def where(self, key: str) -> str:
         return f"memory:{key}"
 
+    def delete(self, key: str) -> None:
+        with self.lock:
+            self.files.pop(key, None)
+
 
 def test_the_versions_the_pointer_and_the_log_live_in_the_registry_storage(
     tmp_path: Path,

@@ -25,7 +25,7 @@ from beryl.data.remote import INPUT_PREFIX, WorkspaceMirror
 from beryl.errors import StateError
 from beryl.loop.commands import locked_run
 from beryl.objectstore import S3Storage
-from beryl.storage import LocalStorage, Storage
+from beryl.storage import FileStorage, LocalStorage
 from beryl.workspace import Workspace
 
 
@@ -50,7 +50,9 @@ def machine(root: Path, url: str | None = None, **overrides: Any) -> Settings:
     return config.load(ws.config)
 
 
-def drop(storage: Storage, tmp_path: Path, name: str, *, rows: int = 300, seed: int = 1) -> None:
+def drop(
+    storage: FileStorage, tmp_path: Path, name: str, *, rows: int = 300, seed: int = 1
+) -> None:
     """Put a new input file into the bucket's input/."""
     local = add_batch(tmp_path / "drops", name, rows=rows, seed=seed)
     assert storage.put_file(f"{INPUT_PREFIX}{name}", local) is not None
@@ -75,14 +77,14 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(params=["folder", "s3"])
-def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> FileStorage:
     if request.param == "folder":
         return LocalStorage(tmp_path / "bucket")
     server: S3Server = request.getfixturevalue("server")
     return S3Storage(server.url(f"mirror-{tmp_path.name}"), server.environ())
 
 
-def mirrored(settings: Settings, bucket: Storage) -> Workspace:
+def mirrored(settings: Settings, bucket: FileStorage) -> Workspace:
     return Workspace(settings, mirror=WorkspaceMirror(settings, bucket))
 
 
@@ -93,7 +95,7 @@ def command(workspace: Workspace, name: str = "ingest") -> None:
 
 
 def test_a_second_machine_takes_the_dataset_without_reading_a_file_again(
-    bucket: Storage, tmp_path: Path
+    bucket: FileStorage, tmp_path: Path
 ) -> None:
     drop(bucket, tmp_path, "a.csv", seed=1)
     drop(bucket, tmp_path, "b.csv", seed=2)
@@ -126,7 +128,7 @@ def test_a_second_machine_takes_the_dataset_without_reading_a_file_again(
 
 
 def test_a_file_removed_from_the_bucket_is_removed_from_the_cache_and_its_rows_stay(
-    bucket: Storage, tmp_path: Path
+    bucket: FileStorage, tmp_path: Path
 ) -> None:
     drop(bucket, tmp_path, "a.csv")
     one = mirrored(machine(tmp_path / "one"), bucket)
@@ -147,7 +149,7 @@ def test_a_file_removed_from_the_bucket_is_removed_from_the_cache_and_its_rows_s
 
 
 def test_of_two_machines_publishing_at_once_without_a_shared_lock_one_wins_and_nothing_is_lost(
-    bucket: Storage, tmp_path: Path
+    bucket: FileStorage, tmp_path: Path
 ) -> None:
     drop(bucket, tmp_path, "a.csv", seed=1)
     one = mirrored(machine(tmp_path / "one"), bucket)
@@ -176,7 +178,7 @@ def test_of_two_machines_publishing_at_once_without_a_shared_lock_one_wins_and_n
 
 
 def test_a_change_that_never_reached_the_bucket_is_uploaded_by_the_next_command(
-    bucket: Storage, tmp_path: Path
+    bucket: FileStorage, tmp_path: Path
 ) -> None:
     drop(bucket, tmp_path, "a.csv")
     one = mirrored(machine(tmp_path / "one"), bucket)
@@ -191,7 +193,7 @@ def test_a_change_that_never_reached_the_bucket_is_uploaded_by_the_next_command(
 
 
 def test_odd_names_in_the_bucket_never_leave_the_input_folder(
-    bucket: Storage, tmp_path: Path
+    bucket: FileStorage, tmp_path: Path
 ) -> None:
     for key in ("input/.hidden.csv", "input/sub/deep.csv", "input/ok.csv"):
         local = add_batch(tmp_path / "drops", "x.csv", rows=20, seed=1)

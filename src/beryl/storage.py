@@ -11,10 +11,11 @@ folder on a local disk and an object store can both give:
   processes moving the same pointer at once cannot both win;
 - ``append`` adds one line to a log, durably, never tearing another writer's line.
 
-Stores of large files (the dataset's batches, the input files) move whole files by path:
-``put_file`` (create-only, or only while the key keeps the stamp the caller saw, or outright)
-and ``get_file`` answer with the key's stamp, so a caller can tell later whether anyone changed
-the key since; ``listing`` gives the keys of one folder with their sizes and stamps.
+``delete`` removes a key, for repairs that first keep a copy. Stores of large files (the
+dataset's batches, the input files) move whole files by path (``FileStorage``): ``put_file``
+(create-only, or only while the key keeps the stamp the caller saw, or outright) and
+``get_file`` answer with the key's stamp, so a caller can tell later whether anyone changed the
+key since; ``listing`` gives the keys of one folder with their sizes and stamps.
 
 ``LocalStorage`` (a folder: atomic renames, ``link`` for create-only, ``flock`` for swaps) is
 the default; ``beryl.objectstore.S3Storage`` (a bucket: conditional PUTs) is the other. The
@@ -85,6 +86,15 @@ class Storage(Protocol):
     def where(self, key: str) -> str:
         """How messages name the key (a path, a URL)."""
 
+    def delete(self, key: str) -> None:
+        """Remove the key (nothing when it does not exist); only repairs remove, after keeping
+        a copy under another key."""
+
+
+@runtime_checkable
+class FileStorage(Storage, Protocol):
+    """``Storage`` that also moves whole files by path (the workspace mirror's needs)."""
+
     def put_file(
         self, key: str, path: Path, *, create: bool = False, expected: str | None = None
     ) -> str | None:
@@ -98,10 +108,6 @@ class Storage(Protocol):
 
     def listing(self, prefix: str) -> list[Entry]:
         """The keys directly in the folder-like ``prefix`` (``a/``, or "" for the top)."""
-
-    def delete(self, key: str) -> None:
-        """Remove the key (nothing when it does not exist); only repairs remove, after keeping
-        a copy under another key."""
 
 
 class LocalStorage:

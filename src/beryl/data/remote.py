@@ -54,7 +54,7 @@ from typing import Any
 from beryl._io import TMP_PREFIX, atomic_write_json, sha256_file
 from beryl.config import Settings
 from beryl.errors import StateError, describe_os_error
-from beryl.storage import Storage
+from beryl.storage import FileStorage
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class SyncReport:
 class WorkspaceMirror:
     """This machine's workspace folders kept in step with ``workspace_url`` (module docstring)."""
 
-    def __init__(self, settings: Settings, storage: Storage) -> None:
+    def __init__(self, settings: Settings, storage: FileStorage) -> None:
         self.settings = settings
         self.storage = storage
         self.folder = settings.output_folder / STATE_FOLDER
