@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from tests.test_api import serving
+from tests.test_api import make_workspace, serving
 
 from beryl.data.demo import init_workspace
 
@@ -52,17 +52,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """The series names a real ``beryl serve`` exports after a pass, from its ``/metrics``:
     each family's name, with ``_total`` for counters and ``_bucket``/``_count``/``_sum`` for
     histograms."""
-    ws = init_workspace(tmp_path_factory.mktemp("metrics") / "ws", rows=300, files=1, seed=2)
-    data = json.loads(ws.config.read_text()) | {"package_index_url": "http://127.0.0.1:9"}
-    ws.config.write_text(json.dumps(data))
-    done = subprocess.run(
-        [sys.executable, "-m", "beryl", "--config", str(ws.config), "run", "--no-apicalls"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    with serving(ws.config) as base:
+    _, config_path = make_workspace(tmp_path_factory.mktemp("metrics") / "ws")
+    with serving(config_path) as base:
         httpx.post(f"{base}/prediction", json={"records": [{"lastmonth_activity": 1}]}, timeout=30)
         text = httpx.get(f"{base}/metrics", timeout=30).text
     names = set()

@@ -14,9 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.test_api import serving
-
-from beryl.data.demo import init_workspace
+from tests.test_api import make_workspace, serving
 
 TOKEN = "t" * 40
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -29,21 +27,9 @@ RECORDS = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    ws = init_workspace(tmp_path_factory.mktemp("oip") / "ws", rows=400, files=1, seed=4)
-    data = json.loads(ws.config.read_text())
-    data |= {
-        "package_index_url": "http://127.0.0.1:9",
-        "api": {**data["api"], "token": TOKEN, "max_records": 50},
-    }
-    ws.config.write_text(json.dumps(data))
-    done = subprocess.run(
-        [sys.executable, "-m", "beryl", "--config", str(ws.config), "run", "--no-apicalls"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    with serving(ws.config) as base:
+    api = {"host": "127.0.0.1", "port": 8000, "token": TOKEN, "max_records": 50}
+    _, config_path = make_workspace(tmp_path_factory.mktemp("oip") / "ws", api=api)
+    with serving(config_path) as base:
         yield base
 
 

@@ -176,8 +176,19 @@ async def respond(
     metrics: ApiMetrics,
     reasons: int | None = None,
 ) -> JSONResponse:
-    """Score validated records or a frame, count the predictions, record them for live
-    monitoring, and build the answer; ``reasons``: how many reason codes per record (checked by
+    """``scored``, as the answer of ``/prediction``."""
+    # Built here, not by FastAPI: the answer's shape is fixed, so skip re-validating it.
+    return _Answer(await scored(loaded, data, metrics, reasons))
+
+
+async def scored(
+    loaded: LoadedModel,
+    data: pd.DataFrame | list[dict[str, Any]],
+    metrics: ApiMetrics,
+    reasons: int | None = None,
+) -> dict[str, Any]:
+    """Score validated records or a frame, count the predictions and record them for live
+    monitoring: the answer's content; ``reasons``: how many reason codes per record (checked by
     ``requested_reasons``), or None."""
     if (
         isinstance(data, list)
@@ -194,8 +205,7 @@ async def respond(
         live.observe(
             loaded.version, loaded.schema, data, answer["predictions"], answer["probabilities"]
         )
-    # Built here, not by FastAPI: the answer's shape is fixed, so skip re-validating it.
-    return _Answer(answer)
+    return answer
 
 
 class _Answer(JSONResponse):
@@ -387,7 +397,7 @@ RecordPlan = tuple[tuple[str, Callable[[Any, int, str], Any]], ...]
 def record_plan(schema: Schema) -> RecordPlan:
     """How to read a record for this schema: each feature and its converter, in model order."""
     numeric = set(schema.numeric)
-    return tuple((c, _number if c in numeric else _category) for c in schema.features)
+    return tuple((c, number_value if c in numeric else category_value) for c in schema.features)
 
 
 def rows_from_records(records: Any, plan: RecordPlan, limit: int) -> list[dict[str, Any]]:
@@ -410,16 +420,21 @@ def rows_from_records(records: Any, plan: RecordPlan, limit: int) -> list[dict[s
     return rows
 
 
+Refusal = Callable[[int, str, str], ApiError]
+"""The 422 for value ``index`` of ``column`` (a record's, a tensor's) and its problem."""
+
+
 def _refused(index: int, column: str, problem: str) -> ApiError:
     field = f"records[{index}].{column}"
     return ApiError(422, f"{field} {problem}", {"field": field})
 
 
-def _number(value: Any, index: int, column: str) -> float:
+def number_value(value: Any, index: int, column: str, refused: Refusal = _refused) -> float:
+    """A numeric feature's value (None and blank: missing); the rules of every route."""
     if value is None:
         return math.nan
     if isinstance(value, bool):
-        raise _refused(index, column, "must be a number, not true/false")
+        raise refused(index, column, "must be a number, not true/false")
     if isinstance(value, int | float):
         try:
             number = float(value)
@@ -432,21 +447,22 @@ def _number(value: Any, index: int, column: str) -> float:
         try:
             number = float(text)
         except ValueError as exc:
-            raise _refused(index, column, f"must be a number, got {value!r}") from exc
+            raise refused(index, column, f"must be a number, got {value!r}") from exc
     else:
-        raise _refused(index, column, "must be a number")
+        raise refused(index, column, "must be a number")
     if math.isinf(number):
-        raise _refused(index, column, "must be finite")
+        raise refused(index, column, "must be finite")
     return number
 
 
-def _category(value: Any, index: int, column: str) -> Any:
+def category_value(value: Any, index: int, column: str, refused: Refusal = _refused) -> Any:
+    """A categorical feature's value (None and blank: missing); the rules of every route."""
     if value is None:
         return np.nan
     if isinstance(value, str):
         if not is_utf8(value):
-            raise _refused(index, column, "contains an unpaired surrogate")
+            raise refused(index, column, "contains an unpaired surrogate")
         return value.strip() or np.nan
     if isinstance(value, bool | int | float):
         return str(value)
-    raise _refused(index, column, "must be a string, number or null")
+    raise refused(index, column, "must be a string, number or null")
