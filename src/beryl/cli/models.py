@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
 from beryl.cli import render
@@ -128,3 +131,53 @@ def models_sign(workspace: Workspace, versions: tuple[str, ...], every: bool) ->
         done = [f"{v}: {registry.sign(v)}" for v in (registry.ids() if every else versions)]
         done += registry.sign_records()
     render.lines(done)
+
+
+@models.command("export")
+@with_workspace
+@click.argument("version")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mlflow", "onnx"]),
+    required=True,
+    help="mlflow: a model directory (sklearn and python_function flavours); onnx: model.onnx.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The folder to write (new, or empty).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def models_export(
+    workspace: Workspace, version: str, fmt: str, output: Path, as_json: bool
+) -> None:
+    """Write VERSION (an id, `production` or `latest`) for MLflow or ONNX runtimes, checked to
+    score as Beryl does (probabilities to 1e-9, the same labels at the version's threshold)."""
+    from beryl.model.export import export
+
+    registry = workspace.registry
+    if version == "production":
+        version = registry.require_production()
+    elif version == "latest":
+        version = registry.latest()
+    card = registry.card(version)
+    with console.status(f"exporting {version} for {fmt}"):
+        done = export(registry.model(version), card, fmt, output)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "version": done.version,
+                    "format": done.format,
+                    "folder": str(done.folder),
+                    "files": done.files,
+                }
+            )
+        )
+        return
+    console.print(f"[green]{done.version} exported for {done.format}[/]: {done.folder}")
+    render.lines(done.files)

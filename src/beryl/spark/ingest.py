@@ -144,7 +144,9 @@ def read_on_spark(
         with quiet(), failures("ingesting", hint):
             start = 0
             while start < len(candidates):
-                job = _read_job(spark, run, candidates, start).persist(StorageLevel.MEMORY_AND_DISK)
+                # On disk, serialized: cached in the JVM's heap, 100M rows' chunks and hashes
+                # stalled it in garbage collection.
+                job = _read_job(spark, run, candidates, start).persist(StorageLevel.DISK_ONLY)
                 jobs.append(job)
                 outcomes, first = _outcomes(job), start
                 for index in range(first, len(candidates)):
