@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-workspace
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit clean chromium postgresql java prometheus bench bench-scale
+.PHONY: demo test lint typecheck unit clean chromium postgresql java prometheus mlflow bench bench-scale
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,7 +49,18 @@ prometheus:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus > /dev/null; }
 
-unit: $(STAMP) chromium postgresql java prometheus
+# The MLflow tracking tests start MLflow's own server, from a venv of its own (its pins are not
+# Beryl's); Beryl talks to it with mlflow-skinny from .venv.
+MLFLOW_VENV := .venv-mlflow
+$(MLFLOW_VENV)/.installed: tests/requirements-mlflow-server.txt
+	test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet -r tests/requirements-mlflow-server.txt
+	touch $@
+
+mlflow: $(MLFLOW_VENV)/.installed
+
+unit: $(STAMP) chromium postgresql java prometheus mlflow
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit
@@ -66,4 +77,4 @@ bench-scale: $(STAMP) java
 	$(BIN)/python benchmarks/scale/run.py --sizes 10000000 100000000
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MLFLOW_VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache

@@ -38,6 +38,7 @@ from beryl.original import ORIGINAL_KEYS, original_key_notice
 from beryl.postgres import checked_url
 from beryl.sections import DriftSettings as DriftSettings  # the sections, re-exported
 from beryl.sections import LiveSettings as LiveSettings
+from beryl.sections import MlflowSettings as MlflowSettings
 from beryl.sections import SparkSettings as SparkSettings
 from beryl.sections import TuningSettings as TuningSettings
 from beryl.sections import WebhookSettings as WebhookSettings
@@ -173,6 +174,8 @@ class Settings(BaseModel):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     # Where Beryl's events are POSTed, signed (``beryl.monitoring.webhooks``).
     webhooks: list[WebhookSettings] = Field(default_factory=list)
+    # MLflow tracking of passes, versions and the champion alias (``beryl.monitoring.tracking``).
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
     config_file: Path | None = Field(default=None, exclude=True)

@@ -175,3 +175,35 @@ def secret_problem(secret: str) -> str | None:
     if len(raw) < 24:
         return "must hold at least 24 random bytes after whsec_"
     return None
+
+
+class MlflowSettings(BaseModel):
+    """MLflow tracking (the ``mlflow`` section; ``beryl.monitoring.tracking``, the ``mlflow``
+    extra): with ``tracking_uri`` set, every pass is logged as a run of ``experiment``, every
+    model version is registered under ``registered_model`` and its ``champion`` alias follows
+    production. ``timeout_s`` bounds each request, so that a server that is down costs a pass
+    seconds, not minutes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tracking_uri: str | None = None
+    experiment: str = Field(default="beryl", min_length=1)
+    registered_model: str = Field(default="beryl-attrition", min_length=1)
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _server_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be the http:// or https:// URL of an MLflow tracking server")
+        if parts.username or parts.password:
+            raise ValueError(
+                "must not hold credentials: set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment"
+            )
+        return value

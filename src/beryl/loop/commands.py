@@ -58,6 +58,7 @@ def locked_run(workspace: Workspace, command: str, *, repair: bool = True) -> It
                 yield run
         finally:
             _send_events(workspace, started_at)
+            _track(workspace)
 
 
 def _send_events(workspace: Workspace, started_at: str) -> None:
@@ -71,6 +72,16 @@ def _send_events(workspace: Workspace, started_at: str) -> None:
         sweep(workspace, started=started_at)
     except Exception as exc:  # the history or a receiver failing must not fail the command
         log.warning("webhook events not sent now (they stay due): %s", exc)
+
+
+def _track(workspace: Workspace) -> None:
+    """Log what the history holds and MLflow lacks (never failing the command; an MLflow
+    that is down is reported once and caught up with later)."""
+    if workspace.settings.mlflow.tracking_uri is None:
+        return
+    from beryl.monitoring.tracking import track
+
+    track(workspace)
 
 
 @contextlib.contextmanager
