@@ -117,6 +117,13 @@ class StateError(BerylError, RuntimeError):
     exit_code = 7
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of a third party's error (its class name when it says nothing), for a
+    one-line message."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]
+
+
 def describe_os_error(exc: OSError, path: object = None) -> tuple[str, str]:
     """One line for an OS error (what failed, on which path) and what to do about it."""
     import errno as codes

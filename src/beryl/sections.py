@@ -137,14 +137,11 @@ class WebhookSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL (https outside a trusted network)")
-        if parts.username or parts.password:
-            raise ValueError("must not hold credentials: sign with the secret instead")
-        return value
+        return http_url(
+            value,
+            "must be an http:// or https:// URL (https outside a trusted network)",
+            credentials="sign with the secret instead",
+        )
 
     @field_validator("secret")
     @classmethod
@@ -194,16 +191,24 @@ class MlflowSettings(BaseModel):
     @field_validator("tracking_uri")
     @classmethod
     def _server_url(cls, value: str | None) -> str | None:
-        from urllib.parse import urlsplit
-
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be the http:// or https:// URL of an MLflow tracking server")
-        if parts.username or parts.password:
-            raise ValueError(
-                "must not hold credentials: set MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment"
-            )
-        return value
+        return http_url(
+            value,
+            "must be the http:// or https:// URL of an MLflow tracking server",
+            credentials="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+            "MLFLOW_TRACKING_TOKEN) in the environment",
+        )
+
+
+def http_url(value: str, problem: str, *, credentials: str) -> str:
+    """``value`` if it is an http(s) URL with a host and no credentials; else ``ValueError``
+    saying ``problem``, or that credentials belong elsewhere (``credentials``: where)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(problem)
+    if parts.username or parts.password:
+        raise ValueError(f"must not hold credentials: {credentials}")
+    return value

@@ -29,7 +29,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,9 @@ import numpy as np
 import pandas as pd
 
 from beryl.errors import ConfigError, ModelError
+from beryl.model.linear import _plain
 from beryl.model.predict import threshold_score
+from beryl.model.training import library_versions
 
 if TYPE_CHECKING:
     from beryl.model.card import ModelCard
@@ -82,7 +83,7 @@ def details(model: LinearModel, card: ModelCard, fmt: str) -> dict[str, Any]:
     return {
         "format": fmt,
         "version": card.id,
-        "exported_by": f"beryl {_version('beryl')}",
+        "exported_by": f"beryl {library_versions()['beryl']}",
         "numeric_features": list(schema.numeric),
         "categorical_features": list(schema.categorical),
         "target": schema.target,
@@ -275,14 +276,16 @@ def _save_sklearn(
 ) -> None:
     import mlflow.sklearn
 
-    libraries = ("scikit-learn", "numpy", "pandas")
+    versions = library_versions()
     mlflow.sklearn.save_model(
         estimator,
         str(folder),
         serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
         signature=signature,
         input_example=example,
-        pip_requirements=[f"{name}=={_version(name)}" for name in libraries],
+        pip_requirements=[
+            f"{name}=={versions[name]}" for name in ("scikit-learn", "numpy", "pandas")
+        ],
         metadata=metadata,
     )
 
@@ -315,14 +318,3 @@ def _building(target: Path) -> Iterator[Path]:
         built.rename(target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "unknown"

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from beryl.errors import ModelError
+from beryl.errors import ConfigError, ModelError, first_line
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -78,7 +78,7 @@ def track(workspace: Workspace) -> Tracked | None:
                 "MLflow tracking at %s failed (%s); Beryl goes on and logs what it missed "
                 "once the server answers again",
                 settings.mlflow.tracking_uri,
-                _first_line(exc),
+                first_line(exc),
             )
             _touch(mark)
         return None
@@ -130,7 +130,7 @@ def _client(settings: Settings) -> MlflowClient:
     try:
         from mlflow import MlflowClient
     except ImportError as exc:
-        raise ModelError(
+        raise ConfigError(
             "mlflow.tracking_uri is set, but MLflow is not installed",
             hint="install the mlflow extra: pip install 'beryl[mlflow]'",
         ) from exc
@@ -312,8 +312,3 @@ def _touch(path: Path) -> None:
     # a read-only workspace says it again next time: better than saying nothing
     with contextlib.suppress(OSError):
         path.write_text(json.dumps({"reported": True}) + "\n")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from beryl.config import SparkSettings
-from beryl.errors import ConfigError, StateError
+from beryl.errors import ConfigError, StateError, first_line
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -109,7 +109,7 @@ def failures(doing: str, hint: str) -> Iterator[None]:
     try:
         yield
     except (PySparkException, Py4JError) as exc:
-        raise StateError(f"Spark failed while {doing}: {_first_line(exc)}", hint=hint) from exc
+        raise StateError(f"Spark failed while {doing}: {first_line(exc)}", hint=hint) from exc
 
 
 def _start(master: str, conf: dict[str, str]) -> SparkSession:
@@ -138,7 +138,7 @@ def _start(master: str, conf: dict[str, str]) -> SparkSession:
             spark: SparkSession = builder.getOrCreate()
     except Exception as exc:  # PySpark's gateway and Py4J errors: the cluster is unreachable
         raise StateError(
-            f"cannot start a Spark session on {master}: {_first_line(exc)}",
+            f"cannot start a Spark session on {master}: {first_line(exc)}",
             hint="check spark.master in config.json and that the cluster is up",
         ) from exc
     return spark
@@ -167,8 +167,3 @@ def _text(value: str | int | float | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
