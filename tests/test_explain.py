@@ -38,7 +38,7 @@ from beryl.config import Settings
 from beryl.data.schema import Schema
 from beryl.model.card import ModelCard
 from beryl.model.linear import LinearModel
-from beryl.model.predict import ExplainError, explain, explain_count, predict
+from beryl.model.predict import ExplainError, explain, explain_count, explain_dicts, predict
 from beryl.model.registry import Registry
 from beryl.workspace import Workspace
 
@@ -84,6 +84,30 @@ def test_contributions_and_base_are_the_logit_on_random_models_and_inputs(
     other = st.lists(st.floats(-3.0, 3.0), min_size=width, max_size=width)
     shifted = dataclasses.replace(model, reference=np.asarray(data.draw(other)))
     assert_exact(shifted, case.pipeline, queries)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_a_few_records_are_explained_in_plain_python_with_the_same_answer(
+    data: st.DataObject,
+) -> None:
+    """``explain_dicts`` (what the API answers; a few records without arrays) gives exactly
+    ``explain(...).to_dicts()``, and refuses what it refuses, on random models and inputs."""
+    case = data.draw(cases())
+    model = LinearModel.from_pipeline(case.pipeline, case.schema).with_reference(case.training)
+    records = _records(data.draw(_queries(case)), model.schema)
+    width = len(model.schema.features)
+    for rows in (records[:1], records[:3], records[:16], records):  # the last: the array path
+        for count in sorted({1, 2, width, width + 5}):
+            try:
+                expected: Any = explain(model, rows, count).to_dicts()
+            except ValueError as exc:
+                expected = str(exc)
+            try:
+                got: Any = explain_dicts(model, rows, count)
+            except ValueError as exc:
+                got = str(exc)
+            assert got == expected
 
 
 def moderate_case(classes: tuple[Any, Any], positive: Any, seed: int) -> tuple[Any, ...]:
@@ -242,6 +266,7 @@ def test_reasons_are_the_largest_contributions_first_ties_in_feature_order() -> 
     by_frame = explain(model, frame, 2)
     assert by_frame.records() == answer.records() == list(answer)
     assert by_frame.to_dicts() == answer.to_dicts() == [e.to_dict() for e in answer]
+    assert explain_dicts(model, records, 2) == answer.to_dicts()  # ties alike in plain Python
     assert [answer[i] for i in range(-3, 3)] == [*answer.records(), *answer.records()]
 
 

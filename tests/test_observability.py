@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 from tests.test_api import make_two_pass_workspace, make_workspace, serving
 
+from beryl.api.metrics import FLUSH_S
 from beryl.config import Settings
 from beryl.model.registry import Registry
 from beryl.monitoring.history import History
@@ -96,6 +98,7 @@ def test_metrics_add_up_over_two_workers(url: str, two_passes: tuple[Settings, P
         for _ in range(40):
             assert client.post("/prediction", json={"records": [record, record]}).status_code == 200
             client.headers["Connection"] = "close"
+    time.sleep(2 * FLUSH_S)  # each worker moves its counts to the shared folder within FLUSH_S
     text = httpx.get(f"{url}/metrics").text
     count = metric(
         text, "beryl_http_requests_total", method="POST", route="/prediction", status="200"
@@ -122,6 +125,7 @@ def test_metrics_add_up_over_two_workers(url: str, two_passes: tuple[Settings, P
     assert metric(text, "beryl_data_drift_share") == pytest.approx(latest.drift_share)
     assert (metric(text, "beryl_last_pass_timestamp_seconds") or 0) > 1.7e9
     httpx.get(f"{url}/no-such-route")
+    time.sleep(2 * FLUSH_S)  # answered by either worker
     text = httpx.get(f"{url}/metrics").text
     assert metric(text, "beryl_http_requests_total", method="GET", route="unmatched", status="404")
     assert "/no-such-route" not in text  # raw paths never become labels

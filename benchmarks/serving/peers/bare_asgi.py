@@ -5,7 +5,8 @@
 ``linear.json`` is written at setup from the fitted pipeline: per numeric feature the imputer's
 fill value, the scaler's mean and scale and the logistic coefficient, plus the intercept, the two
 classes and the index of the positive one. Any POST scores ``{"records": [...]}``; any GET
-answers ``{"status": "ok"}``. The body is parsed with the standard ``json`` module, as Beryl does.
+answers ``{"status": "ok"}``. The body is parsed and the answer written with orjson, as Beryl's
+``/prediction`` does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -70,7 +73,7 @@ async def _body(receive: Receive) -> bytes:
 
 
 async def _reply(send: Send, status: int, payload: Any) -> None:
-    data = json.dumps(payload).encode()
+    data = orjson.dumps(payload)
     headers = [*_JSON, (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
@@ -86,7 +89,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _reply(send, 200, {"status": "ok"})
         return
     try:
-        payload = answer(json.loads(await _body(receive))["records"])
+        payload = answer(orjson.loads(await _body(receive))["records"])
     except (ValueError, KeyError, TypeError) as exc:
         await _reply(send, 422, {"error": str(exc)})
         return

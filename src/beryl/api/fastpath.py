@@ -5,7 +5,7 @@ and dependency resolution cost several times the whole answer. ``PredictionFastP
 app ``create_app`` builds and answers the common request itself: ``POST /prediction`` with a
 JSON ``{"records": [...]}`` body that validates, with or without ``"explain": k``. It applies the
 app's token check and body limit, validates and scores with the route's own functions
-(``requested_reasons``, ``rows_from_records`` and ``respond``, which predicts with
+(``requested_reasons``, ``rows_from_records`` and ``scored``, which predicts with
 ``beryl.model.predict.predict`` and explains with ``explain``), and sends the route's answer
 bytes, headers and metrics. Every other request, and any it has a doubt about (a query string,
 such as ``?explain=k``; another content type, ``file_location``, the original system's bare list
@@ -20,7 +20,6 @@ import time
 from collections import deque
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from beryl.api.app import ApiError, HostCheck, authorised, declares_too_large, request_headers
@@ -29,12 +28,14 @@ from beryl.api.metrics import STARTED, ApiMetrics
 from beryl.api.routes.prediction import (
     JSON_TYPES,
     RecordPlan,
+    answer_headers,
+    encode_answer,
     json_request,
     media_type,
     record_plan,
     requested_reasons,
-    respond,
     rows_from_records,
+    scored,
 )
 from beryl.errors import BerylError
 
@@ -79,15 +80,14 @@ class PredictionFastPath:
             scope[STARTED] = started  # the app's metrics time the request from here
             await self.app(scope, _replay(read, receive) if read else receive, send)
             return
-        status, headers = response.status_code, response.raw_headers
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
-        self.metrics.observe_request(PATH, "POST", status, time.perf_counter() - started)
+        headers = answer_headers(response)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": response})
+        self.metrics.observe_request(PATH, "POST", 200, time.perf_counter() - started)
 
-    async def _answer(
-        self, scope: Scope, receive: Receive, read: list[Message]
-    ) -> JSONResponse | None:
-        """The route's answer to a valid JSON records request; ``None``: the app must answer."""
+    async def _answer(self, scope: Scope, receive: Receive, read: list[Message]) -> bytes | None:
+        """The body of the route's answer to a valid JSON records request (status 200, the
+        route's headers); ``None``: the app must answer."""
         if scope.get("query_string"):
             return None  # ``?explain=k`` (or anything else in the query): the route reads it
         headers = request_headers(scope)
@@ -114,7 +114,7 @@ class PredictionFastPath:
             explain = payload.get("explain")
             reasons = None if explain is None else requested_reasons(explain, [], loaded)
             rows = rows_from_records(payload["records"], self._plan_for(loaded), self.max_records)
-            return await respond(loaded, rows, self.metrics, reasons)
+            return encode_answer(await scored(loaded, rows, self.metrics, reasons))
         except (ApiError, BerylError):
             return None
 

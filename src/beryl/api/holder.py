@@ -46,7 +46,7 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._current: LoadedModel | None = None
         self._pointer_key: tuple[int, int, int] | str | None = None
-        self._pointer = registry.pointer_path  # stat'ed on every request: made once
+        self._pointer = os.fspath(registry.pointer_path)  # stat'ed on every request: made once
         self._polled = not registry.local  # object storage: a thread polls, requests never
         self._poller_pid = 0
         self._stop = threading.Event()
@@ -56,7 +56,7 @@ class ModelHolder:
         if self._polled:
             return self.registry.storage.stamp(POINTER_FILE)
         try:
-            info = self._pointer.stat()
+            info = os.stat(self._pointer)  # noqa: PTH116  (a str: no pathlib cost per request)
         except FileNotFoundError:
             return None
         return (info.st_ino, info.st_mtime_ns, info.st_size)

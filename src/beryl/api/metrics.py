@@ -2,13 +2,20 @@
 
 Request and prediction counters live in each server process; with several workers
 (``PROMETHEUS_MULTIPROC_DIR`` set by ``beryl serve``) every worker writes them to that folder and
-a scrape adds them up. Workspace state (production model, F1, last pass, drift) is read from the
-registry and the history at scrape time, and live monitoring from every process's files
+a scrape adds them up. A request adds to plain integers; the event loop moves them into the
+Prometheus series (shared memory: a lock and a process check per write) at most ``FLUSH_S``
+later, before any scrape the same process answers, and when the server stops. A scrape thus sees
+another worker's requests of the last ``FLUSH_S`` at the next scrape.
+
+Workspace state (production model, F1, last pass, drift) is read from the registry and the
+history at scrape time, and live monitoring from every process's files
 (``beryl.api.livemetrics``), so every worker answers the same.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import contextlib
 import os
 import time
@@ -40,6 +47,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # prediction fast path); a request it hands on is timed from there, not from when the app got it.
 STARTED = "beryl.started"
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+FLUSH_S = 0.1  # the longest a request's counts wait in its process before reaching the series
 
 
 class WorkspaceCollector(Collector):
@@ -195,32 +203,60 @@ class ApiMetrics:
         self.registry.register(self.collector)
         # What this process is asked, recorded by ``respond`` (None: live.enabled is false).
         self.live = LiveRecorder.for_settings(self.collector.workspace.settings, source="serve")
-        # Labelled series, looked up once: ``labels()`` validates and locks on every call.
-        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._prediction_series: dict[str, Any] = {}
+        # Counts not yet in the series: per (route, method, status) the requests, their total
+        # seconds and how many fell in each bucket (the last: +Inf); per label the predictions.
+        self._requests: dict[tuple[str, str, int], list[Any]] = {}
+        self._predicted: dict[str, int] = {}
+        self._flush_due: asyncio.TimerHandle | None = None
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request and its duration."""
-        series = self._request_series.get((route, method, status))
-        if series is None:
-            labels = {"route": route, "method": method, "status": str(status)}
-            series = (self.requests.labels(**labels), self.latency.labels(**labels))
-            self._request_series[(route, method, status)] = series
-        series[0].inc()
-        series[1].observe(seconds)
+        tally = self._requests.get((route, method, status))
+        if tally is None:
+            tally = self._requests[(route, method, status)] = [0, 0.0, [0] * (len(_BUCKETS) + 1)]
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2][bisect.bisect_left(_BUCKETS, seconds)] += 1  # the first bound >= seconds
+        self._flush_soon()
 
     def count_predictions(self, predictions: list[Any]) -> None:
-        counts: dict[str, int] = {}
+        counts = self._predicted
         for label in predictions:
-            counts[str(label)] = counts.get(str(label), 0) + 1
-        for label, count in counts.items():
-            series = self._prediction_series.get(label)
-            if series is None:
-                series = self._prediction_series[label] = self.predictions.labels(label=label)
-            series.inc(count)
+            key = str(label)
+            counts[key] = counts.get(key, 0) + 1
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """A flush ``FLUSH_S`` from now on this event loop, unless one is due there already."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop: no later
+            self.flush()
+            return
+        if self._flush_due is None or self._flush_loop is not loop:
+            if self._flush_due is not None:  # due on a loop that has ended (a test client's)
+                self._flush_due.cancel()
+            self._flush_loop = loop
+            self._flush_due = loop.call_later(FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        """Move the counts gathered since the last flush into the Prometheus series."""
+        if self._flush_due is not None:
+            self._flush_due.cancel()
+            self._flush_due = None
+        requests, self._requests = self._requests, {}
+        predicted, self._predicted = self._predicted, {}
+        for (route, method, status), (count, seconds, buckets) in requests.items():
+            labels = {"route": route, "method": method, "status": str(status)}
+            self.requests.labels(**labels).inc(count)
+            _observe_many(self.latency.labels(**labels), seconds, buckets)
+        for label, count in predicted.items():
+            self.predictions.labels(label=label).inc(count)
 
     def render(self) -> bytes:
-        """The exposition text; with several workers, the sum over all of them."""
+        """The exposition text; with several workers, the sum over all of them (``flush``
+        first, on the event loop, for this process's latest counts)."""
         if os.environ.get(MULTIPROC_ENV):
             combined = CollectorRegistry()
             MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
@@ -229,21 +265,32 @@ class ApiMetrics:
         return generate_latest(self.registry)
 
 
+def _observe_many(child: Any, seconds: float, buckets: list[int]) -> None:
+    """``Histogram.observe`` of many durations at once: their total and each bucket's count, as
+    that many ``observe`` calls would have added (one write per value, not one per request)."""
+    child._sum.inc(seconds)
+    for index, count in enumerate(buckets):
+        if count:
+            child._buckets[index].inc(count)
+
+
 class MetricsMiddleware:
     """Count and time every request by its route template (not its raw path); when the server
-    shuts down, write what live monitoring recorded since its last flush."""
+    shuts down, write the counts and what live monitoring recorded since their last flush."""
 
     def __init__(self, app: ASGIApp, *, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" and self.metrics.live is not None:
-            live = self.metrics.live
+        if scope["type"] == "lifespan":
+            metrics = self.metrics
 
             async def send_after_closing(message: Message) -> None:
                 if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                    live.close()  # the server exits next (uvicorn then re-raises SIGTERM)
+                    metrics.flush()  # the server exits next (uvicorn then re-raises SIGTERM)
+                    if metrics.live is not None:
+                        metrics.live.close()
                 await send(message)
 
             await self.app(scope, receive, send_after_closing)

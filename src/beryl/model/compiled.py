@@ -27,8 +27,9 @@ import pandas as pd
 from scipy.special import expit
 
 from beryl.data.schema import Schema
-from beryl.model.linear import LinearModel, NotLinearError, is_missing
+from beryl.model.linear import LinearModel, NotLinearError
 from beryl.model.predict import DEFAULT_THRESHOLD, DecisionRule
+from beryl.model.reasons import is_missing
 
 # Folding the scaler's centring into the intercept costs about 3·2**-53·Σ|mean·coef/scale| of
 # absolute precision in the score (under 1e-9 up to this bound); past it the pipeline keeps serving.

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from beryl.data.schema import Schema
-from beryl.model.linear import LinearModel, NotLinearError, _plain, _require, is_missing
+from beryl.model.linear import LinearModel, NotLinearError, _plain, _require
+from beryl.model.reasons import is_missing
 
 
 def _columns(columns: Any) -> list[str]:

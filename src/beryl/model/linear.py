@@ -34,6 +34,7 @@ import pandas as pd
 
 from beryl.data.schema import Schema
 from beryl.model.predict import DEFAULT_THRESHOLD, DecisionRule, ExplainError
+from beryl.model.reasons import NOT_EXPLAINABLE, ReasonPlan
 
 if TYPE_CHECKING:
     from beryl.model.compiled import CompiledModel
@@ -53,16 +54,6 @@ def _require(condition: bool, why: str) -> None:
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
-
-
-def is_missing(value: Any) -> bool:
-    """What ``DataFrame.notna`` counts as missing, for one value."""
-    return (
-        value is None
-        or value is pd.NA
-        or value is pd.NaT
-        or (isinstance(value, float) and math.isnan(value))
-    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,7 +141,7 @@ class LinearModel:
             if len(self.classes) == 2
             else None,
         )
-        object.__setattr__(self, "_reasons", _ReasonPlan.of(self) if rows == 1 else None)
+        object.__setattr__(self, "_reasons", ReasonPlan.of(self) if rows == 1 else None)
 
     # -- what scikit-learn callers expect -------------------------------------------------------
     @property
@@ -267,32 +258,28 @@ class LinearModel:
         """``contributions`` of validated dict records (every feature; a missing value None or
         NaN), without pandas: the same operations in the same order, so the same numbers."""
         plan = self._reason_plan()
-        out = np.empty((len(rows), len(self.schema.features)), dtype=np.float64)
-        scores = np.empty(len(rows), dtype=np.float64)
-        for i, row in enumerate(rows):
-            total, parts = plan.intercept, out[i]
-            j = 0
-            for name, fill, mean, scale, weight, reference in plan.numeric:
-                value = row[name]
-                scaled = ((fill if is_missing(value) else float(value)) - mean) / scale
-                total += scaled * weight
-                parts[j] = (scaled - reference) * weight
-                j += 1
-            for name, fill, weights, shift in plan.categorical:
-                value = row[name]
-                found = weights.get(fill if is_missing(value) else value, 0.0)
-                total += found
-                parts[j] = found - shift
-                j += 1
-            scores[i] = total
-        if not np.isfinite(scores).all():
-            raise ValueError(
-                "the model cannot score these records: a score is not finite (inputs too extreme)"
-            )
-        return plan.finish(out, scores)
+        parts, scores = plan.plain(rows)
+        out = np.array(parts, dtype=np.float64).reshape(len(rows), len(self.schema.features))
+        return plan.finish(out, np.array(scores, dtype=np.float64))
 
-    def _reason_plan(self) -> _ReasonPlan:
-        plan: _ReasonPlan | None = self._reasons  # type: ignore[attr-defined]
+    def plain_contributions(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[list[float]], list[float], float]:
+        """``record_contributions`` as Python lists (for a few records arrays cost more than the
+        arithmetic): the same numbers, the same errors."""
+        plan = self._reason_plan()
+        parts, scores = plan.plain(rows)
+        if not all(math.isfinite(c) for row in parts for c in row):
+            raise ValueError(NOT_EXPLAINABLE)
+        sign = plan.sign
+        return (
+            [[sign * c for c in row] for row in parts],
+            [sign * s for s in scores],
+            sign * plan.base,
+        )
+
+    def _reason_plan(self) -> ReasonPlan:
+        plan: ReasonPlan | None = self._reasons  # type: ignore[attr-defined]
         if plan is None:
             raise ExplainError(
                 f"needs a two-class model; this model has {len(self.classes)} classes"
@@ -404,65 +391,6 @@ class LinearModel:
         from beryl.model.extract import extract
 
         return extract(pipeline, schema)
-
-
-@dataclass(frozen=True)
-class _ReasonPlan:
-    """A two-class model's reason codes as plain numbers, made once per model: per numeric
-    feature (name, fill, mean, scale, coefficient, reference); per categorical feature (name,
-    fill, weight of each category, ``Σ coef · reference`` over its columns); the intercept, the
-    base value and the sign that turns the score for ``classes[1]`` into the positive label's."""
-
-    numeric: tuple[tuple[str, float, float, float, float, float], ...]
-    categorical: tuple[tuple[str, Any, dict[Any, float], float], ...]
-    intercept: float
-    base: float
-    sign: float
-
-    @classmethod
-    def of(cls, model: LinearModel) -> _ReasonPlan:
-        coef = model.coef[0]
-        reference = cast(np.ndarray, model.reference)
-        width = len(model.schema.numeric)
-        numeric = tuple(
-            zip(
-                model.schema.numeric,
-                model.numeric_fill.tolist(),
-                model.mean.tolist(),
-                model.scale.tolist(),
-                coef[:width].tolist(),
-                reference[:width].tolist(),
-                strict=True,
-            )
-        )
-        categorical = []
-        offset = width
-        for name, fill, known in zip(
-            model.schema.categorical, model.categorical_fill, model.categories, strict=True
-        ):
-            block = slice(offset, offset + len(known))
-            weights = dict(zip(known, coef[block].tolist(), strict=True))
-            categorical.append((name, fill, weights, math.fsum(coef[block] * reference[block])))
-            offset += len(known)
-        intercept = float(model.intercept[0])
-        return cls(
-            numeric=numeric,
-            categorical=tuple(categorical),
-            intercept=intercept,
-            base=math.fsum([intercept, *(coef * reference).tolist()]),
-            sign=1.0 if model.positive_index == 1 else -1.0,
-        )
-
-    def finish(
-        self, contributions: np.ndarray, scores: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Contributions, logits and base value for the positive label, checked finite."""
-        if not np.isfinite(contributions).all():
-            raise ValueError(
-                "the model cannot explain these records: a contribution is not finite "
-                "(inputs too extreme)"
-            )
-        return self.sign * contributions, self.sign * scores, self.sign * self.base
 
 
 def _expit(scores: np.ndarray) -> np.ndarray:

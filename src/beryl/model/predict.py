@@ -281,8 +281,7 @@ def explain(
     or a count below 1; ``ValueError`` for records too extreme to score, as ``predict``.
     """
     check_explainable(model)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ExplainError(f"must be a whole number of at least 1, got {_shown(count)}")
+    _check_reasons(count)
     if isinstance(data, pd.DataFrame):
         contributions, logits, base = model.contributions(data)
     else:  # no DataFrame for records: the same arithmetic, so the same numbers
@@ -299,6 +298,39 @@ def explain(
         contributions=np.take_along_axis(contributions, top, axis=1),
         source=data,
     )
+
+
+# Up to this many dict records are explained in plain Python: arrays cost more than the sums.
+_PLAIN_RECORDS = 16
+
+
+def explain_dicts(
+    model: LinearModel, data: pd.DataFrame | Sequence[Mapping[str, Any]], count: int
+) -> list[dict[str, Any]]:
+    """``explain(model, data, count).to_dicts()``: the same dicts, the same errors. A few dict
+    records (what a single API request sends) are explained without arrays."""
+    if isinstance(data, pd.DataFrame) or len(data) > _PLAIN_RECORDS:
+        return explain(model, data, count).to_dicts()
+    check_explainable(model)
+    _check_reasons(count)
+    contributions, logits, base = model.plain_contributions(data)
+    features = tuple(model.schema.features)
+    size = min(count, len(features))
+    answers = []
+    for record, parts, logit in zip(data, contributions, logits, strict=True):
+        # Largest by size first; equal sizes keep the features' order (as ``explain``'s sort).
+        top = sorted(range(len(parts)), key=lambda j: -abs(parts[j]))[:size]
+        reasons = [
+            {"feature": features[j], "value": _value(record[features[j]]), "contribution": parts[j]}
+            for j in top
+        ]
+        answers.append({"base_value": base, "logit": logit, "reasons": reasons})
+    return answers
+
+
+def _check_reasons(count: Any) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ExplainError(f"must be a whole number of at least 1, got {_shown(count)}")
 
 
 def _value(value: Any) -> Any:

@@ -96,7 +96,9 @@ def _run(run: RunRecord) -> dict[str, Any]:
 )
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
-    body = await run_in_threadpool(request.app.state.metrics.render)
+    metrics = request.app.state.metrics
+    metrics.flush()  # this process's latest counts, moved on the loop that gathers them
+    body = await run_in_threadpool(metrics.render)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -16,7 +16,6 @@ contributions. Without it the answer is exactly what it was before reasons exist
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from beryl._io import is_utf8
+from beryl.api import jsoncodec
 from beryl.api.app import ApiError
 from beryl.api.deps import HolderDep, SettingsDep
 from beryl.api.holder import LoadedModel
@@ -42,7 +42,7 @@ from beryl.data.confined import ConfinedError, RootUnavailableError, read_confin
 from beryl.data.csvfiles import TooManyRowsError, read_csv_bytes
 from beryl.data.schema import Schema
 from beryl.errors import SchemaError
-from beryl.model.predict import ExplainError, explain, explain_count, predict
+from beryl.model.predict import ExplainError, explain_count, explain_dicts, predict
 
 router = APIRouter(tags=["prediction"])
 _INLINE_ROWS = 64
@@ -52,8 +52,6 @@ _INLINE_JSON_BYTES = 64 * 1024  # parsed on the event loop below this size, else
 # with no preflight, and such a request must not make the server read a workspace file.
 JSON_TYPES = frozenset({"application/json"})
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
-# JSONResponse's own settings, in an encoder made once (json.dumps makes one per call).
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _JSON_KEYS = frozenset({"records", "file_location", "explain"})
 
 _BODY = {
@@ -210,7 +208,17 @@ async def scored(
 
 class _Answer(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return _ENCODER.encode(content).encode("utf-8")
+        return encode_answer(content)
+
+
+def encode_answer(content: dict[str, Any]) -> bytes:
+    """An answer's JSON body, as ``respond``'s response sends it."""
+    return jsoncodec.dumps(content)
+
+
+def answer_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers ``respond``'s response sends with ``body``: the same names, values and order."""
+    return [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
 
 
 def _predictions(
@@ -224,7 +232,7 @@ def _predictions(
     """
     try:
         answer = predict(loaded.model, data, compiled=loaded.compiled)
-        explained = None if reasons is None else explain(loaded.model, data, reasons).to_dicts()
+        explained = None if reasons is None else explain_dicts(loaded.model, data, reasons)
     except ValueError as exc:
         # Finite but extreme numbers can overflow once the model scales them.
         raise ApiError(
@@ -344,7 +352,7 @@ def json_request(body: bytes, schema: Schema, *, bare_list: bool = True) -> dict
     it as any body that is not an object.
     """
     try:
-        payload = json.loads(body or b"null")
+        payload = jsoncodec.loads(body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "request body is not valid JSON", str(exc)) from exc
     except RecursionError as exc:
