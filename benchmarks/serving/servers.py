@@ -1,5 +1,10 @@
 """The peers and how each starts: Beryl as shipped (and from an earlier revision), MLflow in a venv
-of its own, and the two uvicorn apps in ``peers/``; what HTTP stack each one's uvicorn picks."""
+of its own, and the two uvicorn apps in ``peers/``; what HTTP stack each one's uvicorn picks.
+
+The ``-granian`` peers serve Beryl's app (the factory every ``beryl serve`` worker runs) and the
+bare ASGI app with granian, a server written in Rust, to see what another server would give:
+granian is installed (without dependencies: Beryl's venv has its click and uvloop) into
+``benchmarks/.cache/granian`` and found through ``PYTHONPATH``."""
 
 from __future__ import annotations
 
@@ -27,8 +32,10 @@ from benchmarks.serving.workspace import WORK, Model
 
 HERE = Path(__file__).resolve().parent
 MLFLOW_VENV = CACHE / "mlflow-venv"
+GRANIAN = CACHE / "granian"
+GRANIAN_REQUIREMENT = "granian>=2.5"
 NODELAY = HERE / "nodelay"  # sitecustomize.py: the uvicorn#3149 work-around, for the other peers
-PEER_NAMES = ("beryl", "mlflow", "plain-fastapi", "bare-asgi")
+PEER_NAMES = ("beryl", "mlflow", "plain-fastapi", "bare-asgi", "beryl-granian", "bare-asgi-granian")
 MLFLOW_LIBRARIES = (
     "mlflow",
     "uvicorn",
@@ -129,6 +136,7 @@ class Peer:
     python: str = sys.executable  # the interpreter whose uvicorn serves this peer
     nodelay_workaround: bool = False
     stack: dict[str, Any] = field(default_factory=dict)
+    server: str = "uvicorn"  # or "granian"
 
 
 def beryl_peer(model: Model, workers: int, baseline: str | None = None) -> Peer:
@@ -189,6 +197,35 @@ def uvicorn_peer(
     )
 
 
+def ensure_granian() -> Path:
+    """granian installed into ``GRANIAN`` (once), without its dependencies."""
+    stamp = GRANIAN / ".bench-requirements"
+    if not (stamp.exists() and stamp.read_text() == GRANIAN_REQUIREMENT):
+        say(f"setup: installing {GRANIAN_REQUIREMENT} into {GRANIAN}")
+        pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--upgrade"]
+        run_checked([*pip, "--target", str(GRANIAN), GRANIAN_REQUIREMENT])
+        stamp.write_text(GRANIAN_REQUIREMENT)
+    return GRANIAN
+
+
+def granian_peer(name: str, target: str, workers: int, env: dict[str, str]) -> Peer:
+    """``target`` (``module:factory`` or ``module:app``) served by granian with uvloop."""
+    port = free_port()
+    argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--no-ws"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    argv += ["--log-level", "warning", *(["--factory"] if name == "beryl-granian" else [])]
+    path = os.pathsep.join([str(ensure_granian()), str(HERE / "peers")])
+    return Peer(
+        name,
+        [*argv, target],
+        f"http://127.0.0.1:{port}/prediction",
+        f"http://127.0.0.1:{port}/health",
+        env={**env, "PYTHONPATH": path},
+        note=f"granian --interface asgi --loop uvloop {target}",
+        server="granian",
+    )
+
+
 def nodelay_env(enabled: bool) -> dict[str, str]:
     """PYTHONPATH that loads ``nodelay/sitecustomize.py`` in a peer's server processes."""
     if not enabled:
@@ -224,14 +261,23 @@ def build_peers(
             ["--no-access-log", "--log-level", "warning"],
         ),
     }
+    makers["beryl-granian"] = lambda: granian_peer(
+        "beryl-granian",
+        "beryl.api.server:app_from_environment",
+        workers,
+        {"BERYL_CONFIG": str(model.config)},
+    )
+    makers["bare-asgi-granian"] = lambda: granian_peer(
+        "bare-asgi-granian", "bare_asgi:app", workers, {"BENCH_LINEAR_MODEL": str(linear)}
+    )
     if mlflow is not None:
         makers["mlflow"] = lambda: mlflow_peer(*mlflow, workers)
     peers = [makers[name]() for name in names]
     if baseline is not None:
         peers.insert(1, beryl_peer(model, workers, baseline))
     for peer in peers:
-        peer.stack = uvicorn_stack(peer.python)
-        if not peer.name.startswith("beryl"):  # `beryl serve` sets TCP_NODELAY itself
+        peer.stack = uvicorn_stack(peer.python) if peer.server == "uvicorn" else granian_stack()
+        if peer.server == "uvicorn" and not peer.name.startswith("beryl"):  # it sets it itself
             peer.nodelay_workaround = nodelay
             peer.env.update(nodelay_env(nodelay))
     return peers
@@ -264,7 +310,17 @@ def uvicorn_stack(python: str) -> dict[str, Any]:
     return data
 
 
+def granian_stack() -> dict[str, Any]:
+    from importlib import metadata
+
+    env = {**os.environ, "PYTHONPATH": str(GRANIAN)}
+    granian = run_checked([sys.executable, "-m", "granian", "--version"], env).split()[-1]
+    return {"server": "granian", "granian": granian, "loop_version": metadata.version("uvloop")}
+
+
 def stack_label(stack: dict[str, Any]) -> str:
+    if stack.get("server") == "granian":
+        return f"granian {stack['granian']}, its own HTTP parser, uvloop {stack['loop_version']}"
     http = f"{stack['http']} {stack['http_version'] or ''}".strip()
     loop = f"{stack['loop']} {stack['loop_version'] or ''}".strip()
     return f"uvicorn {stack['uvicorn']}, {http}, {loop}"
@@ -274,6 +330,9 @@ def stack_notes(peers: list[Peer]) -> list[str]:
     """One line per peer: its uvicorn stack and TCP_NODELAY source; a warning when stacks differ."""
     lines = []
     for peer in peers:
+        if peer.server == "granian":
+            lines.append(f"{peer.name}: {stack_label(peer.stack)}")
+            continue
         nodelay = (
             "TCP_NODELAY from nodelay/sitecustomize.py"
             if peer.nodelay_workaround
@@ -282,7 +341,7 @@ def stack_notes(peers: list[Peer]) -> list[str]:
             else "no TCP_NODELAY work-around"
         )
         lines.append(f"{peer.name}: {stack_label(peer.stack)}; {nodelay}")
-    kinds = {(p.stack["http"], p.stack["loop"]) for p in peers}
+    kinds = {(p.stack["http"], p.stack["loop"]) for p in peers if p.server == "uvicorn"}
     if len(kinds) > 1:
         lines.append("WARNING: the peers do not run the same uvicorn HTTP parser and event loop")
     else:
