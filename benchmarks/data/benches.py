@@ -1,5 +1,5 @@
-"""The benchmarks with a target: ingestion (and one new file on top), the loop with no new data,
-the diagnostics endpoints, batch scoring and training, each against its peer."""
+"""The benchmarks with a target besides ingestion (``ingest.py``): the loop with no new data, the
+diagnostics endpoints, batch scoring and training, each against its peer, on the demo data set."""
 
 from __future__ import annotations
 
@@ -28,131 +28,11 @@ from benchmarks.data.measure import (
     task_argv,
     warm,
 )
-from benchmarks.data.workspaces import (
-    count_lines,
-    csv_files,
-    make_workspace,
-    manifest_rows,
-    shared_workspace,
-    workspace_config,
-)
+from benchmarks.data.workspaces import csv_files, shared_workspace
 
 LOOP_RUNS = 5
-TRACE_INGEST = [
-    "beryl.data.scan:scan_input",
-    "pandas:concat",
-    "beryl.data.rowhash:row_hashes",
-    "numpy:unique",
-    "beryl.data.dataset:Dataset.row_hashes",
-    "beryl.data.dataset:Dataset.batch_writer",
-    "beryl.data.snapshot:write",
-]
 TRACE_PREDICT = ["beryl.model.predict:predict", "beryl.data.cleaning:clean_features"]
 TRACE_TRAIN = ["beryl.data.dataset:Dataset.read", "beryl.model.engine:fit_pipeline"]
-
-
-# -- ingestion ------------------------------------------------------------------------------------
-def ingest_pandas(ctx: Context, label: str, output: Path, limit: int | None = None) -> Proc:
-    """The pandas peer ingesting the source files (the first ``limit``) into a fresh ``output``."""
-    source = ctx.data / "source"
-    shutil.rmtree(output, ignore_errors=True)
-    warm(csv_files(source)[:limit])
-    params = {"input": str(source), "output": str(output), "limit": limit}
-    return measure(ctx, label, task_argv(ctx, "ingest-pandas", params))
-
-
-def ingest_beryl(ctx: Context, label: str, workspace: str, limit: int | None = None) -> Proc:
-    """`beryl ingest` of the source files (the first ``limit``) in a fresh ``work/workspace``."""
-    source = ctx.data / "source"
-    config = make_workspace(ctx, workspace, source, limit=limit)
-    warm(csv_files(source)[:limit])
-    return measure(ctx, label, beryl_argv(ctx, config, "ingest"), profile=TRACE_INGEST)
-
-
-def bench_ingest(ctx: Context) -> None:
-    """Full ingestion of the source files vs pandas; then one new file on top of them."""
-    say("ingest: the source files in the original schema, Beryl vs the pandas original")
-    sources = csv_files(ctx.data / "source")
-    new = ctx.data / "new" / "activity-new.csv"
-    peer_out = ctx.work / "ingest-pandas"
-    config = workspace_config(ctx, "ingest")
-    increments: list[Proc] = []
-    in_process: list[float] = []
-    checks: list[dict[str, Any]] = []
-    verified: dict[str, Any] = {}
-
-    def peer(index: int) -> Proc:
-        return ingest_pandas(ctx, f"pandas ingest #{index + 1}", peer_out)
-
-    def beryl(index: int) -> Proc:
-        full = ingest_beryl(ctx, f"beryl ingest (full) #{index + 1}", "ingest")
-        argv = beryl_argv(ctx, config, "ingest")
-        if not verified:  # the peer went first in the first round: its output is there
-            verified.update(compare_ingest(ctx, config.parent / "ingesteddata", peer_out))
-        rows_before = manifest_rows(config)
-        dataset_dir = config.parent / "ingesteddata"
-        before = config.parent / "ingesteddata-before"
-        shutil.rmtree(before, ignore_errors=True)
-        shutil.copytree(dataset_dir, before)
-        shutil.copyfile(new, config.parent / "sourcedata" / new.name)
-        warm([new])
-        label = f"beryl ingest (+1 new file) #{index + 1}"
-        increments.append(measure(ctx, label, argv, profile=TRACE_INGEST))
-        snapshot = dataset_dir / "finaldata.csv"
-        rows_after = manifest_rows(config)
-        checks.append(
-            {
-                "rows_before": rows_before,
-                "rows_after": rows_after,
-                "snapshot_matches_dataset": count_lines(snapshot) - 1 == rows_after,
-            }
-        )
-        # the same file again, ingested inside a running process (as `beryl schedule` does)
-        shutil.rmtree(dataset_dir)
-        before.rename(dataset_dir)
-        label = f"beryl ingest() in process (+1 new file) #{index + 1}"
-        report = run_task(ctx, label, "ingest-in-process", {"config": str(config)})
-        in_process.append(float(report["ingest_s"]))
-        return full
-
-    ours, theirs = alternate(ctx, beryl, peer)
-    check = verified
-    incremental_ok = all(c["snapshot_matches_dataset"] for c in checks)
-    say(f"  verify: {check}; incremental {checks}")
-    ctx.details["ingest"] = {
-        "peer": summary(theirs),
-        "beryl": summary(ours),
-        "incremental": summary(increments),
-        "incremental_in_process_s": in_process,
-        "verify": check,
-        "verify_incremental": checks,
-    }
-    ok = bool(check["same_rows"] and check["same_ingestedfiles"])
-    rows = f"{len(sources)} files x {ctx.params['rows_per_file']:,} rows"
-    walls = (median(ours, "wall_s"), median(theirs, "wall_s"))
-    peaks = (median(ours, "peak_mb"), median(theirs, "peak_mb"))
-    add_row(ctx, ratio_row(f"ingest {rows}: wall", "s", walls, "pandas", 0.25, "<= 0.25", ok))
-    add_row(ctx, ratio_row(f"ingest {rows}: peak RSS", "MB", peaks, "pandas", 0.6, "<= 0.60", ok))
-    extra = (median(increments, "wall_s"), walls[0])
-    label = f"ingest +1 file ({ctx.params['rows_per_file']:,} rows) on top: wall"
-    add_row(ctx, ratio_row(label, "s", extra, "Beryl full", 0.1, "<= 0.10", incremental_ok))
-    inside = statistics.median(in_process)
-    say(
-        f"  note: the same new file ingested inside a running process (imports and start-up "
-        f"not timed, as in `beryl schedule`): {inside:.3f} s, {inside / walls[0]:.3f} of the "
-        "full pass"
-    )
-
-
-def compare_ingest(ctx: Context, beryl_out: Path, peer_out: Path) -> dict[str, Any]:
-    """Beryl's finaldata.csv and ingestedfiles.txt hold what pandas' do (rows as a multiset)."""
-    params = {
-        "beryl": str(beryl_out / "finaldata.csv"),
-        "peer": str(peer_out / "finaldata.csv"),
-        "ls_beryl": str(beryl_out / "ingestedfiles.txt"),
-        "ls_peer": str(peer_out / "ingestedfiles.txt"),
-    }
-    return run_task(ctx, "verify ingest outputs", "compare-ingest", params)
 
 
 # -- the loop -------------------------------------------------------------------------------------

@@ -3,9 +3,11 @@ duplicate rows, write one CSV) in pandas, pyarrow, polars and DuckDB, on the ben
 
     .venv/bin/python benchmarks/data/engines.py [--repeat 2]
 
-Each engine runs in a fresh process of a venv of its own under ``benchmarks/.cache/engines``
-(created on first use from PyPI), and reports its wall time, peak RSS and row count. Run
-``benchmarks/data/run.py`` first: it generates the files this reads.
+Each engine runs the job (``barejob.py``) in a fresh process of a venv of its own under
+``benchmarks/.cache/engines`` (created on first use from PyPI), and reports its wall time, its
+peak RSS (the process's own ``VmHWM``) and row count. Run ``benchmarks/data/run.py`` first: it
+generates the files this reads (the demo data set's source files). The ingestion benchmark runs
+DuckDB's job the same way, beside ``beryl ingest``.
 """
 
 from __future__ import annotations
@@ -16,48 +18,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE.parent / ".cache"
 VENV = CACHE / "engines"
 ENGINES = ("pandas", "pyarrow", "polars", "duckdb")
 REQUIREMENTS = ["pandas", "pyarrow", "polars", "duckdb"]
+BARE_JOB = HERE / "barejob.py"  # the job itself, one engine per process
 
-CHILD = r"""
-import glob, json, resource, sys, time
-source, out, engine = sys.argv[1], sys.argv[2], sys.argv[3]
-files = sorted(glob.glob(source + "/*.csv"))
-started = time.perf_counter()
-if engine == "pandas":
-    import pandas as pd
-    frame = pd.concat([pd.read_csv(f, dtype={"corporation": str}) for f in files])
-    frame = frame.drop_duplicates()
-    frame.to_csv(out, index=False)
-    rows = len(frame)
-elif engine == "pyarrow":
-    import pyarrow as pa, pyarrow.csv as pacsv
-    table = pa.concat_tables([pacsv.read_csv(f) for f in files])
-    table = table.group_by(table.column_names).aggregate([])  # no row-level distinct in Arrow
-    pacsv.write_csv(table, out)
-    rows = table.num_rows
-elif engine == "polars":
-    import polars as pl
-    frame = pl.concat([pl.read_csv(f, schema_overrides={"corporation": pl.Utf8}) for f in files])
-    frame = frame.unique(maintain_order=True)
-    frame.write_csv(out)
-    rows = frame.height
-else:
-    import duckdb
-    con = duckdb.connect()
-    listed = ",".join(f"'{f}'" for f in files)
-    types = "{'corporation': 'VARCHAR'}"
-    query = f"SELECT DISTINCT * FROM read_csv([{listed}], header=true, types={types})"
-    con.execute(f"COPY ({query}) TO '{out}' (HEADER)")
-    rows = con.execute(f"SELECT count(*) FROM read_csv('{out}')").fetchone()[0]
-wall = time.perf_counter() - started
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"engine": engine, "wall_s": wall, "peak_mb": peak, "rows": rows}))
-"""
+
+def bare_job_argv(engine: str, source: Path, out: Path) -> list[str]:
+    """The command that runs the bare job in ``engine`` on ``source``'s CSV files into ``out``,
+    in the engines' venv (created first when missing)."""
+    return [str(python()), str(BARE_JOB), engine, str(source), str(out)]
 
 
 def python() -> Path:
@@ -81,11 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     source = max(sources, key=lambda folder: len(list(folder.glob("*.csv"))))  # the largest
     out = VENV / "out.csv"
-    interpreter = python()
-    best: dict[str, dict[str, float]] = {}
+    best: dict[str, dict[str, Any]] = {}
     for _ in range(args.repeat):
         for engine in ENGINES:
-            argv_child = [str(interpreter), "-c", CHILD, str(source), str(out), engine]
+            argv_child = bare_job_argv(engine, source, out)
             started = time.perf_counter()
             done = subprocess.run(argv_child, capture_output=True, text=True, check=True)
             report = json.loads(done.stdout.strip().splitlines()[-1])  # after any engine chatter

@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.common import REPO, say
 
 TASKS = Path(__file__).resolve().parent / "tasks.py"
+T = TypeVar("T")
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Context:
     repeat: int
     profile: bool
     baseline: str | None = None  # a git revision the ``pass`` benchmark compares with
+    datasets: dict[str, Path] = field(default_factory=dict)  # the ingestion's, by name
     rows: list[Row] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     scaling: dict[str, Any] = field(default_factory=dict)
@@ -180,7 +182,7 @@ def warm(paths: list[Path]) -> None:
                 pass
 
 
-def in_turn(index: int, beryl: Callable[[], Proc], peer: Callable[[], Proc]) -> tuple[Proc, Proc]:
+def in_turn(index: int, beryl: Callable[[], Proc], peer: Callable[[], T]) -> tuple[Proc, T]:
     """One run of each, Beryl's result first; the peer runs first when ``index`` is even."""
     if index % 2 == 0:
         theirs = peer()
@@ -190,11 +192,15 @@ def in_turn(index: int, beryl: Callable[[], Proc], peer: Callable[[], Proc]) -> 
 
 
 def alternate(
-    ctx: Context, beryl: Callable[[int], Proc], peer: Callable[[int], Proc]
-) -> tuple[list[Proc], list[Proc]]:
-    """Run both ``ctx.repeat`` times, alternating which goes first."""
+    ctx: Context, beryl: Callable[[int], Proc], peer: Callable[[int], T]
+) -> tuple[list[Proc], list[T]]:
+    """Run both ``ctx.repeat`` times, alternating which goes first.
+
+    ``peer`` may run several peers in a row (and return all their results): Beryl then goes
+    before all of them, or after all of them.
+    """
     ours: list[Proc] = []
-    theirs: list[Proc] = []
+    theirs: list[T] = []
     for index in range(ctx.repeat):
         mine, other = in_turn(
             index, functools.partial(beryl, index), functools.partial(peer, index)
@@ -235,8 +241,12 @@ def ratio_row(
     limit: float,
     target: str,
     verified: bool = True,
+    *,
+    strict: bool = False,
 ) -> Row:
-    """A row whose target is ``beryl / peer <= limit`` (and a verified equal output)."""
+    """A row whose target is ``beryl / peer <= limit`` (``< limit`` when ``strict``) and a
+    verified equal output."""
     beryl, peer = values
     ratio = beryl / peer if peer else float("inf")
-    return Row(benchmark, unit, beryl, peer, peer_name, ratio, target, ratio <= limit and verified)
+    within = ratio < limit if strict else ratio <= limit
+    return Row(benchmark, unit, beryl, peer, peer_name, ratio, target, within and verified)

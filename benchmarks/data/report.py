@@ -86,7 +86,12 @@ def write_results(ctx: Context, machine: dict[str, Any], started: float) -> Path
     data = {
         "machine": machine | {"loadavg_at_end": os.getloadavg()},
         "parameters": ctx.params
-        | {"requests": ctx.requests, "repeat": ctx.repeat, "profiled": ctx.profile},
+        | {
+            "requests": ctx.requests,
+            "repeat": ctx.repeat,
+            "profiled": ctx.profile,
+            "datasets": list(ctx.datasets),
+        },
         "duration_s": time.time() - started,
         "results": [asdict(r) for r in ctx.rows],
         "details": ctx.details,

@@ -2,13 +2,17 @@
 
     .venv/bin/python benchmarks/data/run.py [--files 40] [--rows-per-file 250000]
         [--loop-files 1000] [--repeat 3] [--out benchmarks/results]
-        [--only ingest,loop,stats,predict,train,scaling] [--profile]
+        [--only ingest,loop,stats,predict,train,scaling] [--datasets demo,wide] [--profile]
 
 Every measurement is a fresh process (Beryl's and the peer's alike), run one at a time: wall
 time is measured around the process, CPU time comes from ``wait4``, and peak memory is the
 process's own VmHWM, written by the child as it exits (``tasks.py``). Beryl and its peer
 alternate which goes first; with ``--repeat N`` each figure is the median of N runs. Generated
 data is cached in ``benchmarks/.cache/data``; workspaces are rebuilt on every run.
+
+``ingest`` runs on each data set of ``--datasets`` in turn: ``demo`` (Beryl's demo generator, the
+data every other benchmark uses) and ``wide`` (``widegen.py``: wider numbers, a low-cardinality
+identifier, 10% duplicate rows), against pandas and DuckDB's bare job alike.
 
 ``scaling`` measures ingestion (the first 1/8, 1/4, 1/2 and all of the source files) and batch
 scoring (the same numbers of rows from the head of the scoring file) once per size, Beryl and
@@ -33,14 +37,14 @@ if not __package__:  # run as a script (`python benchmarks/data/run.py`): find `
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.common import RESULTS, machine_info, say
-from benchmarks.data import benches, passes, scaling
+from benchmarks.data import benches, ingest, passes, scaling
 from benchmarks.data.measure import Context
 from benchmarks.data.report import draw_plot, scaling_table, table, write_results
-from benchmarks.data.workspaces import DATA, data_dir, ensure_data
+from benchmarks.data.workspaces import DATA, DATASETS, data_dir, ensure_data
 
 BENCHMARKS = ("ingest", "loop", "pass", "stats", "predict", "train", "scaling")
 RUNNERS: dict[str, Callable[[Context], None]] = {
-    "ingest": benches.bench_ingest,
+    "ingest": ingest.bench_ingest,
     "loop": benches.bench_loop,
     "pass": passes.bench_pass,
     "stats": benches.bench_stats,
@@ -60,6 +64,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender (median)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--only", default=",".join(BENCHMARKS))
+    parser.add_argument(
+        "--datasets",
+        default=",".join(DATASETS),
+        help="the data sets the ingest benchmark runs on, in turn (the others use demo)",
+    )
     parser.add_argument("--profile", action="store_true", help="profile Beryl's commands")
     parser.add_argument(
         "--baseline",
@@ -73,6 +82,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {BENCHMARKS}")
     args.only = [name for name in BENCHMARKS if name in chosen]
+    datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
+    unknown = sorted(set(datasets) - set(DATASETS))
+    if unknown or not datasets:
+        parser.error(f"unknown data set(s) {', '.join(unknown)}; choose from {DATASETS}")
+    args.datasets = [name for name in DATASETS if name in datasets]
     return args
 
 
@@ -93,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         repeat=1 if args.profile else max(1, args.repeat),
         profile=args.profile,
         baseline=args.baseline,
+        datasets={name: data_dir(params, name) for name in args.datasets},
     )
     shutil.rmtree(ctx.work, ignore_errors=True)
     ctx.work.mkdir(parents=True)
@@ -100,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(os.getloadavg())
     say(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB")
     ctx.details["data"] = ensure_data(ctx)
+    if "ingest" in args.only:
+        for name in args.datasets:
+            if name != "demo":
+                ctx.details[f"data_{name}"] = ensure_data(ctx, name)
     for name in args.only:
         RUNNERS[name](ctx)
     say()

@@ -7,7 +7,8 @@ import shutil
 from typing import Any
 
 from benchmarks.common import say
-from benchmarks.data.benches import ingest_beryl, ingest_pandas, predict_beryl, predict_pandas
+from benchmarks.data.benches import predict_beryl, predict_pandas
+from benchmarks.data.ingest import ingest_beryl, ingest_pandas
 from benchmarks.data.measure import Context, Proc, in_turn
 from benchmarks.data.workspaces import (
     count_lines,

@@ -8,10 +8,12 @@ peak resident memory (``VmHWM`` of this process's address space, so nothing inhe
 parent counts) and whatever the task measured. Only the standard library is imported at module
 level; each task imports what it needs, so the ``cli`` task costs Beryl's own imports and no more.
 
-Tasks (see ``TASKS``): ``generate`` writes the cached data set; ``workspace`` creates a Beryl
-workspace; ``ingest-pandas``, ``predict-pandas``, ``stats-pandas`` and ``train-sklearn`` are the
-peers; ``train-split`` times the phases of Beryl's ``train``; ``compare-ingest`` and
-``compare-predictions`` check that Beryl and its peer produced the same outputs.
+Tasks (see ``TASKS``): ``generate`` and ``generate-wide`` write the cached data sets
+(``datagen.py``, ``widegen.py``); ``workspace`` creates a Beryl workspace; ``ingest-pandas``,
+``predict-pandas``, ``stats-pandas`` and ``train-sklearn`` are the peers; ``train-split`` times
+the phases of Beryl's ``train``; ``compare-ingest`` and ``compare-predictions`` check that Beryl
+and its peer produced the same outputs. The DuckDB peer runs in a venv of its own
+(``barejob.py``), not here; it writes its report with ``write_report`` from this module.
 """
 
 from __future__ import annotations
@@ -29,18 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from datagen import ID_COLUMN, LABEL, NUMERIC
+
 REPORT_ENV = "BENCH_REPORT"
 TRACE_ENV = "BENCH_TRACE_RSS"
-NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
-ID_COLUMN = "corporation"
-LABEL = "exited"
-DUPLICATE_SHARE = 0.05
-SEED_SOURCE = 10_000
-SEED_DUPLICATES = 20_000
-SEED_NEW = 30_000
-SEED_TEST = 40_000
-SEED_PREDICT = 50_000
-GENERATOR_VERSION = 1  # bump when the generated data changes, to invalidate the cache
 
 LISTINGS = ("ls_beryl", "ls_peer")
 Params = dict[str, Any]
@@ -59,9 +53,10 @@ def peak_rss_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _write_report(path: str) -> None:
+def write_report(path: str, report: Report) -> None:
+    """Write ``report`` to ``path`` as JSON, with this process's peak memory as it is now."""
     data = {
-        **REPORT,
+        **report,
         "vmhwm_kb": peak_rss_kb(),
         "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
@@ -69,95 +64,18 @@ def _write_report(path: str) -> None:
 
 
 # -- data generation --------------------------------------------------------------------------
-def _to_table(frame: Any) -> Any:
-    """A generated frame as an Arrow table in the original style (whole numbers, blanks)."""
-    import pyarrow as pa
-
-    columns = {ID_COLUMN: pa.array(frame[ID_COLUMN].to_numpy(dtype=object), pa.string())}
-    for column in NUMERIC:
-        values = pa.array(frame[column].to_numpy(dtype="float64"), from_pandas=True)
-        columns[column] = values.cast(pa.int64())
-    if LABEL in frame:
-        columns[LABEL] = pa.array(frame[LABEL].to_numpy(dtype="int64"), pa.int64())
-    return pa.table(columns)
-
-
-def _write_options() -> Any:
-    import pyarrow.csv as pacsv
-
-    return pacsv.WriteOptions(quoting_style="none")
-
-
-def _write_csv(table: Any, path: Path) -> None:
-    """Write ``table`` to ``path`` via a temporary file, so a killed run leaves no half file."""
-    import pyarrow.csv as pacsv
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pacsv.write_csv(table, tmp, _write_options())
-    tmp.replace(path)
-
-
-def _source_tables(files: int, rows: int) -> list[Any]:
-    """``files`` tables of ``rows`` rows: fresh customers plus 5% rows copied from another file."""
-    import numpy as np
-    import pyarrow as pa
-
-    from beryl.data.demo import generate
-
-    copies = round(rows * DUPLICATE_SHARE)
-    bases = [_to_table(generate(rows - copies, seed=SEED_SOURCE + i)) for i in range(files)]
-    rng = np.random.default_rng(SEED_DUPLICATES)
-    tables = []
-    for index, base in enumerate(bases):
-        other = bases[(index + 1) % files]
-        picks = rng.choice(other.num_rows, size=min(copies, other.num_rows), replace=False)
-        table = pa.concat_tables([base, other.take(np.sort(picks))])
-        tables.append(table.take(rng.permutation(table.num_rows)))
-    return tables
-
-
 def task_generate(params: Params) -> Report:
-    """Write the data set once: source files, the loop's re-split, one new file, test, scoring."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+    """Write the demo data set once (``datagen.generate_demo``)."""
+    from datagen import generate_demo
 
-    from beryl.data.demo import generate
+    return generate_demo(params)
 
-    root = Path(params["root"])
-    files, rows, loop_files = params["files"], params["rows_per_file"], params["loop_files"]
-    started = time.perf_counter()
-    tables = _source_tables(files, rows)
-    for index, table in enumerate(tables):
-        _write_csv(table, root / "source" / f"activity-{index + 1:04d}.csv")
-    everything = pa.concat_tables(tables)
-    bounds = np.linspace(0, everything.num_rows, loop_files + 1).astype(int)
-    for index in range(loop_files):
-        part = everything.slice(bounds[index], bounds[index + 1] - bounds[index])
-        _write_csv(part, root / "loop" / f"activity-{index + 1:05d}.csv")
-    _write_csv(_to_table(generate(rows, seed=SEED_NEW)), root / "new" / "activity-new.csv")
-    test_rows = int(min(100_000, max(2_000, files * rows // 100)))
-    test = generate(test_rows, seed=SEED_TEST, missing_rate=0.0)
-    _write_csv(_to_table(test), root / "test" / "testdata.csv")
-    scoring = root / "predict" / "customers.csv"
-    scoring.parent.mkdir(parents=True, exist_ok=True)
-    tmp = scoring.with_name(f".{scoring.name}.tmp")
-    writer = None
-    for index in range(files):
-        table = _to_table(generate(rows, seed=SEED_PREDICT + index)).drop_columns([LABEL])
-        if writer is None:
-            writer = pacsv.CSVWriter(str(tmp), table.schema, write_options=_write_options())
-        writer.write_table(table)
-    assert writer is not None
-    writer.close()
-    tmp.replace(scoring)
-    return {
-        "rows": everything.num_rows,
-        "test_rows": test_rows,
-        "scoring_rows": files * rows,
-        "seconds": time.perf_counter() - started,
-    }
+
+def task_generate_wide(params: Params) -> Report:
+    """Write the wide data set once (``widegen.generate_wide``)."""
+    from widegen import generate_wide
+
+    return generate_wide(params)
 
 
 def task_workspace(params: Params) -> Report:
@@ -387,7 +305,8 @@ def _read_dataset_csv(path: str) -> Any:
 
 
 def task_compare_ingest(params: Params) -> Report:
-    """Both finaldata.csv files hold the same rows (as a multiset) and list the same files."""
+    """Both finaldata.csv files hold the same rows (as a multiset) and, when both listings are
+    given (``ls_beryl``, ``ls_peer``), list the same files."""
     ours, theirs = _read_dataset_csv(params["beryl"]), _read_dataset_csv(params["peer"])
     report: Report = {"rows_beryl": ours.num_rows, "rows_peer": theirs.num_rows}
     columns = [ID_COLUMN, *NUMERIC, LABEL]
@@ -398,8 +317,9 @@ def task_compare_ingest(params: Params) -> Report:
         theirs = theirs.select(columns).sort_by(order).combine_chunks()
         identical = all(ours.column(c).equals(theirs.column(c)) for c in columns)
     report["same_rows"] = identical
-    ours_ls, theirs_ls = (Path(params[k]).read_text(encoding="utf-8").split() for k in LISTINGS)
-    report["same_ingestedfiles"] = sorted(ours_ls) == sorted(theirs_ls)
+    if all(key in params for key in LISTINGS):
+        ours_ls, theirs_ls = (Path(params[k]).read_text(encoding="utf-8").split() for k in LISTINGS)
+        report["same_ingestedfiles"] = sorted(ours_ls) == sorted(theirs_ls)
     return report
 
 
@@ -435,6 +355,7 @@ def task_compare_predictions(params: Params) -> Report:
 
 TASKS: dict[str, Callable[[Params], Report]] = {
     "generate": task_generate,
+    "generate-wide": task_generate_wide,
     "workspace": task_workspace,
     "ingest-pandas": task_ingest_pandas,
     "ingest-in-process": task_ingest_in_process,
@@ -521,7 +442,7 @@ def trace_rss(functions: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if os.environ.get(REPORT_ENV):
-        atexit.register(_write_report, os.environ[REPORT_ENV])
+        atexit.register(write_report, os.environ[REPORT_ENV], REPORT)
     if not args:
         raise SystemExit(f"usage: tasks.py cli ARGS... | tasks.py TASK JSON ({', '.join(TASKS)})")
     if args[0] == "cli":

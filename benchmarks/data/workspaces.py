@@ -1,4 +1,10 @@
-"""The generated data set (cached) and the workspaces (rebuilt on every run) the benchmarks use."""
+"""The generated data sets (cached) and the workspaces (rebuilt on every run) the benchmarks use.
+
+Two data sets, each in a folder of its own under ``benchmarks/.cache/data`` named after its
+generator, version and size: ``demo`` (``datagen.py``, Beryl's demo generator: what every
+benchmark uses) and ``wide`` (``widegen.py``: wider numbers, a low-cardinality identifier, more
+duplicates; the ingestion benchmark's second data set).
+"""
 
 from __future__ import annotations
 
@@ -13,27 +19,44 @@ from benchmarks.data.measure import Context, beryl_argv, measure, run_task, warm
 
 DATA = CACHE / "data"
 DEAD_INDEX = "http://127.0.0.1:9/pypi"  # the outdated-packages check fails fast, offline
-GENERATOR_VERSION = 1
+DATASETS = ("demo", "wide")
+# Bump a generator's version when the data it writes changes, to invalidate its cache.
+DEMO_VERSION = 1  # datagen.py
+WIDE_VERSION = 1  # widegen.py
+GENERATE_TASK = {"demo": "generate", "wide": "generate-wide"}
 
 
-def data_dir(params: dict[str, int]) -> Path:
-    files, rows, loop = params["files"], params["rows_per_file"], params["loop_files"]
-    return DATA / f"v{GENERATOR_VERSION}-{files}x{rows}-loop{loop}"
+def dataset_params(params: dict[str, int], dataset: str = "demo") -> dict[str, int]:
+    """The parameters a data set is generated with: the wide one has no loop files."""
+    if dataset == "wide":
+        return {"files": params["files"], "rows_per_file": params["rows_per_file"]}
+    return dict(params)
 
 
-def ensure_data(ctx: Context) -> dict[str, Any]:
-    """Generate the data set once; ``meta.json`` is written last and marks it complete."""
-    meta = ctx.data / "meta.json"
+def data_dir(params: dict[str, int], dataset: str = "demo") -> Path:
+    """The cache folder of a data set: its generator, version and size in the name."""
+    files, rows = params["files"], params["rows_per_file"]
+    if dataset == "wide":
+        return DATA / f"wide-v{WIDE_VERSION}-{files}x{rows}"
+    return DATA / f"v{DEMO_VERSION}-{files}x{rows}-loop{params['loop_files']}"
+
+
+def ensure_data(ctx: Context, dataset: str = "demo") -> dict[str, Any]:
+    """Generate a data set once; ``meta.json`` is written last and marks it complete."""
+    root = data_dir(ctx.params, dataset)
+    params = dataset_params(ctx.params, dataset)
+    meta = root / "meta.json"
     if meta.exists():
         cached: dict[str, Any] = json.loads(meta.read_text(encoding="utf-8"))
-        if cached.get("params") == ctx.params:
-            say(f"data: cached in {ctx.data}")
+        if cached.get("params") == params:
+            say(f"data ({dataset}): cached in {root}")
             return cached
-    say(f"data: generating into {ctx.data}")
-    shutil.rmtree(ctx.data, ignore_errors=True)
-    ctx.data.mkdir(parents=True)
-    report = run_task(ctx, "generate data", "generate", {"root": str(ctx.data), **ctx.params})
-    info = {"params": ctx.params, "generated": report}
+    say(f"data ({dataset}): generating into {root}")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    task = GENERATE_TASK[dataset]
+    report = run_task(ctx, f"generate {dataset} data", task, {"root": str(root), **params})
+    info = {"dataset": dataset, "params": params, "generated": report}
     write_json(meta, info)
     return info
 
