@@ -224,9 +224,10 @@ def bench_train(ctx: Context) -> None:
     )
     phases = split.report["phases"]
     fits = [float(p.report["fit_s"]) for p in theirs]
-    same = all(float(p.report["max_coef_diff"]) <= 1e-9 for p in theirs)
+    off = max(float(p.report["max_coef_diff"]) for p in theirs)
+    exact = off <= 1e-6
     shown = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
-    say(f"  phases (s): {shown}; sklearn fit {fits}; same coefficients {same}")
+    say(f"  phases (s): {shown}; sklearn fit {fits}; coefficients within {off:.1e} of the optimum")
     ctx.details["train"] = {
         "beryl": summary(ours),
         "peer": summary(theirs),
@@ -234,11 +235,16 @@ def bench_train(ctx: Context) -> None:
         "peer_load_s": [float(p.report["load_s"]) for p in theirs],
         "split": asdict(split),
         "phases_s": phases,
-        "same_coefficients": same,
+        "max_coef_diff_from_optimum": off,
         "n_iter": theirs[0].report["n_iter"],
         "chosen": theirs[0].report["chosen"],
+        "solver": theirs[0].report["solver"],
         "threshold": theirs[0].report["threshold"],
     }
-    values = (median(ours, "wall_s"), float(statistics.median(fits)))
-    benchmark = f"train {theirs[0].report['rows']:,} rows: wall"
-    add_row(ctx, ratio_row(benchmark, "s", values, "sklearn fit", 2.0, "<= 2.0", same))
+    plain_fit = float(statistics.median(fits))
+    values = (median(ours, "wall_s"), plain_fit)
+    rows = f"{theirs[0].report['rows']:,} rows"
+    add_row(ctx, ratio_row(f"train {rows}: wall", "s", values, "sklearn fit", 2.0, "<= 2.0", exact))
+    final = (float(phases["fit_s"]), plain_fit)
+    label = f"train {rows}: final fit (coefficients within 1e-6 of the optimum)"
+    add_row(ctx, ratio_row(label, "s", final, "sklearn fit", 1.0, "< 1.0", exact, strict=True))

@@ -27,6 +27,7 @@ import pandas as pd
 
 from beryl.data.schema import Schema
 from beryl.errors import TrainingError
+from beryl.model.fitting import fit_features, model_params, warm_start
 from beryl.model.linear import LinearModel, NotLinearError
 from beryl.model.tuning import Tuning, search, untuned
 
@@ -136,7 +137,8 @@ def build_pipeline(schema: Schema, params: dict[str, Any], *, scale: bool = True
         )
         transformers.append(("categorical", categorical, list(schema.categorical)))
     features = ColumnTransformer(transformers, remainder="drop")
-    return Pipeline([("features", features), ("model", LogisticRegression(**params))])
+    model = LogisticRegression(**model_params(params))
+    return Pipeline([("features", features), ("model", model)])
 
 
 def fit_pipeline(
@@ -151,9 +153,29 @@ def fit_pipeline(
 def _fitted(
     schema: Schema, params: dict[str, Any], features: Any, labels: pd.Series, scale: bool
 ) -> Pipeline:
+    """The pipeline fitted step by step, as ``Pipeline.fit`` would (``beryl.model.fitting``)."""
     pipeline = build_pipeline(schema, params, scale=scale)
-    _fit(pipeline, features, labels)
+    transform, estimator = pipeline.steps[0][1], pipeline.steps[-1][1]
+    matrix = _transformed(transform, features, labels)
+    _fit_model(estimator, matrix, labels)
     return pipeline
+
+
+def _transformed(transform: Any, features: Any, labels: pd.Series) -> Any:
+    try:
+        return fit_features(transform, features, labels)
+    except ValueError as exc:
+        raise TrainingError(f"training failed: {exc}") from exc
+
+
+def _fit_model(estimator: Any, matrix: Any, labels: pd.Series) -> None:
+    """Fit ``LogisticRegression`` on the transformed rows, from a warm start on many of them."""
+    started = warm_start(estimator, matrix, labels, _fit)
+    try:
+        _fit(estimator, matrix, labels)
+    finally:
+        if started:
+            estimator.set_params(warm_start=False)
 
 
 def _fit(estimator: Any, features: Any, labels: pd.Series) -> None:
@@ -182,14 +204,14 @@ class _Folds:
 
     def prepare(self, train: pd.DataFrame, labels: pd.Series, held: pd.DataFrame) -> Any:
         features = build_pipeline(self.schema, self.params, scale=self.scale).steps[0][1]
-        return features.fit_transform(train, labels), labels, features.transform(held)
+        return _transformed(features, train, labels), labels, features.transform(held)
 
     def score(self, params: dict[str, Any], prepared: Any) -> np.ndarray:
         from sklearn.linear_model import LogisticRegression
 
         train, labels, held = prepared
-        estimator = LogisticRegression(**(self.params | params))
-        _fit(estimator, train, labels)
+        estimator = LogisticRegression(**model_params(self.params | params))
+        _fit_model(estimator, train, labels)
         return np.asarray(estimator.decision_function(held), dtype=np.float64)
 
 
