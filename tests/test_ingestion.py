@@ -1347,3 +1347,48 @@ def test_the_fast_path_knows_every_character_python_strips() -> None:
     from beryl.data.reading import PY_WHITESPACE
 
     assert "".join(c for c in map(chr, range(0x110000)) if c.isspace()) == PY_WHITESPACE
+
+
+class _Collected:
+    """A stand-in ``BatchWriter`` that keeps what the deduplicator writes, in order."""
+
+    def __init__(self) -> None:
+        self.tables: list[Any] = []
+
+    def append(self, table: Any, hashes: np.ndarray) -> None:
+        self.tables.append(table)
+
+    def drain(self) -> None:
+        pass
+
+
+def test_many_groups_keep_the_first_of_every_row_with_few_runs_of_kept_hashes() -> None:
+    """Sixty groups of a pass, rows repeated within and across them and against the stored
+    dataset: exactly the first occurrence of each row not stored is kept, and the pass's kept
+    hashes stay in about log2(groups) sorted runs (merged as a binary counter)."""
+    import pyarrow as pa
+
+    from beryl.data.deduplication import Deduplicator
+
+    rng = np.random.default_rng(5)
+    stored_values = rng.integers(0, 400, 150)
+    stored = pa.table({"v": pa.array(stored_values, pa.int64())})
+    dedup = Deduplicator([np.sort(np.unique(rowhash.row_hashes(stored)))], _Collected())
+    seen: set[int] = set(stored_values.tolist())
+    expected: list[int] = []
+    for group in range(60):
+        values = rng.integers(0, 3000, rng.integers(1, 200))
+        table = pa.table({"v": pa.array(values, pa.int64())})
+        dedup.add(FileRecord(f"f{group}.csv", "", "ingested", ""), table)
+        dedup.flush()  # one group per file
+        for value in values.tolist():
+            if value not in seen:
+                seen.add(value)
+                expected.append(value)
+        assert len(dedup.kept) <= int(np.log2(group + 1)) + 1
+        assert all(len(a) > 2 * len(b) for a, b in zip(dedup.kept, dedup.kept[1:], strict=False))
+    writer = dedup.writer
+    assert isinstance(writer, _Collected)
+    written = [v for table in writer.tables for v in table.column("v").to_pylist()]
+    assert written == expected
+    assert sum(len(run) for run in dedup.kept) == len(expected)

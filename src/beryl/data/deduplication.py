@@ -3,6 +3,11 @@
 Files are collected until about ``_GROUP_BYTES`` of data, then deduplicated together: one sort
 of the group's row hashes finds the repeated ones, and set intersections with the dataset's
 sorted hash runs (and the earlier groups of the pass) find the known ones.
+
+The pass's kept hashes are sorted runs that merge like a binary counter: a new group's run
+merges with the last one while that is at most twice its size. A hash is merged about
+``log2(groups)`` times and a group is checked against as many runs, so a pass costs
+``n log n`` however many groups it has (one growing sorted array would cost ``n * groups``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ class Deduplicator:
 
     def __init__(self, stored: list[np.ndarray], writer: BatchWriter) -> None:
         self.runs = [run for run in stored if len(run)]
-        self.kept = np.empty(0, dtype=np.uint64)  # the pass's kept hashes so far, sorted
+        self.kept: list[np.ndarray] = []  # the pass's kept hashes so far: sorted runs
         self.writer = writer
         self.records: list[FileRecord] = []
         self.group: list[tuple[FileRecord, pa.Table, np.ndarray]] = []
@@ -51,7 +56,7 @@ class Deduplicator:
         ordered = np.sort(hashes)
         repeated = ordered[1:] == ordered[:-1]
         unique = ordered[np.concatenate([[True], ~repeated])]
-        known = [_intersect(run, unique) for run in (*self.runs, self.kept) if len(run)]
+        known = [_intersect(run, unique) for run in (*self.runs, *self.kept) if len(run)]
         drop = np.concatenate([*known, _distinct(ordered[1:][repeated])])
         keep = np.ones(len(hashes), dtype=bool)
         if drop.size:
@@ -73,8 +78,16 @@ class Deduplicator:
             if not self.records or self.records[-1] is not record:
                 self.records.append(record)
             start = stop
-        self.kept = _merge(self.kept, np.sort(hashes[keep]))
+        self._keep(np.sort(hashes[keep]))
         self.group, self.size = [], 0
+
+    def _keep(self, run: np.ndarray) -> None:
+        """Add a sorted run of kept hashes; merge runs until each is over twice the next."""
+        runs = self.kept
+        runs.append(run)
+        while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
+            last = runs.pop()
+            runs[-1] = _merge(runs[-1], last)
 
 
 def _arrow_mask(mask: np.ndarray) -> pa.Array:
