@@ -1,6 +1,8 @@
-"""A full ingest + train on the local engine and on Spark ``local[N]``, at growing sizes.
+"""A full ingest + train on the local engine and on Spark ``local[N]``, at growing sizes, and
+batch scoring of every input row with the model trained.
 
     .venv/bin/python benchmarks/scale/run.py --sizes 10000000 100000000   # make bench-scale
+    .venv/bin/python benchmarks/scale/run.py --engines local --sizes 10000000 100000000
 
 Each size's input is made once (demo rows, ``beryl.data.demo.generate``, file by file with 5 %
 of each file repeated in the next, at most ``ROWS_PER_FILE`` rows a file and ``--files`` files
@@ -10,7 +12,12 @@ own since ``beryl schedule`` pays it once, and its Python workers), and its peak
 largest resident size of that process and everything it started (Spark's JVM), sampled every
 0.2 s. Prints the cost per row of each engine at each size, how it grows, and where lines
 through the two largest sizes say Spark starts to pay off (on the same cores, it may not).
-Writes ``benchmarks/results/scale.json`` after every size.
+Batch scoring (``score_file``, what ``beryl predict`` runs) reads ``score.csv``, every input
+file's rows in one file, and writes the scores beside it; each engine scores with the model it
+trained (scoring is the local engine's own in both). The growth targets: on each engine, the
+cost per row of ingestion, of training and of batch scoring at the largest size at most
+``GROWTH`` times that at the smallest (PASS/FAIL, and the exit code). Writes
+``benchmarks/results/scale.json`` after every size.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ ENGINES = ("local", "spark")
 
 
 ROWS_PER_FILE = 2_000_000  # at most, so that generating a file stays small in memory
+GROWTH = 1.2  # cost per row at the largest size over the smallest, at most (each stage)
+STAGES = ("ingest_s", "train_s", "score_s")
 
 
 def _data(root: Path, rows: int, files: int) -> Path:
@@ -56,8 +65,15 @@ def _data(root: Path, rows: int, files: int) -> Path:
         write_csv(part, folder / f"part{index:03d}.csv")
         previous = part.iloc[: rows // count]
     old = time.time() - 60
-    for path in folder.iterdir():
+    files = sorted(folder.iterdir())
+    for path in files:
         os.utime(path, (old, old))
+    with (root / "score.csv").open("wb") as out:  # every input row, one header
+        for index, path in enumerate(files):
+            with path.open("rb") as part_file:
+                if index:
+                    part_file.readline()
+                shutil.copyfileobj(part_file, out, 1 << 22)
     return folder
 
 
@@ -121,13 +137,15 @@ class _PeakMemory:
         self.peak = max(self.peak, _tree_rss())
 
 
-def _measure(config_path: Path) -> dict[str, Any]:
+def _measure(config_path: Path, data: Path) -> dict[str, Any]:
     from beryl import config
     from beryl.data.ingestion import ingest
+    from beryl.model.predictfile import score_file
     from beryl.model.training import train
     from beryl.workspace import Workspace
 
     workspace = Workspace(config.load(config_path))
+    scores = config_path.parent / "scores.csv"
     gc.collect()
     with _PeakMemory() as memory:
         start = time.perf_counter()
@@ -135,9 +153,14 @@ def _measure(config_path: Path) -> dict[str, Any]:
         ingested = time.perf_counter()
         card = train(workspace)
         trained = time.perf_counter()
+        scored = score_file(workspace, data.parent / "score.csv", scores, version=card.id)
+        done = time.perf_counter()
+    scores.unlink()
     return {
         "ingest_s": ingested - start,
         "train_s": trained - ingested,
+        "score_s": done - trained,
+        "scored_rows": scored.rows,
         "peak_rss_gb": memory.peak / 1e9,
         "rss_before_gb": memory.start / 1e9,
         "rows": result.dataset_rows,
@@ -175,8 +198,8 @@ def _one(engine: str, data: Path, master: str, root: Path) -> dict[str, Any]:
         session.session(SparkSettings(master=master, conf={"spark.ui.enabled": False}))
         startup = time.perf_counter() - start
     warm = _data(root / "warm", 5000, 2)
-    _measure(_workspace(root / "warm-ws", engine, warm, master))
-    result = _measure(_workspace(root / "ws", engine, data, master))
+    _measure(_workspace(root / "warm-ws", engine, warm, master), warm)
+    result = _measure(_workspace(root / "ws", engine, data, master), data)
     result["startup_s"] = startup
     return result
 
@@ -196,7 +219,58 @@ def _in_process(engine: str, data: Path, master: str, root: Path) -> dict[str, A
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def _compare(rows: int, point: dict[str, Any]) -> dict[str, Any]:
+    """One size's point; with both engines measured, their rows and coefficients compared."""
+    point = {"requested_rows": rows, **point}
+    if any(e not in point or "error" in point[e] for e in ENGINES):
+        return point
+    local, spark = point["local"], point["spark"]
+    point["rows"] = local["rows"]
+    assert local["rows"] == spark["rows"], "the engines stored different rows"
+    gap = max(abs(a - b) for a, b in zip(local["coef"][0], spark["coef"][0], strict=True))
+    cost = {e: (point[e]["ingest_s"] + point[e]["train_s"]) / point["rows"] * 1e6 for e in ENGINES}
+    say(
+        f"{point['rows']:>12,} rows: local {cost['local']:.2f} µs/row, spark "
+        f"{cost['spark']:.2f} µs/row ({cost['spark'] / cost['local']:.2f}x); "
+        f"coefficients within {gap:.1e}"
+    )
+    return point
+
+
+def _growth(points: list[dict[str, Any]], engines: list[str]) -> list[dict[str, Any]]:
+    """Per engine and stage, the cost per row at the largest size over the smallest, against
+    ``GROWTH`` (ingestion and training per stored row, scoring per scored row)."""
+    out = []
+    for engine in engines:
+        done = [p for p in points if engine in p and "error" not in p[engine]]
+        if len(done) < 2:
+            continue
+        first, last = done[0][engine], done[-1][engine]
+        for stage in STAGES:
+            rows = "scored_rows" if stage == "score_s" else "rows"
+            per_row = [run[stage] / run[rows] * 1e6 for run in (first, last)]
+            ratio = per_row[1] / per_row[0]
+            out.append(
+                {
+                    "engine": engine,
+                    "stage": stage.removesuffix("_s"),
+                    "rows": [first[rows], last[rows]],
+                    "us_per_row": per_row,
+                    "ratio": ratio,
+                    "pass": ratio <= GROWTH,
+                }
+            )
+            say(
+                f"  {'PASS' if ratio <= GROWTH else 'FAIL'}  {engine} {stage[:-2]}: "
+                f"{per_row[1]:.2f} µs/row at {last[rows]:,} rows, {ratio:.2f}x the "
+                f"{per_row[0]:.2f} µs/row at {first[rows]:,} (target <= {GROWTH}x)"
+            )
+        peak = max(p[engine]["peak_rss_gb"] for p in done)
+        say(f"  {engine}: peak memory {peak:.2f} GB")
+    return out
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
     parser.add_argument("--files", type=int, default=8)
@@ -210,7 +284,7 @@ def main() -> None:
         engine, data = args.one
         result = _one(engine, Path(data), args.master, Path(args.root))
         print(json.dumps(result))
-        return
+        return 0
 
     points = []
     scratch = Path(tempfile.mkdtemp(prefix="beryl-scale-"))
@@ -234,55 +308,29 @@ def main() -> None:
                     continue
                 say(
                     f"  {engine}: ingest {got['ingest_s']:.1f} s, train {got['train_s']:.1f} s, "
-                    f"peak memory {got['peak_rss_gb']:.2f} GB"
+                    f"score {got['score_s']:.1f} s, peak memory {got['peak_rss_gb']:.2f} GB"
                     + (
                         f" (session start {got['startup_s']:.1f} s, untimed)"
                         if engine == "spark"
                         else ""
                     )
                 )
+            (data.parent / "score.csv").unlink(missing_ok=True)
             shutil.rmtree(data)
-            if len(point) < len(ENGINES) or any("error" in point[e] for e in ENGINES):
-                points.append({"requested_rows": rows, **point})
-                write_json(RESULTS / args.out, {"master": args.master, "points": points})
-                continue
-            local, spark = point["local"], point["spark"]
-            point["rows"] = local["rows"]
-            assert local["rows"] == spark["rows"], "the engines stored different rows"
-            gap = max(abs(a - b) for a, b in zip(local["coef"][0], spark["coef"][0], strict=True))
-            cost = {
-                e: (point[e]["ingest_s"] + point[e]["train_s"]) / point["rows"] * 1e6
-                for e in ENGINES
-            }
-            say(
-                f"{point['rows']:>12,} rows: local {cost['local']:.2f} µs/row, spark "
-                f"{cost['spark']:.2f} µs/row ({cost['spark'] / cost['local']:.2f}x); "
-                f"coefficients within {gap:.1e}"
-            )
-            points.append(point)
+            points.append(_compare(rows, point))
             write_json(RESULTS / args.out, {"master": args.master, "points": points})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     complete = [p for p in points if "rows" in p]
-    verdict = _crossover(complete)
-    say(f"Spark {args.master} pays off {verdict}.")
-    if len(complete) >= 2:
-        first, last = complete[0], complete[-1]
-        for engine in ENGINES:
-            per_row = [
-                (p[engine]["ingest_s"] + p[engine]["train_s"]) / p["rows"] for p in (first, last)
-            ]
-            peak = max(p[engine]["peak_rss_gb"] for p in complete)
-            say(
-                f"  {engine}: cost per row at {last['rows']:,} rows is "
-                f"{per_row[1] / per_row[0]:.2f}x that at {first['rows']:,}; peak memory "
-                f"{peak:.2f} GB"
-            )
-    out = write_json(
-        RESULTS / args.out, {"master": args.master, "points": points, "pays_off": verdict}
-    )
+    verdict = _crossover(complete) if complete else None
+    if verdict is not None:
+        say(f"Spark {args.master} pays off {verdict}.")
+    growth = _growth(points, args.engines)
+    result = {"master": args.master, "points": points, "pays_off": verdict, "growth": growth}
+    out = write_json(RESULTS / args.out, result)
     say(f"wrote {out}")
+    return 0 if growth and all(g["pass"] for g in growth) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
