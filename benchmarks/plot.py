@@ -3,11 +3,13 @@
     .venv/bin/python benchmarks/plot.py [--results benchmarks/results] [--out <results>/scaling.png]
 
 Reads ``<results>/data.json`` (the ``scaling`` points that ``benchmarks/data/run.py`` writes:
-ingestion and batch scoring at several input sizes, Beryl and pandas) and, when it is there,
-``<results>/serving.json`` (requests/s per server from ``benchmarks/serving/run.py``), and draws
-one PNG: wall time and peak RSS against rows for each scaling benchmark, and a bar chart of
-requests/s per server for each serving load. ``make bench`` draws it at the end of the data run;
-this script redraws it from the JSON alone.
+ingestion and batch scoring at several input sizes, Beryl and pandas) and, when they are there,
+``<results>/scale.json`` (``benchmarks/scale/run.py``: ingestion, training and batch scoring up
+to 100M rows) and ``<results>/serving.json`` (requests/s per server from
+``benchmarks/serving/run.py``), and draws one PNG: wall time and peak RSS against rows for each
+scaling benchmark, cost per row and peak memory of each stage up to the largest size, and a bar
+chart of requests/s per server for each serving load. ``make bench`` draws it at the end of the
+data run; this script redraws it from the JSON alone.
 """
 
 from __future__ import annotations
@@ -117,6 +119,91 @@ def serving_bars(path: Path) -> list[Bars]:
     return bars
 
 
+@dataclass
+class Growth:
+    """One engine's points of the scale run: rows, µs per row of each stage, peak memory."""
+
+    engine: str
+    rows: list[int]
+    us_per_row: dict[str, list[float]]
+    peak_gb: list[float]
+
+
+GROWTH_STAGES = {"ingest_s": "ingestion", "train_s": "training", "score_s": "batch scoring"}
+
+
+def growth_series(path: Path) -> list[Growth]:
+    """Each engine's scale points (largest run last); none, with a note, without scale.json."""
+    if not path.exists():
+        print(f"plot: no {path.name} in {path.parent}: drawing without the growth panels")
+        return []
+    try:
+        points = read_json(path)["points"]
+        out = []
+        for engine in ("local", "spark"):
+            done = [p[engine] for p in points if engine in p and "error" not in p[engine]]
+            if not done:
+                continue
+            per_row = {
+                stage: [
+                    run[stage] / run["scored_rows" if stage == "score_s" else "rows"] * 1e6
+                    for run in done
+                ]
+                for stage in GROWTH_STAGES
+                if all(stage in run for run in done)
+            }
+            peaks = [float(run["peak_rss_gb"]) for run in done]
+            out.append(Growth(engine, [int(run["rows"]) for run in done], per_row, peaks))
+    except (PlotError, AttributeError, KeyError, TypeError, ValueError) as error:
+        reason = error if isinstance(error, PlotError) else f"{path}: unexpected layout ({error!r})"
+        print(f"plot: growth panels left out: {reason}", file=sys.stderr)
+        return []
+    return out
+
+
+def draw_growth(cost: Any, memory: Any, growth: list[Growth]) -> None:
+    """Cost per row of each stage and peak memory against rows (log scale), per engine."""
+    styles = {"local": ("-", "o"), "spark": ("--", "s")}
+    colours = {"ingest_s": BERYL, "train_s": PANDAS, "score_s": "#3a9e4f"}
+    for series in growth:
+        line, marker = styles.get(series.engine, ("-", "o"))
+        for stage, values in series.us_per_row.items():
+            label = f"{GROWTH_STAGES[stage]} ({series.engine})"
+            cost.plot(series.rows, values, line, marker=marker, color=colours[stage], label=label)
+            cost.annotate(
+                f"{values[-1] / values[0]:.2f}×",
+                (series.rows[-1], values[-1]),
+                textcoords="offset points",
+                xytext=(6, 0),
+                va="center",
+                fontsize=8,
+                color=colours[stage],
+            )
+        memory.plot(series.rows, series.peak_gb, line, marker=marker, color=BERYL)
+        memory.annotate(
+            f"{series.peak_gb[-1]:.1f} GB ({series.engine})",
+            (series.rows[-1], series.peak_gb[-1]),
+            textcoords="offset points",
+            xytext=(-6, 8),
+            ha="right",
+            fontsize=8,
+        )
+    for axes, title, unit in (
+        (cost, "Growth: cost per row of each stage", "µs per row"),
+        (memory, "Growth: peak memory of a whole pass", "GB"),
+    ):
+        axes.set_xscale("log")
+        axes.set_title(title)
+        axes.set_xlabel("rows (log scale)")
+        axes.set_ylabel(unit)
+        axes.set_ylim(bottom=0)
+        rows = sorted({r for series in growth for r in series.rows})
+        axes.set_xticks(rows, [rows_label(r) for r in rows])
+        axes.set_xlim(rows[0] / 1.6, rows[-1] * 1.6)
+        axes.grid(True, alpha=0.3)
+    cost.legend(loc="upper left", fontsize=8)
+
+
 # -- drawing ----------------------------------------------------------------------------------
 def rows_label(value: float, _: object = None) -> str:
     """1250000 -> 1.25M, 40000 -> 40k."""
@@ -218,7 +305,8 @@ def draw(results: Path, out: Path) -> Path:
     data = read_json(data_path)
     scaling = scaling_series(data, data_path)
     bars = serving_bars(results / "serving.json")
-    columns = len(scaling) + (1 if bars else 0)
+    growth = growth_series(results / "scale.json")
+    columns = len(scaling) + (1 if growth else 0) + (1 if bars else 0)
     height = max(2, len(bars))
     figure = Figure(figsize=(5.6 * columns, 4.2 * height), layout="constrained")
     FigureCanvasAgg(figure)
@@ -226,9 +314,16 @@ def draw(results: Path, out: Path) -> Path:
     for column, (kind, series) in enumerate(scaling.items()):
         draw_scaling(figure.add_subplot(grid[0, column]), series, kind, "wall_s")
         draw_scaling(figure.add_subplot(grid[1, column]), series, kind, "peak_mb")
+    if growth:
+        column = len(scaling)
+        draw_growth(
+            figure.add_subplot(grid[0, column]), figure.add_subplot(grid[1, column]), growth
+        )
     for row, one in enumerate(bars):
-        draw_bars(figure.add_subplot(grid[row, len(scaling)]), one)
+        draw_bars(figure.add_subplot(grid[row, columns - 1]), one)
     title = "Beryl vs pandas as the input grows"
+    if growth:
+        title += f", up to {rows_label(max(max(g.rows) for g in growth))} rows"
     if bars:
         title += ", and serving throughput"
     figure.suptitle(title, fontsize=15, fontweight="bold")
