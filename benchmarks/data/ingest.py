@@ -29,6 +29,7 @@ from benchmarks.data.measure import (
     median,
     ratio_row,
     run_task,
+    settle,
     summary,
     task_argv,
     warm,
@@ -36,6 +37,7 @@ from benchmarks.data.measure import (
 from benchmarks.data.workspaces import (
     count_lines,
     csv_files,
+    input_folder,
     make_workspace,
     manifest_rows,
     workspace_config,
@@ -77,6 +79,7 @@ def ingest_beryl(
     source = source or ctx.data / "source"
     config = make_workspace(ctx, workspace, source, limit=limit)
     warm(csv_files(source)[:limit])
+    settle(input_folder(config))
     return measure(ctx, label, beryl_argv(ctx, config, "ingest"), profile=TRACE_INGEST)
 
 

@@ -174,6 +174,19 @@ def summarise_profile(prof: Path, timeline: list[str], top: int = 14) -> None:
         say(f"    {line}")
 
 
+SETTLE_S = 2.5  # Beryl records a file's times once they are 2 s old when it lists the folder
+
+
+def settle(folder: Path) -> None:
+    """Wait until every file in ``folder`` was last changed ``SETTLE_S`` ago, as files dropped
+    into an input folder are by the time a pass lists them. Linking the cached files into a
+    fresh workspace changes their times; a pass that lists a file changed in the last 2 s does
+    not record its times (it might still be being written) and reads it again the next time."""
+    times = [path.stat().st_ctime for path in folder.iterdir()]
+    if times:
+        time.sleep(max(0.0, max(times) + SETTLE_S - time.time()))
+
+
 def warm(paths: list[Path]) -> None:
     """Read files once so that every contender finds them in the page cache."""
     for path in paths:

@@ -70,6 +70,12 @@ def workspace_config(ctx: Context, name: str) -> Path:
     return ctx.work / name / "config.json"
 
 
+def input_folder(config: Path) -> Path:
+    """The input folder of the workspace whose config is ``config``."""
+    data = json.loads(config.read_text(encoding="utf-8"))
+    return config.parent / data["input_folder_path"]
+
+
 def make_workspace(
     ctx: Context, name: str, inputs: Path, *, test: bool = False, limit: int | None = None
 ) -> Path:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pandas as pd
 
-from benchmarks.common import RESULTS, say, write_json
+from benchmarks.common import RESULTS, machine_info, say, write_json
 
 ENGINES = ("local", "spark")
 
@@ -147,13 +147,20 @@ def _measure(config_path: Path, data: Path) -> dict[str, Any]:
     workspace = Workspace(config.load(config_path))
     scores = config_path.parent / "scores.csv"
     gc.collect()
+    peaks = []
     with _PeakMemory() as memory:
         start = time.perf_counter()
-        result = ingest(workspace)
+        with _PeakMemory() as stage:
+            result = ingest(workspace)
+        peaks.append(stage.peak)
         ingested = time.perf_counter()
-        card = train(workspace)
+        with _PeakMemory() as stage:
+            card = train(workspace)
+        peaks.append(stage.peak)
         trained = time.perf_counter()
-        scored = score_file(workspace, data.parent / "score.csv", scores, version=card.id)
+        with _PeakMemory() as stage:
+            scored = score_file(workspace, data.parent / "score.csv", scores, version=card.id)
+        peaks.append(stage.peak)
         done = time.perf_counter()
     scores.unlink()
     return {
@@ -162,6 +169,7 @@ def _measure(config_path: Path, data: Path) -> dict[str, Any]:
         "score_s": done - trained,
         "scored_rows": scored.rows,
         "peak_rss_gb": memory.peak / 1e9,
+        "stage_peak_rss_gb": dict(zip(STAGES, (p / 1e9 for p in peaks), strict=True)),
         "rss_before_gb": memory.start / 1e9,
         "rows": result.dataset_rows,
         "coef": workspace.registry.model(card.id).coef.tolist(),
@@ -286,7 +294,12 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
-    points = []
+    points: list[dict[str, Any]] = []
+    run = {
+        "master": args.master,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(os.getloadavg()),
+    }
     scratch = Path(tempfile.mkdtemp(prefix="beryl-scale-"))
     try:
         for rows in args.sizes:
@@ -308,7 +321,9 @@ def main() -> int:
                     continue
                 say(
                     f"  {engine}: ingest {got['ingest_s']:.1f} s, train {got['train_s']:.1f} s, "
-                    f"score {got['score_s']:.1f} s, peak memory {got['peak_rss_gb']:.2f} GB"
+                    f"score {got['score_s']:.1f} s, peak memory {got['peak_rss_gb']:.2f} GB ("
+                    + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in got["stage_peak_rss_gb"].items())
+                    + ")"
                     + (
                         f" (session start {got['startup_s']:.1f} s, untimed)"
                         if engine == "spark"
@@ -318,7 +333,7 @@ def main() -> int:
             (data.parent / "score.csv").unlink(missing_ok=True)
             shutil.rmtree(data)
             points.append(_compare(rows, point))
-            write_json(RESULTS / args.out, {"master": args.master, "points": points})
+            write_json(RESULTS / args.out, run | {"points": points})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     complete = [p for p in points if "rows" in p]
@@ -326,8 +341,9 @@ def main() -> int:
     if verdict is not None:
         say(f"Spark {args.master} pays off {verdict}.")
     growth = _growth(points, args.engines)
-    result = {"master": args.master, "points": points, "pays_off": verdict, "growth": growth}
-    out = write_json(RESULTS / args.out, result)
+    out = write_json(
+        RESULTS / args.out, run | {"points": points, "pays_off": verdict, "growth": growth}
+    )
     say(f"wrote {out}")
     return 0 if growth and all(g["pass"] for g in growth) else 1
 
