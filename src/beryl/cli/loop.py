@@ -4,7 +4,7 @@ the API calls."""
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,15 +13,22 @@ from beryl.cli.base import cli, console, note, with_workspace
 from beryl.loop.commands import recorded
 from beryl.workspace import Workspace
 
+if TYPE_CHECKING:
+    from beryl.loop.passes import ApiCaller, ApiCallsDone
 
-def _api_caller(enabled: bool) -> Any:
-    """What a pass calls after a promotion: every endpoint, on the configured server if it
-    answers, else on one in this process (None: no API calls)."""
-    if not enabled:
-        return None
+
+def _call_api(workspace: Workspace) -> ApiCallsDone:
+    """Every endpoint, on the configured server if it answers, else on one in this process.
+
+    The API (FastAPI, pandas, scipy) is imported here, after a promotion, not by every pass."""
     from beryl.api.client import calls_after_promotion
 
-    return calls_after_promotion
+    return calls_after_promotion(workspace)
+
+
+def _api_caller(enabled: bool) -> ApiCaller | None:
+    """What a pass calls after a promotion (None: no API calls)."""
+    return _call_api if enabled else None
 
 
 @cli.command("run")

@@ -15,13 +15,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from beryl._io import atomic_path
 from beryl.data import snapshot
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from beryl.data.dataset import Dataset
 
 
@@ -100,6 +101,8 @@ class BatchWriter:
             self._pending.pop(0).result()
 
     def _open(self, schema: pa.Schema) -> None:
+        import pyarrow.parquet as pq  # on the first rows: an ingestion of nothing writes none
+
         tmp = self._stack.enter_context(atomic_path(self.dataset.batch_path(self.batch_id)))
         # identifiers are mostly unique: a dictionary would only cost time; no reader filters
         # on column statistics, so none are computed

@@ -1,13 +1,13 @@
 """A large input file read block by block, with the rules ``beryl.data.reading`` applies to a
 whole one.
 
-A file over ``WHOLE_FILE_BYTES`` is streamed in blocks of ``BLOCK_BYTES``: Arrow's streaming
-parse into the dataset's types is kept when every block passes the checks that let the fast path
-vouch for a whole file; otherwise the careful parse (``beryl.data.csvfiles.text_blocks``) reads
-every column as text and each block is cleaned by ``clean_dataset``. The rows are held (beyond
-``HELD_BYTES``, in a temporary Arrow file beside the dataset) until the whole file has been
-checked, so a file goes in entirely or not at all, and memory is bounded by the block size, not
-by the file.
+A file over ``beryl.data.inputfile.WHOLE_FILE_BYTES`` is streamed in blocks of ``BLOCK_BYTES``:
+Arrow's streaming parse into the dataset's types is kept when every block passes the checks that
+let the fast path vouch for a whole file; otherwise the careful parse
+(``beryl.data.csvfiles.text_blocks``) reads every column as text and each block is cleaned by
+``clean_dataset``. The rows are held (beyond ``HELD_BYTES``, in a temporary Arrow file beside
+the dataset) until the whole file has been checked, so a file goes in entirely or not at all,
+and memory is bounded by the block size, not by the file.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from beryl.data.reading import PY_WHITESPACE, check_classes, text_columns, vouch
 from beryl.data.schema import Schema, arrow_schema, infer_roles
 from beryl.errors import SchemaError
 
-WHOLE_FILE_BYTES = 32 * 2**20  # read into memory and parsed in one go up to this size
 # The parse block of a larger file. Arrow's streaming reader reads many blocks ahead, so its
 # memory grows with the block size (16 MiB blocks: 0.7 GB; 1 MiB: 0.15 GB), not its speed.
 BLOCK_BYTES = 2**20

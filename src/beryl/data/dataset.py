@@ -21,7 +21,9 @@ damaged hash indexes) and ``beryl.data.setaside`` sets batches aside.
 
 A ``Dataset`` knows the identity of the manifest it last read or published
 (``loaded_identity``): ``is_current()`` tells with one ``stat`` whether ``dataset.json`` is
-still that one, so a workspace reads it again only when another process changed it.
+still that one, so a workspace reads it again only when another process changed it. Arrow is
+imported by what reads the batches' rows: a command that only checks the dataset (an ingestion
+or a pass with nothing new) never loads it.
 """
 
 from __future__ import annotations
@@ -36,8 +38,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from beryl._io import TMP_PREFIX, atomic_write_json, atomic_write_text
 from beryl.data import rowhash, snapshot
@@ -57,6 +57,7 @@ from beryl.recovery import RECOVERY_FOLDER
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 MANIFEST_NAME = "dataset.json"
 SNAPSHOT_NAME = "finaldata.csv"
@@ -293,10 +294,15 @@ class Dataset:
                 f"no data has been ingested into {self.folder} yet",
                 hint="put CSV files into the input folder and run `beryl ingest`",
             )
+        import pyarrow as pa
+
         tables = [self._read_batch(b.id, columns) for b in wanted]
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     def _read_batch(self, batch_id: str, columns: list[str] | None) -> pa.Table:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         path = self.batch_path(batch_id)
         try:
             return pq.read_table(path, columns=columns)
@@ -307,6 +313,9 @@ class Dataset:
 
     def row_groups(self, batch_id: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
         """A batch's rows a Parquet row group at a time (memory holds one group)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         path = self.batch_path(batch_id)
         try:
             parquet = pq.ParquetFile(path)

@@ -12,6 +12,10 @@ or deferred to the next pass (it vanished, or changed while it was read).
 The workspace's ``reader`` (``engine: "spark"``: Spark tasks, ``beryl.spark.ingest``) may read
 and deduplicate the files elsewhere; it hands each file's outcome back to the same
 ``IngestionPass``, and the batch is written and committed here either way.
+
+The readers and the deduplicator (Arrow's CSV reader and kernels) are imported when there is a
+file to read: an ingestion with nothing new, every few minutes on a schedule, only lists the
+input folder.
 """
 
 from __future__ import annotations
@@ -23,12 +27,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from beryl._io import utc_now
 from beryl.config import Settings
-from beryl.data.blocks import WHOLE_FILE_BYTES, read_blocks
 from beryl.data.dataset import Dataset
-from beryl.data.deduplication import Deduplicator
-from beryl.data.inputfile import InputFile
+from beryl.data.inputfile import WHOLE_FILE_BYTES, InputFile
 from beryl.data.manifest import BatchInfo, FileRecord, Manifest
-from beryl.data.reading import check_classes, first_schema, read_clean
 from beryl.data.scan import Candidate, Known, Scan, scan_input, unread
 from beryl.data.schema import Schema
 from beryl.errors import SchemaError
@@ -36,6 +37,7 @@ from beryl.workspace import Workspace
 
 if TYPE_CHECKING:
     from beryl.data._batchfiles import BatchWriter
+    from beryl.data.deduplication import Deduplicator
 
 Progress = Callable[[str, int, int], None]
 
@@ -117,7 +119,9 @@ def ingest(workspace: Workspace | Settings, progress: Progress | None = None) ->
         reader = workspace.reader if scan.new else None
         if reader is not None:
             readers = reader.read(run, scan.new, writer, progress)
-        else:
+        elif scan.new:
+            from beryl.data.deduplication import Deduplicator
+
             run.deduplicate = Deduplicator(stored, writer)
             for index, candidate in enumerate(scan.new):
                 if progress:
@@ -125,6 +129,8 @@ def ingest(workspace: Workspace | Settings, progress: Progress | None = None) ->
                 run.take(candidate)
             run.deduplicate.flush()
             readers = run.deduplicate.records
+        else:
+            readers = []
         if progress and scan.new:
             progress("", len(scan.new), len(scan.new))
 
@@ -193,6 +199,8 @@ class IngestionPass:
                 self.not_read(candidate, exc)
 
     def _whole(self, candidate: Candidate, source: InputFile) -> None:
+        from beryl.data.reading import check_classes, first_schema, read_clean
+
         data = source.read_all()
         record = self.judge(candidate, source)
         if record is None:
@@ -210,6 +218,8 @@ class IngestionPass:
         self.deduplicate.add(record, table)
 
     def _in_blocks(self, candidate: Candidate, source: InputFile) -> None:
+        from beryl.data.blocks import read_blocks
+
         folder = self.settings.output_folder
         error: SchemaError | None = None
         try:

@@ -3,8 +3,8 @@
 A file is opened with ``beryl.data.safeopen.open_regular``: without following a link and without
 blocking (a FIFO or a folder swapped in is refused on the opened descriptor, never read). Every
 read is a pass from the start, hashed as it goes; ``settled`` says whether the file stayed as it
-was while it was read. A file up to ``beryl.data.blocks.WHOLE_FILE_BYTES`` is read whole
-(``read_all``), a larger one streamed by Arrow in blocks (``stream``).
+was while it was read. A file up to ``WHOLE_FILE_BYTES`` is read whole (``read_all``), a larger
+one streamed by Arrow in blocks (``stream``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import io
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from beryl.data.safeopen import Identity, open_regular
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+WHOLE_FILE_BYTES = 32 * 2**20  # read into memory and parsed in one go up to this size
 _SNIFF_BYTES = 64 * 1024
 _CHUNK = 1 << 20
 
@@ -94,6 +96,8 @@ class InputFile:
 
     def stream(self) -> pa.NativeFile:
         """A new pass over the content, for Arrow's streaming reader (hashed as Arrow reads)."""
+        import pyarrow as pa
+
         self._pass = _Pass(self)
         return pa.PythonFile(self._pass, mode="r")
 

@@ -26,9 +26,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from beryl._io import atomic_write_text, remove_stale_temporaries
 from beryl.data import rowhash, snapshot
 from beryl.data.dataset import (
@@ -175,6 +172,9 @@ def _batch_problem(dataset: Dataset, batch: BatchInfo) -> str | None:
     recorded = batch.sizes.get("parquet")
     if recorded is not None:
         return None if size == recorded else f"{size} bytes where {recorded} were written"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         rows = pq.read_metadata(path).num_rows
     except PermissionError:

@@ -10,13 +10,19 @@ text; this works on the Arrow buffers with NumPy, a few vectorised passes per co
 goes into the row's hash through the SplitMix64 finaliser: numbers by their bits, text by its
 length and then eight bytes at a time (a long text by segments of 8 KiB, so that the cost stays
 linear in its bytes).
+
+Arrow is imported by the functions that hash: every command reads ``VERSION`` (the manifest
+records it), few of them hash a row.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # Stored in the dataset manifest; a dataset hashed otherwise is hashed again. 3: text longer
 # than _SEGMENT_BYTES is hashed by segments (version 2 chained it whole, at a cost that grew
@@ -56,6 +62,8 @@ def as_numpy(array: pa.Array, dtype: type[np.generic]) -> np.ndarray:
 
 def as_bools(mask: pa.Array) -> np.ndarray:
     """A boolean Arrow array without nulls as a NumPy one."""
+    import pyarrow as pa
+
     return as_numpy(mask.cast(pa.uint8()), np.uint8).view(bool)
 
 
@@ -71,6 +79,9 @@ def row_hashes(table: pa.Table) -> np.ndarray:
 
 
 def _column_hashes(array: pa.Array) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     kind = array.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return _text_hashes(array)
@@ -100,6 +111,9 @@ def _text_hashes(array: pa.Array) -> np.ndarray:
     is linear in the bytes whatever the longest value: a chain over the whole of a 20 MB value
     would take millions of NumPy steps of one element each.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     count = len(array)
     offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
     _, offsets_buffer, data_buffer = array.buffers()

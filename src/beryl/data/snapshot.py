@@ -3,7 +3,8 @@
 It is derived data: new batches' rows are appended in place as they are ingested (cut back on
 failure), the manifest records the published length (``SnapshotState``), and a snapshot that
 no longer matches its record is cut back (rows of an ingestion that never published) or
-written again from the batches.
+written again from the batches. Arrow is imported by what writes rows; checking the snapshot
+against its record (every command's repair) only stats the file.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-
 from beryl._io import atomic_path
 from beryl.data.manifest import Manifest, SnapshotState
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from beryl.data.dataset import Dataset
 
 
@@ -34,12 +34,16 @@ def appending(path: Path, header: list[str] | None) -> Iterator[Callable[[pa.Tab
     The rows are flushed, not fsynced: the snapshot is derived data, and if a power loss drops
     rows the manifest already counts, its length no longer matches and ``repair`` rewrites it.
     """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     start = path.stat().st_size if header is None else 0
     with path.open("r+b" if header is None else "wb") as handle:
         handle.seek(start)
         try:
             if header is not None:  # written by Arrow, quoted as Arrow quotes it
-                empty = pa.schema([(name, pa.string()) for name in header]).empty_table()
+                schema = pa.schema([(name, pa.string()) for name in header])
+                empty = pa.Table.from_batches([], schema)  # (``empty_table`` imports pandas)
                 options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
                 pacsv.write_csv(empty, handle, options)
             yield functools.partial(write_rows, handle)
@@ -51,6 +55,9 @@ def appending(path: Path, header: list[str] | None) -> Iterator[Callable[[pa.Tab
 
 def write_rows(handle: BinaryIO, table: pa.Table) -> None:
     """``table``'s rows as CSV (no header) at the end of ``handle``."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     # Arrow's CSV writer (pyarrow 26) writes garbage for a column whose first chunk is empty,
     # so empty record batches are dropped first (no copy).
     batches = [batch for batch in table.to_batches() if batch.num_rows]
@@ -67,6 +74,8 @@ def integral_floats_as_ints(table: pa.Table) -> pa.Table:
     A float column becomes int64 when every value converts exactly: Arrow's safe cast refuses
     fractions, infinities, NaN and values beyond int64, and then the floats are kept.
     """
+    import pyarrow as pa
+
     for index, column in enumerate(table.columns):
         if pa.types.is_floating(column.type):
             try:

@@ -34,8 +34,8 @@ import pyarrow.compute as pc
 
 from beryl.config import Settings, SparkSettings
 from beryl.data._batchfiles import BatchWriter
-from beryl.data.blocks import WHOLE_FILE_BYTES, read_blocks
-from beryl.data.inputfile import InputFile
+from beryl.data.blocks import read_blocks
+from beryl.data.inputfile import WHOLE_FILE_BYTES, InputFile
 from beryl.data.manifest import FileRecord
 from beryl.data.reading import check_classes, first_schema, read_clean
 from beryl.data.rowhash import row_hashes
