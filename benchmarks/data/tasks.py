@@ -133,29 +133,37 @@ def task_ingest_pandas(params: Params) -> Report:
     return {"rows_read": sum(len(f) for f in frames), "rows_written": len(final)}
 
 
-def _production_model(workspace: Path) -> Any:
-    """The production model's pickle from the registry (what the original scripts loaded)."""
+def _production_model(workspace: Path) -> tuple[Any, float]:
+    """The production model's pickle from the registry (what the original scripts loaded) and
+    its decision threshold (the card's tuned one; 0.5 untuned)."""
     import pickle
 
     config = json.loads((workspace / "config.json").read_text(encoding="utf-8"))
     models = workspace / config["output_model_path"]
     version = json.loads((models / "production.json").read_text(encoding="utf-8"))["version"]
-    return pickle.loads((models / "versions" / version / "model.pkl").read_bytes())
+    card = json.loads((models / "versions" / version / "card.json").read_text(encoding="utf-8"))
+    threshold = (card.get("tuning") or {}).get("threshold") or 0.5
+    return pickle.loads((models / "versions" / version / "model.pkl").read_bytes()), threshold
 
 
 def task_predict_pandas(params: Params) -> Report:
-    """Batch scoring as most teams write it: read_csv, predict_proba, to_csv."""
+    """Batch scoring as most teams write it: read_csv, predict_proba, to_csv (the label by the
+    model's own threshold, as Beryl gives it: positive above it)."""
+    import numpy as np
     import pandas as pd
 
-    model = _production_model(Path(params["workspace"]))
+    model, threshold = _production_model(Path(params["workspace"]))
     frame = pd.read_csv(params["input"])
     proba = model.predict_proba(frame[list(model.feature_names_in_)])
     classes = list(model.classes_)
+    positive = classes.index(params["positive_label"])
+    negative = model.classes_[1 - positive]
+    chance = proba[:, positive]
     out = pd.DataFrame(
         {
             ID_COLUMN: frame[ID_COLUMN],
-            "prediction": model.classes_[proba.argmax(axis=1)],
-            "probability": proba[:, classes.index(params["positive_label"])],
+            "prediction": np.where(chance > threshold, model.classes_[positive], negative),
+            "probability": chance,
         }
     )
     out.to_csv(params["output"], index=False)

@@ -208,7 +208,6 @@ class ApiMetrics:
         self._requests: dict[tuple[str, str, int], list[Any]] = {}
         self._predicted: dict[str, int] = {}
         self._flush_due: asyncio.TimerHandle | None = None
-        self._flush_loop: asyncio.AbstractEventLoop | None = None
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request and its duration."""
@@ -218,27 +217,27 @@ class ApiMetrics:
         tally[0] += 1
         tally[1] += seconds
         tally[2][bisect.bisect_left(_BUCKETS, seconds)] += 1  # the first bound >= seconds
-        self._flush_soon()
+        if self._flush_due is None:
+            self._flush_soon()
 
     def count_predictions(self, predictions: list[Any]) -> None:
         counts = self._predicted
         for label in predictions:
             key = str(label)
             counts[key] = counts.get(key, 0) + 1
-        self._flush_soon()
+        if self._flush_due is None:
+            self._flush_soon()
 
     def _flush_soon(self) -> None:
-        """A flush ``FLUSH_S`` from now on this event loop, unless one is due there already."""
+        """A flush ``FLUSH_S`` from now on the running event loop (none due yet); off a loop,
+        now. A flush due on a loop that ended (a test client's) never runs: ``flush`` before a
+        scrape moves what it would have."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on an event loop: no later
             self.flush()
             return
-        if self._flush_due is None or self._flush_loop is not loop:
-            if self._flush_due is not None:  # due on a loop that has ended (a test client's)
-                self._flush_due.cancel()
-            self._flush_loop = loop
-            self._flush_due = loop.call_later(FLUSH_S, self.flush)
+        self._flush_due = loop.call_later(FLUSH_S, self.flush)
 
     def flush(self) -> None:
         """Move the counts gathered since the last flush into the Prometheus series."""
