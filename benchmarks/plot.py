@@ -209,7 +209,7 @@ def rows_label(value: float, _: object = None) -> str:
     """1250000 -> 1.25M, 40000 -> 40k."""
     for scale, suffix in ((1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
-            return f"{value / scale:g}{suffix}"
+            return f"{value / scale:.3g}{suffix}"
     return f"{value:g}"
 
 
