@@ -101,7 +101,7 @@ def _machine(runs: dict[str, dict[str, Any]]) -> list[str]:
         machine = data.get("machine", {})
         load = machine.get("loadavg_at_start") or data.get("loadavg_at_start")
         commit = str(machine.get("beryl_commit", "")).split(" ")[0][:10]
-        when = data.get("started_at") or data.get("finished_at") or ""
+        when = data.get("started_at") or ""
         described = (
             f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
             f"{machine.get('memory_gib', '?')} GiB"

@@ -92,6 +92,7 @@ def write_results(ctx: Context, machine: dict[str, Any], started: float) -> Path
             "profiled": ctx.profile,
             "datasets": list(ctx.datasets),
         },
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": time.time() - started,
         "results": [asdict(r) for r in ctx.rows],
         "details": ctx.details,

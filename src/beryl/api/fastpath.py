@@ -22,6 +22,7 @@ from collections import deque
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
+from beryl.api import jsoncodec
 from beryl.api.app import ApiError, HostCheck, authorised, declares_too_large, request_headers
 from beryl.api.holder import LoadedModel, ModelHolder
 from beryl.api.metrics import STARTED, ApiMetrics
@@ -29,7 +30,6 @@ from beryl.api.routes.prediction import (
     JSON_TYPES,
     RecordPlan,
     answer_headers,
-    encode_answer,
     json_request,
     media_type,
     record_plan,
@@ -114,7 +114,7 @@ class PredictionFastPath:
             explain = payload.get("explain")
             reasons = None if explain is None else requested_reasons(explain, [], loaded)
             rows = rows_from_records(payload["records"], self._plan_for(loaded), self.max_records)
-            return encode_answer(await scored(loaded, rows, self.metrics, reasons))
+            return jsoncodec.dumps(await scored(loaded, rows, self.metrics, reasons))
         except (ApiError, BerylError):
             return None
 

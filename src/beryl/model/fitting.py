@@ -48,16 +48,14 @@ def present_median(values: np.ndarray) -> float:
 def fit_features(transform: Any, features: Any, labels: Any) -> Any:
     """``transform.fit_transform`` (Beryl's ``ColumnTransformer``) with the numeric imputer's
     medians by partition; the fitted imputer keeps ``strategy="median"``."""
-    numeric = "numeric" in dict((name, step) for name, step, _ in transform.transformers)
-    if numeric:
-        transform.set_params(numeric__impute__strategy=present_median)
+    if not any(name == "numeric" for name, _, _ in transform.transformers):
+        return transform.fit_transform(features, labels)
+    transform.set_params(numeric__impute__strategy=present_median)
     try:
         matrix = transform.fit_transform(features, labels)
     finally:
-        if numeric:
-            transform.set_params(numeric__impute__strategy="median")
-    if numeric:
-        transform.named_transformers_["numeric"].named_steps["impute"].strategy = "median"
+        transform.set_params(numeric__impute__strategy="median")
+    transform.named_transformers_["numeric"].named_steps["impute"].strategy = "median"
     return matrix
 
 
@@ -71,7 +69,8 @@ def warm_start(estimator: Any, matrix: Any, labels: Any, fit: Callable[..., None
     if estimator.solver != SOLVER or estimator.warm_start or rows <= 4 * WARM_ROWS:
         return False
     picks = np.sort(np.random.default_rng(_SEED).choice(rows, WARM_ROWS, replace=False))
-    every, sample = np.asarray(labels), np.asarray(labels)[picks]
+    every = np.asarray(labels)
+    sample = every[picks]
     if len(pd.unique(sample)) != len(pd.unique(every)):
         return False  # a class too rare to be sampled: start from zero
     start = clone(estimator)

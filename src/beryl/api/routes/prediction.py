@@ -208,12 +208,7 @@ async def scored(
 
 class _Answer(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return encode_answer(content)
-
-
-def encode_answer(content: dict[str, Any]) -> bytes:
-    """An answer's JSON body, as ``respond``'s response sends it."""
-    return jsoncodec.dumps(content)
+        return jsoncodec.dumps(content)
 
 
 def answer_headers(body: bytes) -> list[tuple[bytes, bytes]]:
